@@ -1,0 +1,181 @@
+//! Events the kernel programs send through the EVENTS ring buffer.
+
+use crate::socket::SocketRecord;
+
+/// What happened. Stored as `u8` in [`Event::kind`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A socket fd appeared: `fd`, `record`.
+    Open = 1,
+    /// A socket fd was closed: `fd`.
+    Close = 2,
+    /// connect(2) succeeded or is in progress: `fd`, `record.remote`.
+    Connect = 3,
+    /// `arg` became a copy of socket fd `fd` (dup family, fcntl F_DUPFD*).
+    Dup = 4,
+    /// close_range(`fd`, `arg`, `flags`) succeeded.
+    CloseRange = 5,
+    /// Process `tgid` forked; `arg` is the new task's pid (a thread or a process).
+    Fork = 6,
+    /// Process `tgid` called execve successfully.
+    Exec = 7,
+    /// The last thread of process `tgid` exited.
+    Exit = 8,
+    /// `syscall` failed with errno `arg`; `fd` is the socket for connect, the listener for accept.
+    Failure = 9,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<EventKind> {
+        Some(match v {
+            1 => EventKind::Open,
+            2 => EventKind::Close,
+            3 => EventKind::Connect,
+            4 => EventKind::Dup,
+            5 => EventKind::CloseRange,
+            6 => EventKind::Fork,
+            7 => EventKind::Exec,
+            8 => EventKind::Exit,
+            9 => EventKind::Failure,
+            _ => return None,
+        })
+    }
+}
+
+/// The syscall behind an event. Stored as `u8` in [`Event::syscall`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Syscall {
+    None = 0,
+    Socket = 1,
+    Socketpair = 2,
+    Accept = 3,
+    Accept4 = 4,
+    Connect = 5,
+    Close = 6,
+    CloseRange = 7,
+    Dup = 8,
+    Dup2 = 9,
+    Dup3 = 10,
+    Fcntl = 11,
+}
+
+impl Syscall {
+    pub fn from_u8(v: u8) -> Option<Syscall> {
+        Some(match v {
+            0 => Syscall::None,
+            1 => Syscall::Socket,
+            2 => Syscall::Socketpair,
+            3 => Syscall::Accept,
+            4 => Syscall::Accept4,
+            5 => Syscall::Connect,
+            6 => Syscall::Close,
+            7 => Syscall::CloseRange,
+            8 => Syscall::Dup,
+            9 => Syscall::Dup2,
+            10 => Syscall::Dup3,
+            11 => Syscall::Fcntl,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Syscall::None => "none",
+            Syscall::Socket => "socket",
+            Syscall::Socketpair => "socketpair",
+            Syscall::Accept => "accept",
+            Syscall::Accept4 => "accept4",
+            Syscall::Connect => "connect",
+            Syscall::Close => "close",
+            Syscall::CloseRange => "close_range",
+            Syscall::Dup => "dup",
+            Syscall::Dup2 => "dup2",
+            Syscall::Dup3 => "dup3",
+            Syscall::Fcntl => "fcntl",
+        }
+    }
+}
+
+/// One ring-buffer record. Fixed size so the kernel can reserve it in one step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// A [`Syscall`].
+    pub syscall: u8,
+    /// close_range flags.
+    pub flags: u16,
+    pub fd: i32,
+    /// Kind-specific: new fd (Dup), last fd (CloseRange), child pid (Fork), errno (Failure).
+    pub arg: i64,
+    pub record: SocketRecord,
+}
+crate::assert_layout!(Event, size = 104, fields = [u64, u32, u32, u8, u8, u16, i32, i64, SocketRecord]);
+
+impl Event {
+    pub const EMPTY: Event = Event {
+        ts_ns: 0,
+        tgid: 0,
+        tid: 0,
+        kind: 0,
+        syscall: 0,
+        flags: 0,
+        fd: -1,
+        arg: 0,
+        record: SocketRecord::EMPTY,
+    };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::Event;
+
+    // SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
+    unsafe impl aya::Pod for Event {}
+
+    /// Why a ring-buffer record could not be decoded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DecodeError {
+        /// The record is not `size_of::<Event>()` bytes long.
+        Size(usize),
+        /// Unknown `kind` byte: the loader and the object come from different builds.
+        Kind(u8),
+    }
+
+    impl core::fmt::Display for DecodeError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                DecodeError::Size(n) => write!(
+                    f,
+                    "event of {n} bytes, expected {}",
+                    core::mem::size_of::<Event>()
+                ),
+                DecodeError::Kind(k) => write!(f, "unknown event kind {k}"),
+            }
+        }
+    }
+
+    impl Event {
+        /// Decodes one ring-buffer record. Records are only 8-byte aligned by the kernel, and
+        /// callers may hand in any slice, so this copies rather than casts.
+        pub fn decode(bytes: &[u8]) -> Result<(Event, super::EventKind), DecodeError> {
+            if bytes.len() != core::mem::size_of::<Event>() {
+                return Err(DecodeError::Size(bytes.len()));
+            }
+            // SAFETY: length checked above; Event is Pod (every bit pattern valid).
+            let ev: Event = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let kind = super::EventKind::from_u8(ev.kind).ok_or(DecodeError::Kind(ev.kind))?;
+            Ok((ev, kind))
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+pub use user::DecodeError;

@@ -1,0 +1,27 @@
+//! Which processes the kernel programs trace.
+
+/// Value in the TARGETS map (key: tgid).
+pub mod state {
+    /// Traced; the live-socket map is authoritative for its fds.
+    pub const ACTIVE: u8 = 1;
+    /// Forked from a traced process; userspace has not yet copied the inherited fds into the
+    /// live-socket map, so closes and dups of fds the map does not know must still be reported.
+    pub const FORK_PENDING: u8 = 2;
+}
+
+/// Names of the read-only globals userspace sets at load time.
+pub mod global {
+    /// Non-zero: trace every process (`--all`).
+    pub const TRACE_ALL: &str = "TRACE_ALL";
+    /// Non-zero: capture a user stack for each socket and failure.
+    pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
+}
+
+/// Map names, shared so the loader cannot drift from the object.
+pub mod map {
+    pub const TARGETS: &str = "TARGETS";
+    pub const LIVE: &str = "LIVE";
+    pub const EVENTS: &str = "EVENTS";
+    pub const STACKS: &str = "STACKS";
+    pub const LOSSES: &str = "LOSSES";
+}

@@ -1,0 +1,29 @@
+//! sockleak's kernel half: tracepoint programs that keep a live-socket map per traced process
+//! and stream lifecycle events to userspace.
+//!
+//! Only syscall and scheduler tracepoints are used: kprobes and fentry are not available
+//! everywhere sockleak must run. Results are read at syscall exit, so failed calls (EMFILE on
+//! accept4, EADDRNOTAVAIL on connect) are seen too.
+#![no_std]
+#![no_main]
+
+mod args;
+mod close;
+mod connect;
+mod dup;
+mod emit;
+mod filter;
+mod lifecycle;
+mod maps;
+mod open;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

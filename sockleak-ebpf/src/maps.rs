@@ -1,0 +1,59 @@
+//! Maps and load-time globals. Userspace may resize LIVE and STACKS at load time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use sockleak_common::{
+    counters::{LOSS_CAUSES, LossCause},
+    socket::{SockKey, SocketRecord},
+};
+
+/// Set by userspace before load; `read_volatile` keeps the compiler from folding the defaults.
+#[unsafe(no_mangle)]
+static TRACE_ALL: u8 = 0;
+#[unsafe(no_mangle)]
+static CAPTURE_STACKS: u8 = 1;
+
+#[inline(always)]
+pub fn trace_all() -> bool {
+    unsafe { core::ptr::read_volatile(&TRACE_ALL) != 0 }
+}
+
+#[inline(always)]
+pub fn capture_stacks() -> bool {
+    unsafe { core::ptr::read_volatile(&CAPTURE_STACKS) != 0 }
+}
+
+/// tgid -> target state (see `sockleak_common::target::state`).
+#[map]
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Live socket fds of traced processes. Not preallocated: memory follows the live count.
+#[map]
+pub static LIVE: HashMap<SockKey, SocketRecord> =
+    HashMap::with_max_entries(262_144, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+#[map]
+pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Counts something the kernel side could not record. Returns true the first time on this CPU,
+/// so callers can log once instead of flooding.
+#[inline(always)]
+pub fn count_loss(cause: LossCause) -> bool {
+    match LOSSES.get_ptr_mut(cause as u32) {
+        Some(p) => unsafe {
+            *p += 1;
+            *p == 1
+        },
+        None => false,
+    }
+}

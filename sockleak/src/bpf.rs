@@ -1,0 +1,235 @@
+//! Loading and attaching the kernel programs, and typed access to their maps.
+//!
+//! Everything lives in [`Tracer`]: dropping it detaches every program and frees every map, so
+//! an error at any step leaves nothing attached.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::TracePoint,
+};
+use log::warn;
+use sockleak_common::{
+    counters::{LOSS_CAUSES, LossCause},
+    socket::{SockKey, SocketRecord},
+    target::{global, map},
+};
+
+use crate::error::UserError;
+
+/// The kernel object, embedded by build.rs (empty when built without bpf-linker).
+static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockleak.bpf.o"));
+
+/// One tracepoint program and what is lost without it.
+pub struct Probe {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// None: sockleak cannot work without it. Some: what the report lacks when it is missing.
+    pub optional: Option<&'static str>,
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe { category: "syscalls", name: "sys_exit_socket", optional: None },
+    Probe { category: "syscalls", name: "sys_enter_close", optional: None },
+    Probe { category: "sched", name: "sched_process_exit", optional: None },
+    Probe { category: "syscalls", name: "sys_exit_accept4", optional: Some("sockets from accept4") },
+    Probe { category: "syscalls", name: "sys_exit_accept", optional: Some("sockets from accept") },
+    Probe { category: "syscalls", name: "sys_exit_socketpair", optional: Some("socketpair sockets") },
+    Probe { category: "syscalls", name: "sys_exit_connect", optional: Some("connect endpoints and failures") },
+    Probe { category: "syscalls", name: "sys_exit_dup", optional: Some("dup copies of sockets") },
+    Probe { category: "syscalls", name: "sys_exit_dup2", optional: Some("dup2 copies of sockets") },
+    Probe { category: "syscalls", name: "sys_exit_dup3", optional: Some("dup3 copies of sockets") },
+    Probe { category: "syscalls", name: "sys_exit_fcntl", optional: Some("F_DUPFD copies of sockets") },
+    Probe { category: "syscalls", name: "sys_exit_close_range", optional: Some("sockets closed by close_range") },
+    Probe { category: "task", name: "task_newtask", optional: Some("children forked after start") },
+    Probe { category: "sched", name: "sched_process_exec", optional: Some("close-on-exec at execve") },
+];
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Whether the running kernel has a tracepoint (checked before loading anything).
+pub fn tracepoint_exists(tracefs: &Path, p: &Probe) -> bool {
+    tracefs.join("events").join(p.category).join(p.name).exists()
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub trace_all: bool,
+    pub capture_stacks: bool,
+    pub max_sockets: u32,
+    pub stack_entries: u32,
+}
+
+/// Outcome of [`Tracer::insert_if_absent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    Inserted,
+    Exists,
+    Full,
+}
+
+pub struct Tracer {
+    /// Owns programs and links: dropping it detaches everything.
+    bpf: Ebpf,
+    pub targets: HashMap<MapData, u32, u8>,
+    pub live: HashMap<MapData, SockKey, SocketRecord>,
+    pub stacks: StackTraceMap<MapData>,
+    pub losses: PerCpuArray<MapData, u64>,
+    pub events: Option<RingBuf<MapData>>,
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Optional probes that could not be attached, with what is lost.
+    pub degraded: Vec<String>,
+}
+
+impl Tracer {
+    /// Loads the object and creates its maps; programs are not attached yet.
+    pub fn load(opts: &LoadOptions) -> Result<Tracer> {
+        if OBJECT.is_empty() {
+            return Err(UserError::StubObject.into());
+        }
+        let trace_all = u8::from(opts.trace_all);
+        let capture = u8::from(opts.capture_stacks);
+        let mut bpf = EbpfLoader::new()
+            .override_global(global::TRACE_ALL, &trace_all, true)
+            .override_global(global::CAPTURE_STACKS, &capture, true)
+            .map_max_entries(map::LIVE, opts.max_sockets)
+            .map_max_entries(map::STACKS, opts.stack_entries)
+            .load(OBJECT)
+            .context("loading sockleak's eBPF object into the kernel")?;
+        // Kernel-side log records (aya-log) go to sockleak's logger.
+        let logger = match aya_log::EbpfLogger::init(&mut bpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
+        let targets = HashMap::try_from(take(&mut bpf, map::TARGETS)?)?;
+        let live = HashMap::try_from(take(&mut bpf, map::LIVE)?)?;
+        let stacks = StackTraceMap::try_from(take(&mut bpf, map::STACKS)?)?;
+        let losses = PerCpuArray::try_from(take(&mut bpf, map::LOSSES)?)?;
+        let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
+        Ok(Tracer {
+            bpf,
+            targets,
+            live,
+            stacks,
+            losses,
+            events: Some(events),
+            logger,
+            degraded: Vec::new(),
+        })
+    }
+
+    /// Attaches every probe. A missing required tracepoint is an error (and `self` dropped by
+    /// the caller detaches what was attached); a missing optional one is a warning.
+    pub fn attach(&mut self, tracefs: &Path) -> Result<()> {
+        for p in PROBES {
+            if !tracepoint_exists(tracefs, p) {
+                match p.optional {
+                    None => {
+                        return Err(UserError::MissingTracepoint(format!(
+                            "{}:{}",
+                            p.category, p.name
+                        ))
+                        .into());
+                    }
+                    Some(lost) => {
+                        self.degraded.push(format!(
+                            "tracepoint {}:{} is missing on this kernel: {lost} are not tracked",
+                            p.category, p.name
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let prog: &mut TracePoint = self
+                .bpf
+                .program_mut(p.name)
+                .with_context(|| format!("program {} missing from the eBPF object", p.name))?
+                .try_into()?;
+            let res = prog
+                .load()
+                .and_then(|()| prog.attach(p.category, p.name).map(|_| ()));
+            match (res, p.optional) {
+                (Ok(()), _) => {}
+                (Err(e), None) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("attaching {}:{}", p.category, p.name)));
+                }
+                (Err(e), Some(lost)) => self.degraded.push(format!(
+                    "could not attach {}:{} ({e}): {lost} are not tracked",
+                    p.category, p.name
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_target(&mut self, tgid: u32, state: u8) -> Result<()> {
+        self.targets
+            .insert(tgid, state, 0)
+            .with_context(|| format!("adding pid {tgid} to the kernel target map"))
+    }
+
+    pub fn remove_target(&mut self, tgid: u32) {
+        // Absent already (the kernel removes exited processes) is fine.
+        let _ = self.targets.remove(&tgid);
+    }
+
+    /// Inserts a socket the kernel has no entry for, leaving an existing entry alone (a
+    /// socket made after tracing began owns that fd).
+    pub fn insert_if_absent(&mut self, tgid: u32, fd: u32, rec: &SocketRecord) -> Insert {
+        const BPF_NOEXIST: u64 = 1;
+        let key = SockKey { tgid, fd };
+        if self.live.insert(key, rec, BPF_NOEXIST).is_ok() {
+            Insert::Inserted
+        } else if self.live.get(&key, 0).is_ok() {
+            Insert::Exists
+        } else {
+            Insert::Full
+        }
+    }
+
+    /// Deletes LIVE[(tgid, fd)] unless it was created after `not_after_ns`.
+    pub fn forget(&mut self, tgid: u32, fd: u32, not_after_ns: u64) {
+        let key = SockKey { tgid, fd };
+        if let Ok(rec) = self.live.get(&key, 0)
+            && rec.created_ns <= not_after_ns
+        {
+            let _ = self.live.remove(&key);
+        }
+    }
+
+    /// Kernel-side loss counters, summed over CPUs, indexed by [`LossCause`].
+    pub fn losses(&self) -> [u64; LOSS_CAUSES as usize] {
+        let mut out = [0u64; LOSS_CAUSES as usize];
+        for cause in LossCause::ALL {
+            if let Ok(values) = self.losses.get(&(cause as u32), 0) {
+                out[cause as usize] = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Raw instruction pointers of a captured user stack.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        let id = u32::try_from(id).ok()?;
+        let st = self.stacks.get(&id, 0).ok()?;
+        Some(st.frames().iter().map(|f| f.ip).collect())
+    }
+
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+}
+
+fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    bpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}

@@ -1,0 +1,79 @@
+//! Validated trace settings, built from the command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    bpf::LoadOptions,
+    cli::{Format, TraceArgs},
+    error::UserError,
+    procfs,
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Requested processes (thread ids already mapped to their process).
+    pub pids: Vec<u32>,
+    pub all: bool,
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    pub min_age_ns: u64,
+    pub min_count: u64,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub load: LoadOptions,
+}
+
+const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
+
+impl Config {
+    pub fn from_args(a: &TraceArgs) -> Result<Config, UserError> {
+        if a.all && !a.pids.is_empty() {
+            return Err(UserError::PidWithAll);
+        }
+        if !a.all && a.pids.is_empty() {
+            return Err(UserError::NoTarget);
+        }
+        if let Some(d) = a.duration
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(UserError::BadDuration(d));
+        }
+        if !(a.interval.is_finite() && a.interval > 0.0) {
+            return Err(UserError::BadInterval(a.interval));
+        }
+        if !(a.min_age.is_finite() && a.min_age >= 0.0) {
+            return Err(UserError::BadMinAge(a.min_age));
+        }
+        if a.max_sockets == 0 || a.max_sockets > MAX_SOCKETS_LIMIT {
+            return Err(UserError::BadMaxSockets(a.max_sockets));
+        }
+        let mut pids = Vec::new();
+        for &raw in &a.pids {
+            let pid = u32::try_from(raw)
+                .ok()
+                .filter(|p| *p > 0 && i32::try_from(*p).is_ok())
+                .ok_or(UserError::BadPid(raw))?;
+            // A thread id names its process: fds belong to the whole thread group.
+            let tgid = procfs::tgid(pid).ok_or(UserError::NoSuchPid(pid))?;
+            if !pids.contains(&tgid) {
+                pids.push(tgid);
+            }
+        }
+        Ok(Config {
+            pids,
+            all: a.all,
+            duration: a.duration.map(Duration::from_secs_f64),
+            interval: Duration::from_secs_f64(a.interval),
+            min_age_ns: (a.min_age * 1e9) as u64,
+            min_count: a.min_count.max(1),
+            format: a.format,
+            output: a.output.clone(),
+            load: LoadOptions {
+                trace_all: a.all,
+                capture_stacks: !a.no_stacks,
+                max_sockets: a.max_sockets,
+                stack_entries: a.stack_entries,
+            },
+        })
+    }
+}

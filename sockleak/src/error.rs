@@ -1,0 +1,45 @@
+//! Errors a user can act on. Each prints as one line naming the input and what to do.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum UserError {
+    #[error("--pid {0}: not a process id (expected a positive integer)")]
+    BadPid(i64),
+    #[error("--pid {0}: no such process; check the pid with `ps -p {0}`")]
+    NoSuchPid(u32),
+    #[error("nothing to trace: give --pid PID (repeatable) or --all")]
+    NoTarget,
+    #[error("--pid and --all conflict: --all already traces every process")]
+    PidWithAll,
+    #[error("--duration {0}: must be a positive number of seconds")]
+    BadDuration(f64),
+    #[error("--interval {0}: must be a positive number of seconds")]
+    BadInterval(f64),
+    #[error("--min-age {0}: must be zero or a positive number of seconds")]
+    BadMinAge(f64),
+    #[error("--max-sockets {0}: must be between 1 and 16777216")]
+    BadMaxSockets(u32),
+    #[error(
+        "missing privileges: {missing} (run as root, e.g. `sudo sockleak ...`, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+    )]
+    Privileges { missing: String },
+    #[error(
+        "tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({reason}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
+    Tracefs { reason: String },
+    #[error(
+        "kernel BTF not found at {0}; sockleak needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf(PathBuf),
+    #[error(
+        "this sockleak binary was built without its eBPF object; run `cargo xtask build-ebpf --release` and rebuild (or use `cargo xtask run -- ...`)"
+    )]
+    StubObject,
+    #[error("the kernel lacks the required tracepoint {0}; sockleak cannot run without it")]
+    MissingTracepoint(String),
+    #[error("--output {path}: {reason}")]
+    Output { path: PathBuf, reason: String },
+}

@@ -1,0 +1,248 @@
+//! Reading /proc. Parsers are pure functions over text so they can be tested and fuzzed; the
+//! thin I/O wrappers turn "process went away" into `None` or an empty result.
+
+use std::{fs, io, path::PathBuf};
+
+pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{rest}"))
+}
+
+pub fn exists(pid: u32) -> bool {
+    fs::metadata(format!("/proc/{pid}")).is_ok()
+}
+
+/// The thread-group id of task `pid`; equal to `pid` for a process, different for a thread.
+pub fn tgid(pid: u32) -> Option<u32> {
+    let s = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    parse_status(&s).tgid
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    let s = fs::read_to_string(proc_path(pid, "comm")).ok()?;
+    Some(s.trim_end_matches('\n').to_string())
+}
+
+/// Fields of /proc/PID/status sockleak uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub tgid: Option<u32>,
+    /// Pid in the innermost PID namespace (last NSpid entry).
+    pub ns_pid: Option<u32>,
+}
+
+pub fn status(pid: u32) -> Option<Status> {
+    fs::read_to_string(proc_path(pid, "status"))
+        .ok()
+        .map(|s| parse_status(&s))
+}
+
+pub fn parse_status(text: &str) -> Status {
+    let mut st = Status::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("Tgid:") {
+            st.tgid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("NSpid:") {
+            st.ns_pid = v.split_whitespace().last().and_then(|x| x.parse().ok());
+        }
+    }
+    st
+}
+
+/// Soft and hard RLIMIT_NOFILE; `u64::MAX` for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+pub fn fd_limit(pid: u32) -> Option<FdLimit> {
+    let s = fs::read_to_string(proc_path(pid, "limits")).ok()?;
+    parse_fd_limit(&s)
+}
+
+pub fn parse_fd_limit(text: &str) -> Option<FdLimit> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut it = line["Max open files".len()..].split_whitespace();
+    let parse = |v: Option<&str>| -> Option<u64> {
+        match v? {
+            "unlimited" => Some(u64::MAX),
+            n => n.parse().ok(),
+        }
+    };
+    Some(FdLimit {
+        soft: parse(it.next())?,
+        hard: parse(it.next())?,
+    })
+}
+
+/// Process start time in clock ticks since boot (field 22 of /proc/PID/stat). Together with the
+/// pid it names a process uniquely, so a reused pid is never merged with its predecessor.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    parse_stat_start_time(&s)
+}
+
+pub fn parse_stat_start_time(text: &str) -> Option<u64> {
+    // comm may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    // After ')' come fields 3.. ; start time is field 22, so the 20th of these.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Parses a /proc/PID/fd link target such as `socket:[12345]`.
+pub fn parse_socket_link(target: &str) -> Option<u64> {
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Socket fds of a process with their inode numbers. An exited process yields an error.
+pub fn socket_fds(pid: u32) -> io::Result<Vec<(u32, u64)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(proc_path(pid, "fd"))? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // The fd may close between readdir and readlink: skip it.
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        if let Some(inode) = target.to_str().and_then(parse_socket_link) {
+            out.push((fd, inode));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The socket inode behind one fd, if it is a socket.
+pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
+    let target = fs::read_link(proc_path(pid, &format!("fd/{fd}"))).ok()?;
+    target.to_str().and_then(parse_socket_link)
+}
+
+/// Number of open fds of any kind.
+pub fn open_fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(proc_path(pid, "fd")).ok()?.count() as u64)
+}
+
+/// Pids of all processes (thread-group leaders) on the host.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// One executable-or-file mapping of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub exec: bool,
+    pub path: String,
+}
+
+pub fn maps(pid: u32) -> Vec<Mapping> {
+    fs::read_to_string(proc_path(pid, "maps"))
+        .map(|s| parse_maps(&s))
+        .unwrap_or_default()
+}
+
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.splitn(6, ' ');
+            let range = it.next()?;
+            let (start, end) = range.split_once('-')?;
+            let exec = it.next()?.as_bytes().get(2) == Some(&b'x');
+            let path = it.nth(3).map(str::trim).unwrap_or("");
+            if path.is_empty() {
+                return None;
+            }
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                exec,
+                path: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether `addr` lies in executable code of a file mapping.
+pub fn is_code(maps: &[Mapping], addr: u64) -> bool {
+    maps.iter()
+        .any(|m| m.exec && m.start <= addr && addr < m.end)
+}
+
+/// The mapping holding `addr`, if any.
+pub fn module_of(maps: &[Mapping], addr: u64) -> Option<&str> {
+    maps.iter()
+        .find(|m| m.start <= addr && addr < m.end)
+        .map(|m| m.path.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let s = "Name:\tx\nTgid:\t4242\nPid:\t4243\nNSpid:\t4243\t7\n";
+        assert_eq!(
+            parse_status(s),
+            Status {
+                tgid: Some(4242),
+                ns_pid: Some(7)
+            }
+        );
+    }
+
+    #[test]
+    fn limits_line() {
+        let s = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                 Max cpu time              unlimited            unlimited            seconds   \n\
+                 Max open files            1024                 524288               files     \n";
+        assert_eq!(
+            parse_fd_limit(s),
+            Some(FdLimit {
+                soft: 1024,
+                hard: 524288
+            })
+        );
+        let u = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_fd_limit(u).map(|l| l.soft), Some(u64::MAX));
+        assert_eq!(parse_fd_limit("garbage"), None);
+    }
+
+    #[test]
+    fn stat_start_time_survives_odd_comm() {
+        let s = "12 (a b) c) S 1 12 12 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat_start_time(s), Some(98765));
+        assert_eq!(parse_stat_start_time("12 (x"), None);
+    }
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(parse_socket_link("socket:[123]"), Some(123));
+        assert_eq!(parse_socket_link("pipe:[123]"), None);
+        assert_eq!(parse_socket_link("socket:[x]"), None);
+        assert_eq!(parse_socket_link("/dev/null"), None);
+    }
+
+    #[test]
+    fn maps_lines() {
+        let s = "5581a000-5581b000 r-xp 00001000 08:01 1234   /usr/bin/my prog\n\
+                 7ffd1000-7ffd2000 rw-p 00000000 00:00 0      /data\n\
+                 7ffd2000-7ffd2100 rw-p 00000000 00:00 0 \n\
+                 7ffd3000-7ffd4000 r-xp 00000000 00:00 0      [vdso]\n";
+        let m = parse_maps(s);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].path, "/usr/bin/my prog");
+        assert_eq!(module_of(&m, 0x5581a010), Some("/usr/bin/my prog"));
+        assert_eq!(module_of(&m, 0x1), None);
+        assert!(is_code(&m, 0x5581a010));
+        assert!(!is_code(&m, 0x7ffd1000));
+    }
+}

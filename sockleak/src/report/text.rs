@@ -1,0 +1,209 @@
+//! Text mode: a live summary every interval and a final report in the spirit of bcc's memleak.
+
+use std::fmt::Write as _;
+
+use super::model::{Failure, ProcessReport, Report, Snapshot, Suspect};
+use crate::stacks::Frame;
+
+/// Frames printed per stack; JSON carries them all.
+const MAX_FRAMES: usize = 16;
+
+fn limit_str(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn duration_str(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+/// The live summary block (without cursor control).
+pub fn snapshot(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sockleak  t={:.0}s  processes={}  lost_events={}",
+        s.t_s,
+        s.processes.len(),
+        s.lost_events
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:<16} {:>8} {:>9} {:>15} {:>10}",
+        "PID", "COMM", "SOCKETS", "GROWTH/s", "FDS/LIMIT", "FULL IN"
+    );
+    for p in &s.processes {
+        let fds = match (p.open_fds, &p.fd_limit) {
+            (Some(o), Some(l)) => format!("{o}/{}", limit_str(l.soft)),
+            (Some(o), None) => o.to_string(),
+            _ => "-".into(),
+        };
+        let full = p.seconds_to_fd_limit.map_or("-".into(), duration_str);
+        let _ = writeln!(
+            out,
+            "{:>8} {:<16} {:>8} {:>+9.1} {:>15} {:>10}",
+            p.pid, p.comm, p.live_sockets, p.growth_per_s, fds, full
+        );
+    }
+    out
+}
+
+fn frame_line(f: &Frame) -> String {
+    let mut s = format!("{:#x}", f.addr);
+    match &f.symbol {
+        Some(sym) => {
+            let _ = write!(s, " {sym}");
+        }
+        None => s.push_str(" ?"),
+    }
+    if let (Some(file), Some(line)) = (&f.file, f.line) {
+        let _ = write!(s, " at {file}:{line}");
+    }
+    if let Some(m) = &f.module {
+        let _ = write!(s, " [{m}]");
+    }
+    s
+}
+
+fn stack(out: &mut String, frames: &[Frame], indent: &str) {
+    if frames.is_empty() {
+        let _ = writeln!(out, "{indent}(no stack: opened before tracing or stacks off)");
+        return;
+    }
+    for (i, f) in frames.iter().take(MAX_FRAMES).enumerate() {
+        let _ = writeln!(out, "{indent}#{i:<2} {}", frame_line(f));
+    }
+    if frames.len() > MAX_FRAMES {
+        let _ = writeln!(out, "{indent}... {} more frames", frames.len() - MAX_FRAMES);
+    }
+}
+
+fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn suspect(out: &mut String, s: &Suspect) {
+    let _ = writeln!(
+        out,
+        "    {} socket(s) from {} open, oldest {}; kinds {}{}",
+        s.count,
+        s.origin,
+        duration_str(s.oldest_age_s),
+        counts(&s.kinds),
+        if s.states.is_empty() {
+            String::new()
+        } else {
+            format!("; states {}", counts(&s.states))
+        }
+    );
+    if let Some(idle) = s.max_idle_s {
+        let _ = writeln!(out, "      idle up to {}", duration_str(idle));
+    }
+    if !s.remotes.is_empty() {
+        let r: Vec<String> = s
+            .remotes
+            .iter()
+            .map(|r| format!("{} x{}", r.endpoint, r.count))
+            .collect();
+        let _ = writeln!(out, "      to {}", r.join(", "));
+    }
+    stack(out, &s.stack, "      ");
+}
+
+fn failure(out: &mut String, f: &Failure) {
+    let _ = writeln!(
+        out,
+        "    {} failed with {} x{} (first at {:.1}s, last at {:.1}s){}{}",
+        f.syscall,
+        f.errno,
+        f.count,
+        f.first_s,
+        f.last_s,
+        f.open_fds_at_failure
+            .map_or(String::new(), |n| format!(", {n} open fds at failure")),
+        f.remote.as_ref().map_or(String::new(), |r| format!(", to {r}"))
+    );
+    stack(out, &f.stack, "      ");
+}
+
+fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
+    let _ = writeln!(
+        out,
+        "\nPID {} ({}){}{}",
+        p.pid,
+        p.comm,
+        p.ns_pid
+            .filter(|n| *n != p.pid)
+            .map_or(String::new(), |n| format!(" ns_pid {n}")),
+        if p.exited { ", exited" } else { "" }
+    );
+    let _ = write!(
+        out,
+        "  {} live socket(s) ({:+.1}/s): opened {}, closed {}, preexisting {}",
+        p.live_sockets, p.growth_per_s, p.opened, p.closed, p.preexisting
+    );
+    if let Some(o) = p.open_fds {
+        let _ = write!(out, "; {o} open fds");
+    }
+    if let Some(l) = &p.fd_limit {
+        let _ = write!(out, ", limit {} soft / {} hard", limit_str(l.soft), limit_str(l.hard));
+    }
+    out.push('\n');
+    if let Some(s) = p.seconds_to_fd_limit {
+        let _ = writeln!(out, "  reaches its fd limit in about {} at this rate", duration_str(s));
+    }
+    if !p.failures.is_empty() {
+        let _ = writeln!(out, "  FAILED CALLS:");
+        for f in &p.failures {
+            failure(out, f);
+        }
+    }
+    if p.suspects.is_empty() {
+        let _ = writeln!(out, "  no leak suspects (no idle socket open {min_age_s}s or longer)");
+    } else {
+        let _ = writeln!(out, "  LEAK SUSPECTS (open {min_age_s}s or longer, by call site):");
+        for s in &p.suspects {
+            suspect(out, s);
+        }
+    }
+}
+
+pub fn report(r: &Report, min_age_s: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sockleak report: traced {:.1}s, {} process(es), {} lost event(s)",
+        r.duration_s,
+        r.processes.len(),
+        r.lost_events
+    );
+    if r.counts_are_lower_bounds {
+        let causes: Vec<String> = r
+            .lost
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "WARNING: the kernel side dropped data ({}); counts are lower bounds",
+            causes.join(", ")
+        );
+    }
+    for p in &r.processes {
+        process(&mut out, p, min_age_s);
+    }
+    out
+}

@@ -1,0 +1,205 @@
+//! User stacks: fetched from the kernel's stack map once per id and symbolized once per
+//! (address space, stack) with blazesym (ELF symbols, DWARF lines, PIE, Go).
+
+use std::collections::BTreeSet;
+
+use blazesym::{
+    Pid,
+    symbolize::{
+        Input, Symbolized, Symbolizer,
+        source::{Process, Source},
+    },
+};
+use hashbrown::HashMap;
+use serde::Serialize;
+
+use crate::{bpf::Tracer, procfs};
+
+/// One symbolized frame. Unknown frames keep their address and, when known, their module.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Frame {
+    #[serde(serialize_with = "hex")]
+    pub addr: u64,
+    pub symbol: Option<String>,
+    pub module: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+/// A call site as the kernel captured it: a user stack plus the caller of a frameless leaf
+/// (see `SocketRecord::caller`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Site {
+    pub stack_id: i32,
+    pub caller: u64,
+}
+
+impl Site {
+    pub fn of(rec: &sockleak_common::socket::SocketRecord) -> Site {
+        Site {
+            stack_id: rec.stack_id,
+            caller: rec.caller,
+        }
+    }
+}
+
+pub struct Stacks {
+    symbolizer: Symbolizer,
+    raw: HashMap<i32, Vec<u64>>,
+    /// Keyed by the process whose address space the stack belongs to.
+    resolved: HashMap<(u32, Site), Vec<Frame>>,
+}
+
+/// Frame-pointer unwinding skips the caller of a frameless syscall wrapper (glibc's
+/// `socket`, Go's `Syscall6`): put the captured return address back as frame 1 when it is
+/// code and not already there.
+pub fn splice_caller(ips: &[u64], caller: u64, is_code: impl Fn(u64) -> bool) -> Vec<u64> {
+    let mut out = ips.to_vec();
+    if caller != 0 && !ips.is_empty() && ips.get(1) != Some(&caller) && is_code(caller) {
+        out.insert(1, caller);
+    }
+    out
+}
+
+impl Default for Stacks {
+    fn default() -> Self {
+        Stacks {
+            symbolizer: Symbolizer::new(),
+            raw: HashMap::new(),
+            resolved: HashMap::new(),
+        }
+    }
+}
+
+impl Stacks {
+    pub fn is_resolved(&self, pid: u32, site: Site) -> bool {
+        site.stack_id < 0 || self.resolved.contains_key(&(pid, site))
+    }
+
+    /// Symbolizes the given stacks of process `pid` that are not symbolized yet, in one batch.
+    /// Call while the process is alive: its mappings are read from /proc.
+    pub fn resolve(&mut self, tracer: &Tracer, pid: u32, sites: impl IntoIterator<Item = Site>) {
+        let todo: BTreeSet<Site> = sites
+            .into_iter()
+            .filter(|s| !self.is_resolved(pid, *s))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        for s in &todo {
+            self.fetch_raw(tracer, s.stack_id);
+        }
+        let maps = procfs::maps(pid);
+        let stacks: Vec<(Site, Vec<u64>)> = todo
+            .into_iter()
+            .map(|s| {
+                let ips = splice_caller(&self.raw[&s.stack_id], s.caller, |a| {
+                    procfs::is_code(&maps, a)
+                });
+                (s, ips)
+            })
+            .collect();
+        // Return addresses point after the call; symbolize the call itself (ip - 1), except
+        // for the innermost frame, which is where the syscall was made.
+        let addrs: Vec<u64> = stacks
+            .iter()
+            .flat_map(|(_, ips)| {
+                ips.iter()
+                    .enumerate()
+                    .map(|(i, ip)| if i == 0 { *ip } else { ip.saturating_sub(1) })
+            })
+            .collect();
+        let src = Source::Process(Process::new(Pid::from(pid)));
+        let syms = self
+            .symbolizer
+            .symbolize(&src, Input::AbsAddr(&addrs))
+            .unwrap_or_default();
+        let mut k = 0;
+        for (site, ips) in stacks {
+            let frames = ips
+                .iter()
+                .map(|ip| {
+                    let sym = syms.get(k);
+                    k += 1;
+                    to_frame(*ip, sym, &maps)
+                })
+                .collect();
+            self.resolved.insert((pid, site), frames);
+        }
+    }
+
+    /// Frames of a stack: symbolized if resolved, else bare addresses.
+    pub fn frames(&self, pid: u32, site: Site) -> Vec<Frame> {
+        if site.stack_id < 0 {
+            return Vec::new();
+        }
+        if let Some(f) = self.resolved.get(&(pid, site)) {
+            return f.clone();
+        }
+        self.raw
+            .get(&site.stack_id)
+            .map(|ips| ips.iter().map(|ip| to_frame(*ip, None, &[])).collect())
+            .unwrap_or_default()
+    }
+
+    /// Bare addresses of a stack fetched from the kernel, for processes already gone.
+    pub fn fetch_raw(&mut self, tracer: &Tracer, id: i32) {
+        if id >= 0 && !self.raw.contains_key(&id) {
+            self.raw.insert(id, tracer.stack(id).unwrap_or_default());
+        }
+    }
+}
+
+fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> Frame {
+    let module = procfs::module_of(maps, ip).map(str::to_string);
+    match sym {
+        Some(Symbolized::Sym(s)) => {
+            let (file, line) = match &s.code_info {
+                Some(ci) => (
+                    Some(ci.to_path().display().to_string()),
+                    ci.line,
+                ),
+                None => (None, None),
+            };
+            Frame {
+                addr: ip,
+                symbol: Some(s.name.to_string()),
+                module: s
+                    .module
+                    .as_ref()
+                    .map(|m| m.to_string_lossy().into_owned())
+                    .or(module),
+                file,
+                line,
+            }
+        }
+        _ => Frame {
+            addr: ip,
+            symbol: None,
+            module,
+            file: None,
+            line: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_is_spliced_only_when_missing_and_code() {
+        let code = |a: u64| (0x1000..0x2000).contains(&a);
+        assert_eq!(splice_caller(&[1, 0x1500], 0x1200, code), vec![1, 0x1200, 0x1500]);
+        // Already the second frame (the leaf had a frame of its own).
+        assert_eq!(splice_caller(&[1, 0x1200], 0x1200, code), vec![1, 0x1200]);
+        // Not code: a stack word, not a return address.
+        assert_eq!(splice_caller(&[1, 0x1500], 0x9000, code), vec![1, 0x1500]);
+        assert_eq!(splice_caller(&[1], 0, code), vec![1]);
+        assert_eq!(splice_caller(&[], 0x1200, code), Vec::<u64>::new());
+    }
+}

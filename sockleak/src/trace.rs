@@ -1,0 +1,551 @@
+//! `sockleak trace`: attach, follow events, print snapshots, and report at the end.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use hashbrown::HashMap;
+use log::{info, warn};
+use sockleak_common::{
+    counters::LossCause,
+    event::Event,
+    socket::{Origin, SocketRecord},
+    target::state,
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::Instant,
+};
+
+use crate::{
+    bpf::{Insert, Tracer},
+    cli::Format,
+    config::Config,
+    error::UserError,
+    output::{self, Closed},
+    preflight, procfs,
+    report::{
+        build::{self, BuildCtx},
+        model::{Report, Snapshot},
+        text,
+    },
+    sockdiag::SocketTable,
+    stacks::{Site, Stacks},
+    tracker::{Action, Process, Socket, Tracker},
+};
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How often one process's open-fd count is read while it keeps failing.
+const FAILURE_FD_READ_NS: u64 = 100_000_000;
+/// Processes shown in text mode's live summary and report with `--all`.
+const TOP_PROCESSES: usize = 20;
+
+pub struct Session {
+    cfg: Config,
+    tracer: Tracer,
+    tracker: Tracker,
+    stacks: Stacks,
+    start_ns: u64,
+    /// Last /proc open-fd read per process for failures (rate limit).
+    failure_fd_read: HashMap<u32, u64>,
+    /// Lines of the last live summary, to redraw it in place on a terminal.
+    drawn_lines: usize,
+}
+
+/// Runs a trace to completion. Returns Ok also when stdout was closed under us.
+pub fn run(cfg: Config) -> Result<()> {
+    preflight::check_privileges()?;
+    preflight::check_btf(Path::new(preflight::BTF))?;
+    let tracefs = preflight::ensure_tracefs()?;
+    preflight::raise_memlock();
+    if let Some(out) = &cfg.output {
+        check_output_path(out)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let mut session = Session::start(cfg, &tracefs)?;
+        session.run().await
+    })
+}
+
+fn check_output_path(p: &Path) -> Result<(), UserError> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(UserError::Output {
+            path: p.to_path_buf(),
+            reason: format!("directory {} does not exist", dir.display()),
+        });
+    }
+    if p.is_dir() {
+        return Err(UserError::Output {
+            path: p.to_path_buf(),
+            reason: "is a directory; give a file name".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Session {
+    fn start(cfg: Config, tracefs: &Path) -> Result<Session> {
+        let mut tracer = Tracer::load(&cfg.load)?;
+        // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
+        // every close, so a socket closed mid-seed is not kept as live.
+        let initial: Vec<u32> = if cfg.all {
+            procfs::all_pids()
+        } else {
+            cfg.pids.clone()
+        };
+        for pid in &initial {
+            tracer.set_target(*pid, state::FORK_PENDING)?;
+        }
+        tracer.attach(tracefs)?;
+        for d in &tracer.degraded {
+            warn!("{d}");
+        }
+        let start_ns = mono_ns();
+        let mut s = Session {
+            cfg,
+            tracer,
+            tracker: Tracker::default(),
+            stacks: Stacks::default(),
+            start_ns,
+            failure_fd_read: HashMap::new(),
+            drawn_lines: 0,
+        };
+        let mut alive = 0;
+        for pid in initial {
+            s.tracker.process(pid, start_ns);
+            if s.seed(pid, None, start_ns) {
+                alive += 1;
+            } else {
+                s.tracker.procs.remove(&pid);
+            }
+            s.activate(pid)?;
+        }
+        if alive == 0 && !s.cfg.all {
+            return Err(UserError::NoSuchPid(s.cfg.pids[0]).into());
+        }
+        let pids = s.tracker.procs.keys().copied().collect::<Vec<_>>();
+        for pid in pids {
+            s.refresh(pid, start_ns);
+        }
+        let what = if s.cfg.all {
+            format!("all {alive} processes")
+        } else {
+            format!("{alive} process(es): {:?}", s.cfg.pids)
+        };
+        info!("attached: tracing {what}; Ctrl-C for the report");
+        Ok(s)
+    }
+
+    /// Marks a seeded process as fully tracked.
+    fn activate(&mut self, pid: u32) -> Result<()> {
+        if self.cfg.all {
+            // With --all every process is traced; the entry only marked the seeding window.
+            self.tracer.remove_target(pid);
+            Ok(())
+        } else if self.tracker.procs.contains_key(&pid) {
+            self.tracer.set_target(pid, state::ACTIVE)
+        } else {
+            self.tracer.remove_target(pid);
+            Ok(())
+        }
+    }
+
+    /// Seeds a process's socket fds from /proc into LIVE and the mirror. `parent` is the
+    /// forking process and the fork time for children. False when the process is gone.
+    fn seed(&mut self, pid: u32, parent: Option<(u32, u64)>, now_ns: u64) -> bool {
+        let Ok(fds) = procfs::socket_fds(pid) else {
+            return false;
+        };
+        for (fd, inode) in fds {
+            let inherited = parent.and_then(|(ppid, fork_ns)| {
+                self.tracker
+                    .procs
+                    .get(&ppid)?
+                    .sockets
+                    .get(&fd)
+                    .filter(|s| s.record.created_ns <= fork_ns)
+                    .copied()
+            });
+            let (record, stack_pid) = match (inherited, parent) {
+                (Some(s), _) => {
+                    let mut r = s.record;
+                    r.origin = Origin::Inherited as u8;
+                    (r, s.stack_pid)
+                }
+                (None, Some((_, fork_ns))) => (unknown_record(Origin::Inherited, fork_ns), pid),
+                (None, None) => (unknown_record(Origin::Preexisting, now_ns), pid),
+            };
+            match self.tracer.insert_if_absent(pid, fd, &record) {
+                // A socket made after tracing began already owns this fd; its event follows.
+                Insert::Exists => continue,
+                Insert::Inserted => {}
+                Insert::Full => self.tracker.user_losses[LossCause::LiveMapFull as usize] += 1,
+            }
+            self.tracker.seed(
+                pid,
+                fd,
+                Socket {
+                    record,
+                    inode: Some(inode),
+                    stack_pid,
+                },
+                now_ns,
+            );
+        }
+        true
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let ring = self
+            .tracer
+            .events
+            .take()
+            .context("event ring buffer already taken")?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns: it stays
+        // open and the same for as long as it is registered.
+        let mut events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick fires at once
+        let deadline = self.cfg.duration.map(|d| Instant::now() + d);
+        let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let far = Duration::from_secs(86400 * 365);
+        let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
+        tokio::pin!(stop);
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                guard = events.readable_mut() => {
+                    let mut g = guard.context("waiting for events")?;
+                    self.drain(g.get_inner_mut());
+                    g.clear_ready();
+                }
+                _ = tick.tick() => {
+                    if self.tick().is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                _ = &mut stop => break,
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            }
+            if !self.cfg.all && self.tracker.procs.is_empty() {
+                info!("every traced process has exited");
+                break;
+            }
+        }
+        // Events already in the ring belong to the report.
+        self.drain(events.get_mut());
+        self.tracer.flush_logs();
+        if closed {
+            return Ok(());
+        }
+        self.finish()
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let mut actions = Vec::new();
+        while let Some(item) = ring.next() {
+            match Event::decode(&item) {
+                Ok((ev, kind)) => self.tracker.apply(&ev, kind, &mut actions),
+                Err(e) => {
+                    self.tracker.bad_events += 1;
+                    if self.tracker.bad_events == 1 {
+                        warn!("undecodable event ({e}): is the eBPF object from this build?");
+                    }
+                }
+            }
+            drop(item);
+            for a in actions.drain(..) {
+                self.act(a);
+            }
+        }
+        self.tracer.flush_logs();
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::ForgetKernel {
+                tgid,
+                fd,
+                not_after_ns,
+            } => self.tracer.forget(tgid, fd, not_after_ns),
+            Action::InsertKernel { tgid, fd, record } => {
+                let _ = self.tracer.insert_if_absent(tgid, fd, &record);
+            }
+            Action::SeedChild {
+                parent,
+                child,
+                fork_ns,
+            } => {
+                if !self.seed(child, Some((parent, fork_ns)), fork_ns) {
+                    // Gone already; its exit event (which follows) finalizes it.
+                }
+                self.refresh(child, mono_ns());
+                if let Err(e) = self.activate(child) {
+                    warn!("{e:#}");
+                }
+            }
+            Action::ReconcileExec { tgid, exec_ns } => {
+                let present: Vec<u32> = procfs::socket_fds(tgid)
+                    .map(|v| v.into_iter().map(|(fd, _)| fd).collect())
+                    .unwrap_or_default();
+                let mut more = Vec::new();
+                if let Some(p) = self.tracker.procs.get_mut(&tgid) {
+                    p.reconcile_exec(&present, exec_ns, &mut more);
+                    if let Some(c) = procfs::comm(tgid) {
+                        p.meta.comm = c;
+                    }
+                }
+                for a in more {
+                    self.act(a);
+                }
+            }
+            Action::FailureSeen { tgid, key } => {
+                let now = mono_ns();
+                let last = self.failure_fd_read.get(&tgid).copied().unwrap_or(0);
+                if now.saturating_sub(last) >= FAILURE_FD_READ_NS {
+                    self.failure_fd_read.insert(tgid, now);
+                    let n = procfs::open_fd_count(tgid);
+                    if let Some(f) = self
+                        .tracker
+                        .procs
+                        .get_mut(&tgid)
+                        .and_then(|p| p.failures.get_mut(&key))
+                    {
+                        f.open_fds = n.or(f.open_fds);
+                    }
+                }
+            }
+            Action::Exited { tgid } => {
+                self.tracer.remove_target(tgid);
+                self.failure_fd_read.remove(&tgid);
+                // Its address space is gone: keep what the kernel recorded, as addresses.
+                if let Some(p) = self.tracker.exited.last() {
+                    let sites: Vec<Site> = stack_sites(p).map(|(_, s)| s).collect();
+                    for s in sites {
+                        self.stacks.fetch_raw(&self.tracer, s.stack_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-reads what /proc says about a live process and records a growth sample.
+    fn refresh(&mut self, pid: u32, now_ns: u64) {
+        let Some(p) = self.tracker.procs.get_mut(&pid) else { return };
+        if p.meta.comm.is_empty() {
+            p.meta.comm = procfs::comm(pid).unwrap_or_default();
+            p.meta.start_time = procfs::start_time(pid);
+            p.meta.ns_pid = procfs::status(pid).and_then(|s| s.ns_pid);
+        }
+        if let Some(l) = procfs::fd_limit(pid) {
+            p.meta.fd_limit = Some(l);
+        }
+        if let Some(n) = procfs::open_fd_count(pid) {
+            p.meta.open_fds = Some(n);
+        }
+        let open = p.meta.open_fds;
+        p.sample(now_ns, open);
+    }
+
+    /// Symbolizes, once each, the stacks of live processes.
+    fn resolve_stacks(&mut self) {
+        let mut todo: HashMap<u32, Vec<Site>> = HashMap::new();
+        for p in self.tracker.procs.values() {
+            for (pid, site) in stack_sites(p) {
+                if !self.stacks.is_resolved(pid, site) {
+                    todo.entry(pid).or_default().push(site);
+                }
+            }
+        }
+        for (pid, sites) in todo {
+            if self.tracker.procs.contains_key(&pid) {
+                self.stacks.resolve(&self.tracer, pid, sites);
+            } else {
+                for s in sites {
+                    self.stacks.fetch_raw(&self.tracer, s.stack_id);
+                }
+            }
+        }
+    }
+
+    fn lost(&self) -> [u64; 3] {
+        let mut l = self.tracer.losses();
+        for (i, v) in self.tracker.user_losses.iter().enumerate() {
+            l[i] += v;
+        }
+        l
+    }
+
+    fn lost_events(&self) -> u64 {
+        let l = self.lost();
+        l[LossCause::RingBufFull as usize] + l[LossCause::LiveMapFull as usize]
+    }
+
+    fn tick(&mut self) -> Result<(), Closed> {
+        let now = mono_ns();
+        let pids: Vec<u32> = self.tracker.procs.keys().copied().collect();
+        for pid in pids {
+            self.refresh(pid, now);
+        }
+        self.resolve_stacks();
+        self.tracer.flush_logs();
+        let mut procs: Vec<&Process> = self
+            .tracker
+            .procs
+            .values()
+            .filter(|p| self.reportable(p))
+            .collect();
+        procs.sort_by(|a, b| {
+            b.growth_per_s()
+                .total_cmp(&a.growth_per_s())
+                .then(b.live().cmp(&a.live()))
+                .then(a.tgid.cmp(&b.tgid))
+        });
+        let snap = Snapshot {
+            kind: "snapshot",
+            t_s: (now - self.start_ns) as f64 / 1e9,
+            lost_events: self.lost_events(),
+            processes: procs.iter().map(|p| build::snapshot_process(p)).collect(),
+        };
+        match self.cfg.format {
+            Format::Json => output::print(&(json_line(&snap))),
+            Format::Text => {
+                let mut shown = snap.clone();
+                shown.processes.truncate(TOP_PROCESSES);
+                let body = text::snapshot(&shown);
+                let lines = body.lines().count();
+                let mut out = String::new();
+                if output::stdout_is_tty() && self.drawn_lines > 0 {
+                    // Move up over the previous summary and clear it: redraw in place.
+                    out.push_str(&format!("\x1b[{}A\x1b[J", self.drawn_lines));
+                } else if self.drawn_lines > 0 {
+                    out.push('\n');
+                }
+                out.push_str(&body);
+                self.drawn_lines = lines;
+                output::print(&out)
+            }
+        }
+    }
+
+    /// Requested targets always; others once they have had a socket or a failure.
+    fn reportable(&self, p: &Process) -> bool {
+        self.cfg.pids.contains(&p.tgid)
+            || p.opened + p.preexisting > 0
+            || !p.failures.is_empty()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let now = mono_ns();
+        let pids: Vec<u32> = self.tracker.procs.keys().copied().collect();
+        for pid in pids {
+            self.refresh(pid, now);
+        }
+        self.resolve_stacks();
+        let table = match SocketTable::dump() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!("TCP states unavailable: {e:#}");
+                None
+            }
+        };
+        let ctx = BuildCtx {
+            stacks: &self.stacks,
+            table: table.as_ref(),
+            now_ns: now,
+            start_ns: self.start_ns,
+            min_age_ns: self.cfg.min_age_ns,
+            min_count: self.cfg.min_count,
+            max_remotes: 10,
+        };
+        let mut processes: Vec<_> = self
+            .tracker
+            .procs
+            .values()
+            .chain(self.tracker.exited.iter())
+            .filter(|p| self.reportable(p))
+            .map(|p| build::process_report(p, &ctx))
+            .collect();
+        build::rank(&mut processes);
+        let lost = self.lost();
+        let lost_events = self.lost_events();
+        let report = Report {
+            kind: "report",
+            duration_s: (now - self.start_ns) as f64 / 1e9,
+            lost_events,
+            lost: LossCause::ALL
+                .iter()
+                .map(|c| (c.as_str(), lost[*c as usize]))
+                .collect(),
+            counts_are_lower_bounds: lost_events > 0,
+            processes,
+        };
+        let body = match self.cfg.format {
+            Format::Json => json_line(&report),
+            Format::Text => {
+                let mut shown = report.clone();
+                if self.cfg.all {
+                    shown.processes.truncate(TOP_PROCESSES);
+                }
+                format!("\n{}", text::report(&shown, self.cfg.min_age_ns as f64 / 1e9))
+            }
+        };
+        match &self.cfg.output {
+            Some(path) => output::write_atomic(path, &body).map_err(|e| UserError::Output {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
+            None => {
+                let _ = output::print(&body);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_record(origin: Origin, created_ns: u64) -> SocketRecord {
+    let mut r = SocketRecord::EMPTY;
+    r.origin = origin as u8;
+    r.created_ns = created_ns;
+    r
+}
+
+/// (address-space pid, call site) of every stack a process's report may show.
+fn stack_sites(p: &Process) -> impl Iterator<Item = (u32, Site)> + '_ {
+    p.sockets
+        .values()
+        .map(|s| (s.stack_pid, Site::of(&s.record)))
+        .chain(p.failures.keys().map(move |k| (p.tgid, k.site)))
+        .filter(|(_, s)| s.stack_id >= 0)
+}
+
+fn json_line<T: serde::Serialize>(v: &T) -> String {
+    // Serializing plain structs of numbers and strings cannot fail.
+    let mut s = serde_json::to_string(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
