@@ -15,8 +15,11 @@ pub enum LossCause {
 pub const LOSS_CAUSES: u32 = 3;
 
 impl LossCause {
-    pub const ALL: [LossCause; LOSS_CAUSES as usize] =
-        [LossCause::RingBufFull, LossCause::LiveMapFull, LossCause::StackLost];
+    pub const ALL: [LossCause; LOSS_CAUSES as usize] = [
+        LossCause::RingBufFull,
+        LossCause::LiveMapFull,
+        LossCause::StackLost,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

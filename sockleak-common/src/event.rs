@@ -117,7 +117,11 @@ pub struct Event {
     pub arg: i64,
     pub record: SocketRecord,
 }
-crate::assert_layout!(Event, size = 104, fields = [u64, u32, u32, u8, u8, u16, i32, i64, SocketRecord]);
+crate::assert_layout!(
+    Event,
+    size = 104,
+    fields = [u64, u32, u32, u8, u8, u16, i32, i64, SocketRecord]
+);
 
 impl Event {
     pub const EMPTY: Event = Event {

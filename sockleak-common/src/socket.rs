@@ -24,7 +24,11 @@ pub struct Endpoint {
     /// starts with NUL).
     pub addr: [u8; ENDPOINT_ADDR_LEN],
 }
-crate::assert_layout!(Endpoint, size = 36, fields = [u16, u16, [u8; ENDPOINT_ADDR_LEN]]);
+crate::assert_layout!(
+    Endpoint,
+    size = 36,
+    fields = [u16, u16, [u8; ENDPOINT_ADDR_LEN]]
+);
 
 impl Endpoint {
     pub const UNKNOWN: Endpoint = Endpoint {

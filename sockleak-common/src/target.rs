@@ -15,6 +15,8 @@ pub mod global {
     pub const TRACE_ALL: &str = "TRACE_ALL";
     /// Non-zero: capture a user stack for each socket and failure.
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
+    /// Offset of `group_dead` in sched_process_exit records; 0 when the kernel lacks it.
+    pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
 }
 
 /// Map names, shared so the loader cannot drift from the object.

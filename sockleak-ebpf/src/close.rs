@@ -9,7 +9,7 @@ use sockleak_common::{
 
 use crate::{
     args::{SYSCALL_ARG0, SYSCALL_RET, syscall_args},
-    emit::send,
+    emit::{Header, send},
     filter::{current, target_state},
     maps::LIVE,
 };
@@ -32,16 +32,18 @@ fn try_close(ctx: &TracePointContext) -> Option<()> {
     // Only sockets cost an event, except while a forked child's inherited fds are not yet in
     // LIVE: then userspace decides.
     // arg 1: the kernel held the entry; 0: userspace must check its own copy.
-    let removed = LIVE.remove(&key).is_ok();
+    let removed = LIVE.remove(key).is_ok();
     if removed || st == state::FORK_PENDING {
         send(
             ctx,
-            EventKind::Close,
-            Syscall::Close,
             task,
-            fd as i32,
-            removed as i64,
-            0,
+            Header {
+                kind: EventKind::Close,
+                syscall: Syscall::Close,
+                fd: fd as i32,
+                arg: removed as i64,
+                flags: 0,
+            },
             &SocketRecord::EMPTY,
         );
     }
@@ -66,12 +68,14 @@ fn try_close_range(ctx: &TracePointContext) -> Option<()> {
     let [first, last, flags, _] = syscall_args()?;
     send(
         ctx,
-        EventKind::CloseRange,
-        Syscall::CloseRange,
         task,
-        first as u32 as i32,
-        last as u32 as i64,
-        flags as u16,
+        Header {
+            kind: EventKind::CloseRange,
+            syscall: Syscall::CloseRange,
+            fd: first as u32 as i32,
+            arg: last as u32 as i64,
+            flags: flags as u16,
+        },
         &SocketRecord::EMPTY,
     );
     Some(())

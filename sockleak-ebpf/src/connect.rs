@@ -9,7 +9,7 @@ use sockleak_common::{
 
 use crate::{
     args::{SYSCALL_RET, syscall_args},
-    emit::{failure, read_sockaddr, send},
+    emit::{Header, failure, read_sockaddr, send},
     filter::{current, target_state},
     maps::LIVE,
 };
@@ -33,7 +33,7 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
     };
     let remote = read_sockaddr(addr);
     if ret < 0 && ret != -EINPROGRESS {
-        let mut rec = match unsafe { LIVE.get(&key) } {
+        let mut rec = match unsafe { LIVE.get(key) } {
             Some(r) => *r,
             None => SocketRecord::EMPTY,
         };
@@ -42,7 +42,7 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let mut rec = SocketRecord::EMPTY;
-    match LIVE.get_ptr_mut(&key) {
+    match LIVE.get_ptr_mut(key) {
         Some(p) => unsafe {
             (*p).remote = remote;
             rec.remote = remote;
@@ -51,6 +51,17 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
         None if st == state::FORK_PENDING => rec.remote = remote,
         None => return None,
     }
-    send(ctx, EventKind::Connect, Syscall::Connect, task, fd as i32, 0, 0, &rec);
+    send(
+        ctx,
+        task,
+        Header {
+            kind: EventKind::Connect,
+            syscall: Syscall::Connect,
+            fd: fd as i32,
+            arg: 0,
+            flags: 0,
+        },
+        &rec,
+    );
     Some(())
 }

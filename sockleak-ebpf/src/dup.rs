@@ -9,7 +9,7 @@ use sockleak_common::{
 
 use crate::{
     args::{SYSCALL_RET, syscall_args},
-    emit::{now, send, capture_site},
+    emit::{Header, capture_site, now, send},
     filter::{current, target_state},
     maps::LIVE,
 };
@@ -64,7 +64,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
         tgid: task.tgid,
         fd: newfd,
     };
-    match unsafe { LIVE.get(&old) } {
+    match unsafe { LIVE.get(old) } {
         Some(src) => {
             // The copy is a new fd with its own creation site (where a dup'd fd leaks, the dup
             // is the culprit) but keeps what the original knew about the peer.
@@ -75,11 +75,22 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             capture_site(ctx, &mut rec);
             // Overwrites a socket dup2/dup3 implicitly closed at `newfd`; the Dup event tells
             // userspace to replace it.
-            let _ = LIVE.insert(&new, &rec, 0);
-            send(ctx, EventKind::Dup, syscall, task, oldfd as i32, newfd as i64, 0, &rec);
+            let _ = LIVE.insert(new, rec, 0);
+            send(
+                ctx,
+                task,
+                Header {
+                    kind: EventKind::Dup,
+                    syscall,
+                    fd: oldfd as i32,
+                    arg: newfd as i64,
+                    flags: 0,
+                },
+                &rec,
+            );
         }
         None => {
-            if LIVE.remove(&new).is_ok() || st == state::FORK_PENDING {
+            if LIVE.remove(new).is_ok() || st == state::FORK_PENDING {
                 // dup2 over a socket with a non-socket, or an fd userspace may know from the
                 // parent: an empty record (origin 0) asks userspace to resolve it.
                 let mut rec = SocketRecord::EMPTY;
@@ -88,7 +99,18 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
                     rec.tid = task.tid;
                     capture_site(ctx, &mut rec);
                 }
-                send(ctx, EventKind::Dup, syscall, task, oldfd as i32, newfd as i64, 0, &rec);
+                send(
+                    ctx,
+                    task,
+                    Header {
+                        kind: EventKind::Dup,
+                        syscall,
+                        fd: oldfd as i32,
+                        arg: newfd as i64,
+                        flags: 0,
+                    },
+                    &rec,
+                );
             }
         }
     }

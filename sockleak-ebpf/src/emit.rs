@@ -41,29 +41,29 @@ pub fn capture_site<C: StackIdContext>(ctx: &C, rec: &mut SocketRecord) {
     rec.caller = caller_address();
 }
 
+/// What an event says besides who and which socket.
+pub struct Header {
+    pub kind: EventKind,
+    pub syscall: Syscall,
+    pub fd: i32,
+    pub arg: i64,
+    pub flags: u16,
+}
+
 /// Sends one event; counts it as lost when the ring buffer is full.
 #[inline(always)]
-pub fn send<C: EbpfContext>(
-    ctx: &C,
-    kind: EventKind,
-    syscall: Syscall,
-    task: Task,
-    fd: i32,
-    arg: i64,
-    flags: u16,
-    record: &SocketRecord,
-) {
+pub fn send<C: EbpfContext>(ctx: &C, task: Task, h: Header, record: &SocketRecord) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(Event {
                 ts_ns: now(),
                 tgid: task.tgid,
                 tid: task.tid,
-                kind: kind as u8,
-                syscall: syscall as u8,
-                flags,
-                fd,
-                arg,
+                kind: h.kind as u8,
+                syscall: h.syscall as u8,
+                flags: h.flags,
+                fd: h.fd,
+                arg: h.arg,
                 record: *record,
             });
             entry.submit(0);
@@ -102,7 +102,14 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     capture_site(ctx, record);
     record.tid = task.tid;
     record.created_ns = now();
-    send(ctx, EventKind::Failure, syscall, task, fd, errno, 0, record);
+    let h = Header {
+        kind: EventKind::Failure,
+        syscall,
+        fd,
+        arg: errno,
+        flags: 0,
+    };
+    send(ctx, task, h, record);
 }
 
 /// Reads a sockaddr the process passed in or got back. Unknown families keep only the family.

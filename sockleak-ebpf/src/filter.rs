@@ -24,7 +24,7 @@ pub fn current() -> Task {
 /// Target state of `tgid`, or None when it is not traced.
 #[inline(always)]
 pub fn target_state(tgid: u32) -> Option<u8> {
-    if let Some(s) = unsafe { TARGETS.get(&tgid) } {
+    if let Some(s) = unsafe { TARGETS.get(tgid) } {
         return Some(*s);
     }
     if trace_all() {

@@ -9,7 +9,7 @@ use sockleak_common::{
 };
 
 use crate::{
-    emit::send,
+    emit::{Header, send},
     filter::{current, target_state},
     maps::TARGETS,
 };
@@ -20,8 +20,11 @@ const NEWTASK_PID: usize = 8;
 const NEWTASK_CLONE_FLAGS: usize = 32;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// `sched:sched_process_exit`: group_dead at 32 (true when the last thread exits).
-const EXIT_GROUP_DEAD: usize = 32;
+/// Offset of `group_dead` in `sched:sched_process_exit` (true when the last thread exits),
+/// read by userspace from the tracepoint's format; 0 on kernels without the field, where the
+/// group leader's exit stands in for the process's.
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
@@ -37,16 +40,18 @@ fn try_newtask(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let child: i32 = unsafe { ctx.read_at(NEWTASK_PID) }.ok()?;
-    let _ = TARGETS.insert(&(child as u32), &state::FORK_PENDING, 0);
+    let _ = TARGETS.insert(child as u32, state::FORK_PENDING, 0);
     debug!(ctx, "sockleak: tracing child {} of {}", child, task.tgid);
     send(
         ctx,
-        EventKind::Fork,
-        Syscall::None,
         task,
-        -1,
-        child as i64,
-        0,
+        Header {
+            kind: EventKind::Fork,
+            syscall: Syscall::None,
+            fd: -1,
+            arg: child as i64,
+            flags: 0,
+        },
         &SocketRecord::EMPTY,
     );
     Some(())
@@ -58,12 +63,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if target_state(task.tgid).is_some() {
         send(
             &ctx,
-            EventKind::Exec,
-            Syscall::None,
             task,
-            -1,
-            0,
-            0,
+            Header {
+                kind: EventKind::Exec,
+                syscall: Syscall::None,
+                fd: -1,
+                arg: 0,
+                flags: 0,
+            },
             &SocketRecord::EMPTY,
         );
     }
@@ -78,20 +85,27 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let group_dead: u8 = unsafe { ctx.read_at(EXIT_GROUP_DEAD) }.ok()?;
-    if group_dead == 0 {
+    let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
+    let group_dead = if offset == 0 {
+        task.tid == task.tgid
+    } else {
+        unsafe { ctx.read_at::<u8>(offset) }.ok()? != 0
+    };
+    if !group_dead {
         return None;
     }
     target_state(task.tgid)?;
-    let _ = TARGETS.remove(&task.tgid);
+    let _ = TARGETS.remove(task.tgid);
     send(
         ctx,
-        EventKind::Exit,
-        Syscall::None,
         task,
-        -1,
-        0,
-        0,
+        Header {
+            kind: EventKind::Exit,
+            syscall: Syscall::None,
+            fd: -1,
+            arg: 0,
+            flags: 0,
+        },
         &SocketRecord::EMPTY,
     );
     Some(())

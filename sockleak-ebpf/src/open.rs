@@ -1,8 +1,6 @@
 //! Socket fds appearing: socket, socketpair, accept, accept4 (and their failures).
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::warn;
 use sockleak_common::{
     counters::LossCause,
@@ -12,7 +10,7 @@ use sockleak_common::{
 
 use crate::{
     args::{SYSCALL_RET, syscall_args},
-    emit::{failure, now, read_sockaddr, send, capture_site},
+    emit::{Header, capture_site, failure, now, read_sockaddr, send},
     filter::{Task, current, target_state},
     maps::{LIVE, count_loss},
 };
@@ -24,11 +22,22 @@ pub fn track_new_fd(ctx: &TracePointContext, task: Task, fd: u32, rec: &SocketRe
         tgid: task.tgid,
         fd,
     };
-    if LIVE.insert(&key, rec, 0).is_err() && count_loss(LossCause::LiveMapFull) {
+    if LIVE.insert(key, rec, 0).is_err() && count_loss(LossCause::LiveMapFull) {
         warn!(ctx, "sockleak: live-socket map full, sockets go untracked");
     }
     // The event goes out even when the map is full: userspace still counts the socket.
-    send(ctx, EventKind::Open, Syscall::None, task, fd as i32, 0, 0, rec);
+    send(
+        ctx,
+        task,
+        Header {
+            kind: EventKind::Open,
+            syscall: Syscall::None,
+            fd: fd as i32,
+            arg: 0,
+            flags: 0,
+        },
+        rec,
+    );
 }
 
 #[inline(always)]
@@ -113,7 +122,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
         tgid: task.tgid,
         fd: listener as u32,
     };
-    if let Some(l) = unsafe { LIVE.get(&lkey) } {
+    if let Some(l) = unsafe { LIVE.get(lkey) } {
         rec.family = l.family;
         rec.sock_type = (l.sock_type & 0xf) | (flags as u32);
         rec.protocol = l.protocol;

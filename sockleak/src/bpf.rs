@@ -32,27 +32,111 @@ pub struct Probe {
 }
 
 pub const PROBES: &[Probe] = &[
-    Probe { category: "syscalls", name: "sys_exit_socket", optional: None },
-    Probe { category: "syscalls", name: "sys_enter_close", optional: None },
-    Probe { category: "sched", name: "sched_process_exit", optional: None },
-    Probe { category: "syscalls", name: "sys_exit_accept4", optional: Some("sockets from accept4") },
-    Probe { category: "syscalls", name: "sys_exit_accept", optional: Some("sockets from accept") },
-    Probe { category: "syscalls", name: "sys_exit_socketpair", optional: Some("socketpair sockets") },
-    Probe { category: "syscalls", name: "sys_exit_connect", optional: Some("connect endpoints and failures") },
-    Probe { category: "syscalls", name: "sys_exit_dup", optional: Some("dup copies of sockets") },
-    Probe { category: "syscalls", name: "sys_exit_dup2", optional: Some("dup2 copies of sockets") },
-    Probe { category: "syscalls", name: "sys_exit_dup3", optional: Some("dup3 copies of sockets") },
-    Probe { category: "syscalls", name: "sys_exit_fcntl", optional: Some("F_DUPFD copies of sockets") },
-    Probe { category: "syscalls", name: "sys_exit_close_range", optional: Some("sockets closed by close_range") },
-    Probe { category: "task", name: "task_newtask", optional: Some("children forked after start") },
-    Probe { category: "sched", name: "sched_process_exec", optional: Some("close-on-exec at execve") },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_socket",
+        optional: None,
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_enter_close",
+        optional: None,
+    },
+    Probe {
+        category: "sched",
+        name: "sched_process_exit",
+        optional: None,
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_accept4",
+        optional: Some("sockets from accept4"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_accept",
+        optional: Some("sockets from accept"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_socketpair",
+        optional: Some("socketpair sockets"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_connect",
+        optional: Some("connect endpoints and failures"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_dup",
+        optional: Some("dup copies of sockets"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_dup2",
+        optional: Some("dup2 copies of sockets"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_dup3",
+        optional: Some("dup3 copies of sockets"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_fcntl",
+        optional: Some("F_DUPFD copies of sockets"),
+    },
+    Probe {
+        category: "syscalls",
+        name: "sys_exit_close_range",
+        optional: Some("sockets closed by close_range"),
+    },
+    Probe {
+        category: "task",
+        name: "task_newtask",
+        optional: Some("children forked after start"),
+    },
+    Probe {
+        category: "sched",
+        name: "sched_process_exec",
+        optional: Some("close-on-exec at execve"),
+    },
 ];
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Whether the running kernel has a tracepoint (checked before loading anything).
 pub fn tracepoint_exists(tracefs: &Path, p: &Probe) -> bool {
-    tracefs.join("events").join(p.category).join(p.name).exists()
+    tracefs
+        .join("events")
+        .join(p.category)
+        .join(p.name)
+        .exists()
+}
+
+/// Offset of a field in a tracepoint's format file (`field:bool group_dead; offset:32; ...`).
+pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|l| {
+        let l = l.trim();
+        let decl = l.strip_prefix("field:")?.split(';').next()?;
+        let name = decl.split_whitespace().last()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        l.split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn group_dead_offset() -> u32 {
+    std::fs::read_to_string(Path::new(TRACEFS).join("events/sched/sched_process_exit/format"))
+        .ok()
+        .and_then(|f| parse_field_offset(&f, "group_dead"))
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -92,9 +176,11 @@ impl Tracer {
         }
         let trace_all = u8::from(opts.trace_all);
         let capture = u8::from(opts.capture_stacks);
+        let group_dead = group_dead_offset();
         let mut bpf = EbpfLoader::new()
             .override_global(global::TRACE_ALL, &trace_all, true)
             .override_global(global::CAPTURE_STACKS, &capture, true)
+            .override_global(global::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .load(OBJECT)
@@ -232,4 +318,20 @@ impl Tracer {
 fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     bpf.take_map(name)
         .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_field_offset;
+
+    #[test]
+    fn format_offsets() {
+        let f = "name: sched_process_exit\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                 \tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+                 \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(parse_field_offset(f, "group_dead"), Some(32));
+        assert_eq!(parse_field_offset(f, "comm"), Some(8));
+        assert_eq!(parse_field_offset(f, "pid"), None);
+        assert_eq!(parse_field_offset("", "x"), None);
+    }
 }

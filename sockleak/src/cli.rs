@@ -72,7 +72,9 @@ pub struct TraceArgs {
     pub max_sockets: u32,
 
     /// Report a call site only when at least this many of its sockets are suspect.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// A single idle socket per call site is usually a connection pool, not a leak; sockets in
+    /// CLOSE_WAIT are reported regardless.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     pub min_count: u64,
 
     /// Capacity of the kernel's stack map (distinct call sites).

@@ -91,7 +91,11 @@ pub fn parse_stat_start_time(text: &str) -> Option<u64> {
 
 /// Parses a /proc/PID/fd link target such as `socket:[12345]`.
 pub fn parse_socket_link(target: &str) -> Option<u64> {
-    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Socket fds of a process with their inode numbers. An exited process yields an error.
@@ -99,7 +103,11 @@ pub fn socket_fds(pid: u32) -> io::Result<Vec<(u32, u64)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(proc_path(pid, "fd"))? {
         let Ok(entry) = entry else { continue };
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // The fd may close between readdir and readlink: skip it.

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
 use hashbrown::HashMap;
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
@@ -56,7 +58,8 @@ impl SocketTable {
     /// Dumps TCP and UDP over IPv4 and IPv6, and AF_UNIX sockets.
     pub fn dump() -> Result<SocketTable> {
         let mut t = SocketTable::default();
-        let mut sock = Socket::new(NETLINK_SOCK_DIAG).context("opening a NETLINK_SOCK_DIAG socket")?;
+        let mut sock =
+            Socket::new(NETLINK_SOCK_DIAG).context("opening a NETLINK_SOCK_DIAG socket")?;
         sock.bind_auto().context("binding the sock_diag socket")?;
         sock.connect(&NlAddr::new(0, 0))
             .context("connecting the sock_diag socket")?;
@@ -106,7 +109,10 @@ impl SocketTable {
     fn add_inet(&mut self, r: &InetResponse, tcp: bool) {
         let h = &r.header;
         let local = SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port);
-        let remote = SocketAddr::new(h.socket_id.destination_address, h.socket_id.destination_port);
+        let remote = SocketAddr::new(
+            h.socket_id.destination_address,
+            h.socket_id.destination_port,
+        );
         let state = tcp.then(|| tcp_state_name(h.state));
         if state == Some("TIME_WAIT") {
             *self.time_wait.entry(remote).or_insert(0) += 1;
@@ -138,7 +144,8 @@ fn dump_one(sock: &Socket, req: SockDiagMessage, mut f: impl FnMut(SockDiagMessa
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf[..]);
-    sock.send(&buf[..], 0).context("sending a sock_diag dump request")?;
+    sock.send(&buf[..], 0)
+        .context("sending a sock_diag dump request")?;
     let mut rx = vec![0u8; 1 << 16];
     loop {
         let n = sock

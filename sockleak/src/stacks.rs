@@ -159,10 +159,7 @@ fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> 
     match sym {
         Some(Symbolized::Sym(s)) => {
             let (file, line) = match &s.code_info {
-                Some(ci) => (
-                    Some(ci.to_path().display().to_string()),
-                    ci.line,
-                ),
+                Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
                 None => (None, None),
             };
             Frame {
@@ -194,7 +191,10 @@ mod tests {
     #[test]
     fn caller_is_spliced_only_when_missing_and_code() {
         let code = |a: u64| (0x1000..0x2000).contains(&a);
-        assert_eq!(splice_caller(&[1, 0x1500], 0x1200, code), vec![1, 0x1200, 0x1500]);
+        assert_eq!(
+            splice_caller(&[1, 0x1500], 0x1200, code),
+            vec![1, 0x1200, 0x1500]
+        );
         // Already the second frame (the leaf had a frame of its own).
         assert_eq!(splice_caller(&[1, 0x1200], 0x1200, code), vec![1, 0x1200]);
         // Not code: a stack word, not a return address.

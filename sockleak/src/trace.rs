@@ -63,6 +63,11 @@ pub struct Session {
     drawn_lines: usize,
 }
 
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
 /// Runs a trace to completion. Returns Ok also when stdout was closed under us.
 pub fn run(cfg: Config) -> Result<()> {
     preflight::check_privileges()?;
@@ -77,8 +82,13 @@ pub fn run(cfg: Config) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // Before attaching: a Ctrl-C right after "attached" must give a report, not kill us.
+        let signals = Signals {
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+        };
         let mut session = Session::start(cfg, &tracefs)?;
-        session.run().await
+        session.run(signals).await
     })
 }
 
@@ -214,7 +224,7 @@ impl Session {
         true
     }
 
-    async fn run(&mut self) -> Result<()> {
+    async fn run(&mut self, mut sig: Signals) -> Result<()> {
         let ring = self
             .tracer
             .events
@@ -228,8 +238,6 @@ impl Session {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick fires at once
         let deadline = self.cfg.duration.map(|d| Instant::now() + d);
-        let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
         let far = Duration::from_secs(86400 * 365);
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
@@ -248,8 +256,8 @@ impl Session {
                     }
                 }
                 _ = &mut stop => break,
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                _ = sig.int.recv() => break,
+                _ = sig.term.recv() => break,
             }
             if !self.cfg.all && self.tracker.procs.is_empty() {
                 info!("every traced process has exited");
@@ -355,7 +363,9 @@ impl Session {
 
     /// Re-reads what /proc says about a live process and records a growth sample.
     fn refresh(&mut self, pid: u32, now_ns: u64) {
-        let Some(p) = self.tracker.procs.get_mut(&pid) else { return };
+        let Some(p) = self.tracker.procs.get_mut(&pid) else {
+            return;
+        };
         if p.meta.comm.is_empty() {
             p.meta.comm = procfs::comm(pid).unwrap_or_default();
             p.meta.start_time = procfs::start_time(pid);
@@ -454,9 +464,7 @@ impl Session {
 
     /// Requested targets always; others once they have had a socket or a failure.
     fn reportable(&self, p: &Process) -> bool {
-        self.cfg.pids.contains(&p.tgid)
-            || p.opened + p.preexisting > 0
-            || !p.failures.is_empty()
+        self.cfg.pids.contains(&p.tgid) || p.opened + p.preexisting > 0 || !p.failures.is_empty()
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -511,7 +519,10 @@ impl Session {
                 if self.cfg.all {
                     shown.processes.truncate(TOP_PROCESSES);
                 }
-                format!("\n{}", text::report(&shown, self.cfg.min_age_ns as f64 / 1e9))
+                format!(
+                    "\n{}",
+                    text::report(&shown, self.cfg.min_age_ns as f64 / 1e9)
+                )
             }
         };
         match &self.cfg.output {

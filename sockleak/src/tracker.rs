@@ -37,7 +37,11 @@ pub enum Action {
         record: SocketRecord,
     },
     /// A new process was forked from a traced one: seed its inherited sockets from /proc.
-    SeedChild { parent: u32, child: u32, fork_ns: u64 },
+    SeedChild {
+        parent: u32,
+        child: u32,
+        fork_ns: u64,
+    },
     /// Close-on-exec fds vanished: reconcile with /proc.
     ReconcileExec { tgid: u32, exec_ns: u64 },
     /// A failure was recorded: the loop notes the open-fd count while it is fresh.
@@ -259,7 +263,9 @@ impl Tracker {
                 p.opened += 1;
             }
             EventKind::Close => {
-                let Some(p) = self.procs.get_mut(&tgid) else { return };
+                let Some(p) = self.procs.get_mut(&tgid) else {
+                    return;
+                };
                 // arg 0: the kernel had no entry (fork-pending child); if userspace seeded
                 // one meanwhile, it must go too.
                 if p.remove(ev.fd as u32).is_some() && ev.arg == 0 {
@@ -284,7 +290,9 @@ impl Tracker {
                 if ev.flags & CLOSE_RANGE_CLOEXEC != 0 {
                     return; // nothing closes now; exec reconciliation handles it
                 }
-                let Some(p) = self.procs.get_mut(&tgid) else { return };
+                let Some(p) = self.procs.get_mut(&tgid) else {
+                    return;
+                };
                 let (first, last) = (ev.fd as u32, ev.arg as u32);
                 let gone: Vec<u32> = p
                     .sockets
@@ -324,7 +332,9 @@ impl Tracker {
                 }
             }
             EventKind::Exit => {
-                let Some(mut p) = self.procs.remove(&tgid) else { return };
+                let Some(mut p) = self.procs.remove(&tgid) else {
+                    return;
+                };
                 p.exited_ns = Some(ev.ts_ns);
                 for fd in p.sockets.keys() {
                     actions.push(Action::ForgetKernel {
@@ -532,18 +542,31 @@ mod tests {
         );
         assert_eq!(t.procs[&11].parent, Some(10));
         let a = apply(&mut t, ev(EventKind::Exec, 10, 3, -1, 0));
-        assert_eq!(a, vec![Action::ReconcileExec { tgid: 10, exec_ns: 3 }]);
+        assert_eq!(
+            a,
+            vec![Action::ReconcileExec {
+                tgid: 10,
+                exec_ns: 3
+            }]
+        );
         // /proc shows fd 3 gone after exec; a socket made after exec stays.
         apply(&mut t, open(10, 4, 4, 1));
         let mut acts = Vec::new();
-        t.procs.get_mut(&10).unwrap().reconcile_exec(&[4], 3, &mut acts);
+        t.procs
+            .get_mut(&10)
+            .unwrap()
+            .reconcile_exec(&[4], 3, &mut acts);
         assert_eq!(acts.len(), 1);
         assert_eq!(t.procs[&10].live(), 1);
         let a = apply(&mut t, ev(EventKind::Exit, 10, 9, -1, 0));
         assert!(a.contains(&Action::Exited { tgid: 10 }));
         assert!(!t.procs.contains_key(&10));
         assert_eq!(t.exited[0].exited_ns, Some(9));
-        assert_eq!(t.exited[0].live(), 1, "final state keeps what it held at exit");
+        assert_eq!(
+            t.exited[0].live(),
+            1,
+            "final state keeps what it held at exit"
+        );
     }
 
     #[test]
@@ -567,7 +590,10 @@ mod tests {
         let p = &t.procs[&10];
         assert_eq!(p.failures.len(), 1);
         let (k, f) = p.failures.iter().next().unwrap();
-        assert_eq!((k.syscall, k.errno, f.count, f.first_ns, f.last_ns), (Syscall::Accept4, 24, 3, 5, 7));
+        assert_eq!(
+            (k.syscall, k.errno, f.count, f.first_ns, f.last_ns),
+            (Syscall::Accept4, 24, 3, 5, 7)
+        );
     }
 
     #[test]

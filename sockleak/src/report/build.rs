@@ -7,7 +7,7 @@ use hashbrown::HashMap;
 use sockleak_common::socket::Origin;
 
 use super::{
-    model::{FdLimitJson, Failure, ProcessReport, Remote, SnapshotProcess, Suspect},
+    model::{Failure, FdLimitJson, ProcessReport, Remote, SnapshotProcess, Suspect},
     names,
 };
 use crate::{
@@ -137,7 +137,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
     }
     let mut suspects: Vec<Suspect> = groups
         .into_iter()
-        .filter(|(_, g)| g.count >= ctx.min_count)
+        .filter(|(_, g)| g.count >= ctx.min_count || g.states.contains_key("CLOSE_WAIT"))
         .map(|((stack_pid, site, origin), g)| {
             let mut remotes: Vec<Remote> = g
                 .remotes
@@ -160,7 +160,11 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             }
         })
         .collect();
-    suspects.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_age_s.total_cmp(&a.oldest_age_s)));
+    suspects.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(b.oldest_age_s.total_cmp(&a.oldest_age_s))
+    });
 
     let mut failures: Vec<Failure> = p
         .failures
@@ -258,10 +262,13 @@ mod tests {
         // Exited, so /proc is not consulted for inodes.
         p.exited_ns = Some(100_000_000_000);
         for fd in 0..4 {
-            p.sockets.insert(fd, sock(10_000_000_000, 1, Origin::Socket, 4200));
+            p.sockets
+                .insert(fd, sock(10_000_000_000, 1, Origin::Socket, 4200));
         }
-        p.sockets.insert(10, sock(50_000_000_000, 2, Origin::Accept4, 80));
-        p.sockets.insert(11, sock(99_000_000_000, 2, Origin::Accept4, 80)); // too young
+        p.sockets
+            .insert(10, sock(50_000_000_000, 2, Origin::Accept4, 80));
+        p.sockets
+            .insert(11, sock(99_000_000_000, 2, Origin::Accept4, 80)); // too young
         let stacks = Stacks::default();
         let r = process_report(&p, &ctx(&stacks, None));
         assert_eq!(r.suspects.len(), 2);
@@ -306,11 +313,19 @@ mod tests {
         t.by_inode.insert(4, info("CLOSE_WAIT", Some(100)));
         let stacks = Stacks::default();
         let r = process_report(&p, &ctx(&stacks, Some(&t)));
-        let states: Vec<_> = r.suspects.iter().flat_map(|s| s.states.keys().cloned()).collect();
+        let states: Vec<_> = r
+            .suspects
+            .iter()
+            .flat_map(|s| s.states.keys().cloned())
+            .collect();
         assert_eq!(r.suspects.len(), 2, "{states:?}");
         assert!(states.contains(&"CLOSE_WAIT".to_string()));
         assert!(states.contains(&"ESTABLISHED".to_string()));
-        let est = r.suspects.iter().find(|s| s.states.contains_key("ESTABLISHED")).unwrap();
+        let est = r
+            .suspects
+            .iter()
+            .find(|s| s.states.contains_key("ESTABLISHED"))
+            .unwrap();
         assert_eq!(est.count, 1);
         assert_eq!(est.max_idle_s, Some(60.0));
     }
@@ -318,7 +333,10 @@ mod tests {
     #[test]
     fn time_to_limit() {
         let mut p = Process::new(7, None, 0);
-        p.meta.fd_limit = Some(FdLimit { soft: 1024, hard: 4096 });
+        p.meta.fd_limit = Some(FdLimit {
+            soft: 1024,
+            hard: 4096,
+        });
         for i in 0..5u64 {
             p.sample(i * 1_000_000_000, Some(24 + i * 100));
         }

@@ -103,13 +103,19 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(endpoint(&ep(2, 4200, &[127, 0, 0, 1])).unwrap(), "127.0.0.1:4200");
+        assert_eq!(
+            endpoint(&ep(2, 4200, &[127, 0, 0, 1])).unwrap(),
+            "127.0.0.1:4200"
+        );
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(endpoint(&ep(10, 80, &v6)).unwrap(), "[::1]:80");
         let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1];
         assert_eq!(endpoint(&ep(10, 80, &mapped)).unwrap(), "10.0.0.1:80");
-        assert_eq!(endpoint(&ep(1, 0, b"/run/a.sock")).unwrap(), "unix:/run/a.sock");
+        assert_eq!(
+            endpoint(&ep(1, 0, b"/run/a.sock")).unwrap(),
+            "unix:/run/a.sock"
+        );
         assert_eq!(endpoint(&ep(1, 0, b"\0abs")).unwrap(), "unix:@abs");
         assert_eq!(endpoint(&ep(1, 0, b"")), None);
         assert_eq!(endpoint(&Endpoint::UNKNOWN), None);

@@ -76,7 +76,10 @@ fn frame_line(f: &Frame) -> String {
 
 fn stack(out: &mut String, frames: &[Frame], indent: &str) {
     if frames.is_empty() {
-        let _ = writeln!(out, "{indent}(no stack: opened before tracing or stacks off)");
+        let _ = writeln!(
+            out,
+            "{indent}(no stack: opened before tracing or stacks off)"
+        );
         return;
     }
     for (i, f) in frames.iter().take(MAX_FRAMES).enumerate() {
@@ -133,7 +136,9 @@ fn failure(out: &mut String, f: &Failure) {
         f.last_s,
         f.open_fds_at_failure
             .map_or(String::new(), |n| format!(", {n} open fds at failure")),
-        f.remote.as_ref().map_or(String::new(), |r| format!(", to {r}"))
+        f.remote
+            .as_ref()
+            .map_or(String::new(), |r| format!(", to {r}"))
     );
     stack(out, &f.stack, "      ");
 }
@@ -158,11 +163,20 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
         let _ = write!(out, "; {o} open fds");
     }
     if let Some(l) = &p.fd_limit {
-        let _ = write!(out, ", limit {} soft / {} hard", limit_str(l.soft), limit_str(l.hard));
+        let _ = write!(
+            out,
+            ", limit {} soft / {} hard",
+            limit_str(l.soft),
+            limit_str(l.hard)
+        );
     }
     out.push('\n');
     if let Some(s) = p.seconds_to_fd_limit {
-        let _ = writeln!(out, "  reaches its fd limit in about {} at this rate", duration_str(s));
+        let _ = writeln!(
+            out,
+            "  reaches its fd limit in about {} at this rate",
+            duration_str(s)
+        );
     }
     if !p.failures.is_empty() {
         let _ = writeln!(out, "  FAILED CALLS:");
@@ -171,9 +185,15 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
         }
     }
     if p.suspects.is_empty() {
-        let _ = writeln!(out, "  no leak suspects (no idle socket open {min_age_s}s or longer)");
+        let _ = writeln!(
+            out,
+            "  no leak suspects (no idle socket open {min_age_s}s or longer)"
+        );
     } else {
-        let _ = writeln!(out, "  LEAK SUSPECTS (open {min_age_s}s or longer, by call site):");
+        let _ = writeln!(
+            out,
+            "  LEAK SUSPECTS (open {min_age_s}s or longer, by call site):"
+        );
         for s in &p.suspects {
             suspect(out, s);
         }

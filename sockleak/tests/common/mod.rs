@@ -1,0 +1,338 @@
+//! Shared helpers for the privileged integration tests: privilege gate, workloads, the real
+//! sockleak binary, and ground truth from /proc.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Gate for tests that load BPF. In CI (CI=true) a missing privilege is a failure; elsewhere
+/// the test is skipped with the reason printed.
+pub fn require_bpf() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    let reason = "integration tests load eBPF programs and must run as root (cargo xtask test)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+pub fn sockleak_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sockleak"))
+}
+
+/// Serializes builds: tests run in parallel threads and must not race on one output file.
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Compiles a C workload from tests/workloads once per test binary run.
+pub fn build_c(name: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(format!("{name}.c"));
+    let out = std::env::temp_dir().join(format!("sockleak-test-{name}-{}", std::process::id()));
+    if !out.exists() {
+        let st = Command::new("gcc")
+            .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("gcc runs");
+        assert!(st.success(), "compiling {}", src.display());
+    }
+    out
+}
+
+/// Builds a Go workload (stdlib only) from tests/workloads/<name>.go.
+pub fn build_go(name: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(format!("{name}.go"));
+    // Under target/: the Go build cache survives between runs (net/http is slow to build).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}-{}", std::process::id()));
+    if !out.exists() {
+        let st = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&out)
+            .arg(&src)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .status()
+            .expect("go runs (golang-go; cargo xtask test installs it)");
+        assert!(st.success(), "building {}", src.display());
+    }
+    out
+}
+
+/// A line-oriented child: commands on stdin, replies on stdout (read by a thread so waits can
+/// time out).
+pub struct Workload {
+    pub child: Child,
+    pub pid: u32,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+fn line_reader(out: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Workload {
+    pub fn spawn(cmd: &mut Command) -> Workload {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn workload");
+        let lines = line_reader(child.stdout.take().unwrap());
+        let pid = child.id();
+        let mut w = Workload {
+            child,
+            pid,
+            stdin: None,
+            lines,
+        };
+        w.stdin = w.child.stdin.take();
+        w
+    }
+
+    /// Waits for a line starting with `prefix` and returns the rest.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("workload {} gave no `{prefix}` line", self.pid));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    /// Sends a command that gets no reply (e.g. `exit`).
+    pub fn cmd_no_reply(&mut self, c: &str) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{c}")?;
+        stdin.flush()
+    }
+
+    /// Sends a command and returns the numbers of its `ok` reply.
+    pub fn cmd(&mut self, c: &str) -> Vec<i64> {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{c}").unwrap();
+        stdin.flush().unwrap();
+        self.expect("ok")
+            .split_whitespace()
+            .map(|s| s.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        // The whole process group: forked children too.
+        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Socket fds in /proc/PID/fd: the ground truth.
+pub fn proc_socket_fds(pid: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_str()?
+                .starts_with("socket:")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The real sockleak binary running `trace`, JSON output.
+pub struct Trace {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Trace {
+    /// Starts `sockleak trace --format json <args>` and waits until it has attached.
+    pub fn start(args: &[&str]) -> Trace {
+        let mut child = Command::new(sockleak_bin())
+            .args(["trace", "--format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockleak");
+        let stdout = line_reader(child.stdout.take().unwrap());
+        let stderr_lines = {
+            let err = child.stderr.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("sockleak: {line}");
+                    let attached = line.contains("attached:");
+                    stderr.lock().unwrap().push_str(&(line + "\n"));
+                    if attached {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().unwrap();
+                    panic!(
+                        "sockleak did not attach (exit {:?}): {}{}",
+                        out.status,
+                        stderr.lock().unwrap(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+        // Keep collecting stderr in the background.
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            while let Ok(line) = stderr_lines.recv() {
+                eprintln!("sockleak: {line}");
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Trace {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, then the final report (the last JSON line of type "report").
+    pub fn stop(mut self) -> Value {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for sockleak to exit by itself and returns its report.
+    pub fn finish(&mut self) -> Value {
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "sockleak exited with {status}: {}",
+            self.stderr.lock().unwrap()
+        );
+        let mut report = None;
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if v["type"] == "report" {
+                report = Some(v);
+            }
+        }
+        report.expect("a final report line")
+    }
+
+    /// The next snapshot line.
+    pub fn next_snapshot(&mut self) -> Value {
+        loop {
+            let line = self
+                .stdout
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a snapshot line");
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if v["type"] == "snapshot" {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The report entry of one process.
+pub fn process(report: &Value, pid: u32) -> &Value {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in report: {report:#}"))
+}
+
+/// Symbol names of a stack.
+pub fn symbols(stack: &Value) -> Vec<String> {
+    stack
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["symbol"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The suspect whose stack contains `symbol`.
+pub fn suspect_at<'a>(proc_: &'a Value, symbol: &str) -> Option<&'a Value> {
+    proc_["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| symbols(&s["stack"]).iter().any(|f| f == symbol))
+}
+
+pub fn sleep_ms(ms: u64) {
+    thread::sleep(Duration::from_millis(ms));
+}

@@ -1,0 +1,32 @@
+//! `cargo xtask build-ebpf`: the kernel object, built with nightly and bpf-linker.
+
+use anyhow::{Result, bail};
+
+use crate::{
+    setup::bpf_linker_ok,
+    util::{cargo, run},
+};
+
+pub fn build_ebpf(release: bool) -> Result<()> {
+    if !bpf_linker_ok() {
+        bail!(
+            "bpf-linker {} is not installed: run `cargo xtask setup`",
+            crate::setup::BPF_LINKER_VERSION
+        );
+    }
+    let mut c = cargo();
+    c.args([
+        "+nightly",
+        "build",
+        "--package",
+        "sockleak-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}

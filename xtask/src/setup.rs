@@ -1,0 +1,198 @@
+//! `cargo xtask setup`: install what is missing, say what was done, explain what cannot be.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Result, bail};
+
+use crate::util::{cargo, is_root, output, run};
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const LLVM_MAJOR: u32 = 22;
+const LLVM_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("go", "golang-go"),
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("gcc", "gcc"),
+];
+
+fn debian_like() -> bool {
+    std::fs::read_to_string("/etc/os-release").is_ok_and(|s| {
+        s.lines().any(|l| {
+            (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+                && (l.contains("debian") || l.contains("ubuntu"))
+        })
+    })
+}
+
+fn manual_steps() -> String {
+    format!(
+        "install by hand:\n  \
+         1. rustup toolchain install nightly && rustup component add rust-src --toolchain nightly\n  \
+         2. LLVM {LLVM_MAJOR} development files (libLLVM {LLVM_MAJOR}, Polly, zlib, zstd), e.g. from apt.llvm.org\n  \
+         3. LLVM_PREFIX=/usr/lib/llvm-{LLVM_MAJOR} cargo install bpf-linker@{BPF_LINKER_VERSION} --locked \
+         --no-default-features --features llvm-{LLVM_MAJOR}"
+    )
+}
+
+fn installed_debs(pkgs: &[&str]) -> Vec<String> {
+    pkgs.iter()
+        .filter(|p| {
+            output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+fn apt_install(pkgs: &[String]) -> Result<()> {
+    if pkgs.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {}: run `sudo apt-get install -y {}` (or run xtask as root)",
+            pkgs.join(" "),
+            pkgs.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", pkgs.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The LLVM major version a bpf-linker binary links against (None if it cannot be told).
+fn linker_llvm_major() -> Option<u32> {
+    let path = output("sh", &["-c", "command -v bpf-linker"])?;
+    let ldd = output("ldd", &[path.trim()])?;
+    let pos = ldd.find("libLLVM")?;
+    let rest = &ldd[pos..];
+    let digits: String = rest
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+fn rustc_nightly_llvm_major() -> Option<u32> {
+    let v = output("rustc", &["+nightly", "-vV"])?;
+    let line = v.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    line.split('.').next()?.trim().parse().ok()
+}
+
+pub fn bpf_linker_ok() -> bool {
+    output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+pub fn setup(test_deps: bool) -> Result<()> {
+    let mut did = Vec::new();
+    // 1. Nightly with rust-src (for -Z build-std=core).
+    if output("rustup", &["--version"]).is_none() {
+        bail!("rustup not found; {}", manual_steps());
+    }
+    let toolchains = output("rustup", &["toolchain", "list"]).unwrap_or_default();
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+        did.push("installed the nightly toolchain".to_string());
+    }
+    let comps = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+        did.push("added rust-src to nightly".to_string());
+    }
+    // 2. bpf-linker built against the same LLVM major as nightly rustc.
+    let rustc_llvm = rustc_nightly_llvm_major();
+    if let Some(v) = rustc_llvm
+        && v != LLVM_MAJOR
+    {
+        eprintln!(
+            "xtask: warning: nightly rustc uses LLVM {v}, but this setup builds bpf-linker for LLVM {LLVM_MAJOR}; \
+             bitcode from a newer rustc LLVM cannot be read by an older bpf-linker LLVM"
+        );
+    }
+    if !bpf_linker_ok() {
+        if debian_like() {
+            let missing = installed_debs(LLVM_PACKAGES);
+            if !missing.is_empty() {
+                did.push(format!("installed {}", missing.join(" ")));
+            }
+            apt_install(&missing)?;
+        } else if !Path::new(&format!("/usr/lib/llvm-{LLVM_MAJOR}")).exists() {
+            bail!("not a Debian/Ubuntu system; {}", manual_steps());
+        }
+        run(cargo()
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}")))?;
+        did.push(format!(
+            "installed bpf-linker {BPF_LINKER_VERSION} (LLVM {LLVM_MAJOR})"
+        ));
+    }
+    match (linker_llvm_major(), rustc_llvm) {
+        (Some(l), Some(r)) if l != r => bail!(
+            "bpf-linker uses LLVM {l} but nightly rustc uses LLVM {r}: they must match. \
+             Rebuild bpf-linker with --features llvm-{r} and LLVM_PREFIX=/usr/lib/llvm-{r}, \
+             or pin a nightly whose LLVM is {l}"
+        ),
+        _ => {}
+    }
+    if test_deps {
+        if debian_like() {
+            let missing: Vec<&str> = TEST_PACKAGES
+                .iter()
+                .filter(|(bin, _)| output("sh", &["-c", &format!("command -v {bin}")]).is_none())
+                .map(|(_, pkg)| *pkg)
+                .collect();
+            let missing = installed_debs(&missing);
+            if !missing.is_empty() {
+                did.push(format!("installed test tools {}", missing.join(" ")));
+            }
+            apt_install(&missing)?;
+        } else {
+            eprintln!(
+                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool and gcc for the integration tests"
+            );
+        }
+    }
+    if did.is_empty() {
+        eprintln!("xtask: setup: everything already in place");
+    } else {
+        for d in did {
+            eprintln!("xtask: setup: {d}");
+        }
+    }
+    Ok(())
+}
