@@ -136,3 +136,20 @@ mod user {
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::SocketRecord {}
 }
+
+/// Value of the TCP_STATES map (key: socket cookie, as inet_diag reports it): when a TCP
+/// socket entered its current state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// bpf_ktime_get_ns() at the change.
+    pub ts_ns: u64,
+    /// New TCP state (TCP_ESTABLISHED = 1 ... TCP_NEW_SYN_RECV = 12).
+    pub state: u32,
+    pub _pad: u32,
+}
+crate::assert_layout!(StateChange, size = 16, fields = [u64, u32, u32]);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
+unsafe impl aya::Pod for StateChange {}

@@ -26,4 +26,5 @@ pub mod map {
     pub const EVENTS: &str = "EVENTS";
     pub const STACKS: &str = "STACKS";
     pub const LOSSES: &str = "LOSSES";
+    pub const TCP_STATES: &str = "TCP_STATES";
 }

@@ -16,6 +16,7 @@ mod filter;
 mod lifecycle;
 mod maps;
 mod open;
+mod tcp_state;
 
 #[cfg(not(test))]
 #[panic_handler]

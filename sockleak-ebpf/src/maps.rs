@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
-    socket::{SockKey, SocketRecord},
+    socket::{SockKey, SocketRecord, StateChange},
 };
 
 /// Set by userspace before load; `read_volatile` keeps the compiler from folding the defaults.
@@ -39,6 +39,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Socket cookie -> when the TCP socket entered its current state (host-wide, bounded).
+#[map]
+pub static TCP_STATES: LruHashMap<u64, StateChange> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);

@@ -7,14 +7,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::{
-    Ebpf, EbpfLoader, include_bytes_aligned,
+    Btf, Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
+    programs::{BtfTracePoint, TracePoint},
 };
 use log::warn;
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
-    socket::{SockKey, SocketRecord},
+    socket::{SockKey, SocketRecord, StateChange},
     target::{global, map},
 };
 
@@ -162,6 +162,7 @@ pub struct Tracer {
     pub live: HashMap<MapData, SockKey, SocketRecord>,
     pub stacks: StackTraceMap<MapData>,
     pub losses: PerCpuArray<MapData, u64>,
+    pub tcp_states: HashMap<MapData, u64, StateChange>,
     pub events: Option<RingBuf<MapData>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Optional probes that could not be attached, with what is lost.
@@ -197,6 +198,7 @@ impl Tracer {
         let live = HashMap::try_from(take(&mut bpf, map::LIVE)?)?;
         let stacks = StackTraceMap::try_from(take(&mut bpf, map::STACKS)?)?;
         let losses = PerCpuArray::try_from(take(&mut bpf, map::LOSSES)?)?;
+        let tcp_states = HashMap::try_from(take(&mut bpf, map::TCP_STATES)?)?;
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
         Ok(Tracer {
             bpf,
@@ -204,6 +206,7 @@ impl Tracer {
             live,
             stacks,
             losses,
+            tcp_states,
             events: Some(events),
             logger,
             degraded: Vec::new(),
@@ -252,7 +255,29 @@ impl Tracer {
                 )),
             }
         }
+        if let Err(e) = self.attach_tcp_states() {
+            self.degraded.push(format!(
+                "could not attach tp_btf/inet_sock_set_state ({e:#}): time spent in a TCP state is not reported"
+            ));
+        }
         Ok(())
+    }
+
+    fn attach_tcp_states(&mut self) -> Result<()> {
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let prog: &mut BtfTracePoint = self
+            .bpf
+            .program_mut("inet_sock_set_state")
+            .context("program inet_sock_set_state missing from the eBPF object")?
+            .try_into()?;
+        prog.load("inet_sock_set_state", &btf)?;
+        prog.attach()?;
+        Ok(())
+    }
+
+    /// When the TCP socket with this inet_diag cookie entered its current state, if seen.
+    pub fn tcp_state_since(&self, cookie: u64) -> Option<StateChange> {
+        self.tcp_states.get(&cookie, 0).ok()
     }
 
     pub fn set_target(&mut self, tgid: u32, state: u8) -> Result<()> {

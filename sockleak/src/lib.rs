@@ -5,6 +5,8 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod netns;
 pub mod output;
 pub mod preflight;
 pub mod procfs;

@@ -89,6 +89,11 @@ pub fn parse_stat_start_time(text: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+pub fn parse_stat_ppid(text: &str) -> Option<u32> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Parses a /proc/PID/fd link target such as `socket:[12345]`.
 pub fn parse_socket_link(target: &str) -> Option<u64> {
     target
@@ -228,6 +233,7 @@ mod tests {
     fn stat_start_time_survives_odd_comm() {
         let s = "12 (a b) c) S 1 12 12 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_stat_start_time(s), Some(98765));
+        assert_eq!(parse_stat_ppid(s), Some(1));
         assert_eq!(parse_stat_start_time("12 (x"), None);
     }
 

@@ -26,14 +26,23 @@ pub struct SockInfo {
     pub remote: Option<SocketAddr>,
     /// Milliseconds since data was last sent or received (TCP only).
     pub idle_ms: Option<u32>,
+    /// Receive / send queue; for a listener: connections waiting in the accept queue / its
+    /// backlog limit.
+    pub rx_queue: u32,
+    pub tx_queue: u32,
+    /// inet_diag socket cookie (0 for non-inet sockets).
+    pub cookie: u64,
 }
 
-/// Socket tables of the host, by inode, plus TIME_WAIT sockets (which have no inode).
+/// Socket tables of one network namespace, by inode, plus what has no inode (TIME_WAIT).
 #[derive(Debug, Default)]
 pub struct SocketTable {
     pub by_inode: HashMap<u64, SockInfo>,
     /// TIME_WAIT sockets per remote endpoint.
     pub time_wait: HashMap<SocketAddr, u64>,
+    /// Connected TCP sockets of any state (TIME_WAIT included) per remote endpoint: local
+    /// ports tied up towards that destination.
+    pub ports_to: HashMap<SocketAddr, u64>,
 }
 
 pub fn tcp_state_name(state: u8) -> &'static str {
@@ -99,6 +108,9 @@ impl SocketTable {
                         local: None,
                         remote: None,
                         idle_ms: None,
+                        rx_queue: 0,
+                        tx_queue: 0,
+                        cookie: 0,
                     },
                 );
             }
@@ -114,6 +126,10 @@ impl SocketTable {
             h.socket_id.destination_port,
         );
         let state = tcp.then(|| tcp_state_name(h.state));
+        let connected = !(remote.ip().is_unspecified() && remote.port() == 0);
+        if tcp && connected {
+            *self.ports_to.entry(remote).or_insert(0) += 1;
+        }
         if state == Some("TIME_WAIT") {
             *self.time_wait.entry(remote).or_insert(0) += 1;
             return;
@@ -122,15 +138,17 @@ impl SocketTable {
             Nla::TcpInfo(i) => Some(i.last_data_sent.min(i.last_data_recv)),
             _ => None,
         });
-        let unspecified = remote.ip().is_unspecified() && remote.port() == 0;
         self.by_inode.insert(
             h.inode as u64,
             SockInfo {
                 kind: if tcp { "tcp" } else { "udp" },
                 state,
                 local: Some(local),
-                remote: (!unspecified).then_some(remote),
+                remote: connected.then_some(remote),
                 idle_ms,
+                rx_queue: h.recv_queue,
+                tx_queue: h.send_queue,
+                cookie: u64::from_ne_bytes(h.socket_id.cookie),
             },
         );
     }
@@ -196,5 +214,24 @@ mod tests {
         let info = &t.by_inode[&inode];
         assert_eq!(info.state, Some("LISTEN"));
         assert_eq!(info.local, Some(l.local_addr().unwrap()));
+    }
+}
+
+/// What one network namespace says: its socket tables and its ephemeral port range.
+#[derive(Debug, Default)]
+pub struct NetView {
+    pub table: SocketTable,
+    pub port_range: Option<(u32, u32)>,
+}
+
+impl NetView {
+    /// Reads the network namespace `pid` lives in.
+    pub fn of(pid: u32) -> Result<NetView> {
+        crate::netns::in_netns_of(pid, || -> Result<NetView> {
+            Ok(NetView {
+                table: SocketTable::dump()?,
+                port_range: crate::netns::local_port_range(),
+            })
+        })?
     }
 }

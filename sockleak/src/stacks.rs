@@ -54,6 +54,50 @@ pub struct Stacks {
     resolved: HashMap<(u32, Site), Vec<Frame>>,
 }
 
+/// Whether a frame is plumbing between the application and the syscall: libc wrappers, the Go
+/// runtime and its syscall and net packages.
+fn plumbing(f: &Frame) -> bool {
+    let module = f
+        .module
+        .as_deref()
+        .and_then(|m| m.rsplit('/').next())
+        .unwrap_or("");
+    if module.starts_with("libc.so")
+        || module.starts_with("libc-")
+        || module.starts_with("libpthread")
+    {
+        return true;
+    }
+    let Some(sym) = f.symbol.as_deref() else {
+        return false;
+    };
+    [
+        "runtime.",
+        "runtime/",
+        "syscall.",
+        "internal/",
+        "net.",
+        "__libc",
+        "__GI_",
+    ]
+    .iter()
+    .any(|p| sym.starts_with(p))
+}
+
+/// "symbol (file:line)" of the first application frame: where the code that made the socket
+/// lives, past libc and Go runtime/syscall/net frames.
+pub fn call_site(stack: &[Frame]) -> Option<String> {
+    let f = stack.iter().find(|f| f.symbol.is_some() && !plumbing(f))?;
+    let sym = f.symbol.as_deref()?;
+    Some(match (&f.file, f.line) {
+        (Some(file), Some(line)) => {
+            let short = file.rsplit('/').next().unwrap_or(file);
+            format!("{sym} ({short}:{line})")
+        }
+        _ => sym.to_string(),
+    })
+}
+
 /// Frame-pointer unwinding skips the caller of a frameless syscall wrapper (glibc's
 /// `socket`, Go's `Syscall6`): put the captured return address back as frame 1 when it is
 /// code and not already there.
@@ -187,6 +231,46 @@ fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(sym: &str, module: &str, file: Option<&str>, line: Option<u32>) -> Frame {
+        Frame {
+            addr: 1,
+            symbol: Some(sym.into()),
+            module: Some(module.into()),
+            file: file.map(Into::into),
+            line,
+        }
+    }
+
+    #[test]
+    fn call_site_skips_plumbing() {
+        let go = vec![
+            frame("runtime/internal/syscall.Syscall6", "/bin/app", None, None),
+            frame("syscall.socket", "/bin/app", None, None),
+            frame("net.sysSocket", "/bin/app", None, None),
+            frame(
+                "net/http.(*Transport).dialConn",
+                "/bin/app",
+                Some("/go/src/net/http/transport.go"),
+                Some(1608),
+            ),
+        ];
+        assert_eq!(
+            call_site(&go).unwrap(),
+            "net/http.(*Transport).dialConn (transport.go:1608)"
+        );
+        let c = vec![
+            frame(
+                "__GI_socket",
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                None,
+                None,
+            ),
+            frame("leak_here", "/tmp/app", Some("/tmp/app.c"), Some(5)),
+        ];
+        assert_eq!(call_site(&c).unwrap(), "leak_here (app.c:5)");
+        assert_eq!(call_site(&[]), None);
+    }
 
     #[test]
     fn caller_is_spliced_only_when_missing_and_code() {

@@ -23,16 +23,17 @@ use crate::{
     cli::Format,
     config::Config,
     error::UserError,
+    netns,
     output::{self, Closed},
     preflight, procfs,
     report::{
         build::{self, BuildCtx},
-        model::{Report, Snapshot},
-        text,
+        model::{FailureLine, Report, Snapshot},
+        names, text,
     },
-    sockdiag::SocketTable,
+    sockdiag::NetView,
     stacks::{Site, Stacks},
-    tracker::{Action, Process, Socket, Tracker},
+    tracker::{Action, FailureKey, Process, Socket, Tracker},
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
@@ -48,6 +49,8 @@ pub fn mono_ns() -> u64 {
 
 /// How often one process's open-fd count is read while it keeps failing.
 const FAILURE_FD_READ_NS: u64 = 100_000_000;
+/// At most one streamed `failure` line per call site per second.
+const FAILURE_STREAM_NS: u64 = 1_000_000_000;
 /// Processes shown in text mode's live summary and report with `--all`.
 const TOP_PROCESSES: usize = 20;
 
@@ -61,6 +64,8 @@ pub struct Session {
     failure_fd_read: HashMap<u32, u64>,
     /// Lines of the last live summary, to redraw it in place on a terminal.
     drawn_lines: usize,
+    /// stdout was closed (`| head`): stop quietly.
+    closed: bool,
 }
 
 struct Signals {
@@ -138,6 +143,7 @@ impl Session {
             start_ns,
             failure_fd_read: HashMap::new(),
             drawn_lines: 0,
+            closed: false,
         };
         let mut alive = 0;
         for pid in initial {
@@ -241,7 +247,6 @@ impl Session {
         let far = Duration::from_secs(86400 * 365);
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
-        let mut closed = false;
         loop {
             tokio::select! {
                 guard = events.readable_mut() => {
@@ -251,13 +256,15 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     if self.tick().is_err() {
-                        closed = true;
-                        break;
+                        self.closed = true;
                     }
                 }
                 _ = &mut stop => break,
                 _ = sig.int.recv() => break,
                 _ = sig.term.recv() => break,
+            }
+            if self.closed {
+                break;
             }
             if !self.cfg.all && self.tracker.procs.is_empty() {
                 info!("every traced process has exited");
@@ -267,7 +274,7 @@ impl Session {
         // Events already in the ring belong to the report.
         self.drain(events.get_mut());
         self.tracer.flush_logs();
-        if closed {
+        if self.closed {
             return Ok(());
         }
         self.finish()
@@ -346,6 +353,9 @@ impl Session {
                         f.open_fds = n.or(f.open_fds);
                     }
                 }
+                if self.cfg.format == Format::Json {
+                    self.stream_failure(tgid, key, now);
+                }
             }
             Action::Exited { tgid } => {
                 self.tracer.remove_target(tgid);
@@ -358,6 +368,51 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Streams a `failure` line, at most once per `FAILURE_STREAM_NS` per call site; the
+    /// failures in between are counted in the next line's `suppressed`.
+    fn stream_failure(&mut self, tgid: u32, key: FailureKey, now: u64) {
+        let Some(f) = self
+            .tracker
+            .procs
+            .get(&tgid)
+            .and_then(|p| p.failures.get(&key))
+        else {
+            return;
+        };
+        if f.last_streamed_ns != 0 && now.saturating_sub(f.last_streamed_ns) < FAILURE_STREAM_NS {
+            return;
+        }
+        self.stacks.resolve(&self.tracer, tgid, [key.site]);
+        let p = &self.tracker.procs[&tgid];
+        let f = &p.failures[&key];
+        let line = FailureLine {
+            kind: "failure",
+            t_s: now.saturating_sub(self.start_ns) as f64 / 1e9,
+            pid: tgid,
+            comm: p.meta.comm.clone(),
+            tid: f.tid,
+            syscall: key.syscall.as_str().to_string(),
+            errno: names::errno_name(key.errno),
+            count: f.count,
+            suppressed: f.unstreamed.saturating_sub(1),
+            open_fds: f.open_fds,
+            remote: names::endpoint(&f.remote),
+            stack: self.stacks.frames(tgid, key.site),
+        };
+        if output::print(&json_line(&line)).is_err() {
+            self.closed = true;
+        }
+        if let Some(f) = self
+            .tracker
+            .procs
+            .get_mut(&tgid)
+            .and_then(|p| p.failures.get_mut(&key))
+        {
+            f.last_streamed_ns = now;
+            f.unstreamed = 0;
         }
     }
 
@@ -474,16 +529,38 @@ impl Session {
             self.refresh(pid, now);
         }
         self.resolve_stacks();
-        let table = match SocketTable::dump() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                warn!("TCP states unavailable: {e:#}");
-                None
+        // One socket-table dump per network namespace among the traced processes.
+        let own_ns = netns::netns_of(std::process::id());
+        let mut pid_ns: HashMap<u32, u64> = HashMap::new();
+        let mut views: HashMap<u64, NetView> = HashMap::new();
+        let mut view_pids: Vec<(u64, u32)> = own_ns
+            .map(|ns| (ns, std::process::id()))
+            .into_iter()
+            .collect();
+        for pid in self.tracker.procs.keys() {
+            if let Some(ns) = netns::netns_of(*pid) {
+                pid_ns.insert(*pid, ns);
+                if !view_pids.iter().any(|(n, _)| *n == ns) {
+                    view_pids.push((ns, *pid));
+                }
             }
-        };
+        }
+        for (ns, pid) in view_pids {
+            match NetView::of(pid) {
+                Ok(v) => {
+                    views.insert(ns, v);
+                }
+                Err(e) => warn!("TCP states unavailable for pid {pid}'s network namespace: {e:#}"),
+            }
+        }
+        let tracer = &self.tracer;
+        let state_since = |cookie: u64| tracer.tcp_state_since(cookie);
         let ctx = BuildCtx {
             stacks: &self.stacks,
-            table: table.as_ref(),
+            views: &views,
+            netns: &pid_ns,
+            default_netns: own_ns,
+            state_since: &state_since,
             now_ns: now,
             start_ns: self.start_ns,
             min_age_ns: self.cfg.min_age_ns,
@@ -510,6 +587,7 @@ impl Session {
                 .map(|c| (c.as_str(), lost[*c as usize]))
                 .collect(),
             counts_are_lower_bounds: lost_events > 0,
+            time_wait: build::time_wait(&views, 10),
             processes,
         };
         let body = match self.cfg.format {

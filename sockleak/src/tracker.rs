@@ -84,6 +84,11 @@ pub struct FailureStats {
     pub first_ns: u64,
     pub last_ns: u64,
     pub tid: u32,
+    /// The socket (connect) or listener (accept) fd of the last failure; -1 for socket().
+    pub fd: i32,
+    /// When this call site was last streamed (`--format json`), and failures since.
+    pub last_streamed_ns: u64,
+    pub unstreamed: u64,
     /// Open fds of the process when the failure was last seen (read from /proc).
     pub open_fds: Option<u64>,
     /// Destination of a failed connect.
@@ -359,10 +364,15 @@ impl Tracker {
                     first_ns: ev.ts_ns,
                     last_ns: ev.ts_ns,
                     tid: ev.tid,
+                    fd: ev.fd,
+                    last_streamed_ns: 0,
+                    unstreamed: 0,
                     open_fds: None,
                     remote: ev.record.remote,
                 });
                 f.count += 1;
+                f.unstreamed += 1;
+                f.fd = ev.fd;
                 f.last_ns = ev.ts_ns;
                 f.tid = ev.tid;
                 f.remote = ev.record.remote;

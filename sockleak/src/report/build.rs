@@ -4,23 +4,39 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use sockleak_common::socket::Origin;
+use sockleak_common::{
+    event::Syscall,
+    socket::{Origin, StateChange},
+};
 
 use super::{
-    model::{Failure, FdLimitJson, ProcessReport, Remote, SnapshotProcess, Suspect},
+    model::{
+        Backlog, Failure, FdLimitJson, HostFiles, PortRange, ProcessReport, Remote,
+        SnapshotProcess, Suspect, TimeWait,
+    },
     names,
 };
 use crate::{
-    procfs,
-    sockdiag::SocketTable,
+    limits, netns, procfs,
+    sockdiag::{NetView, tcp_state_name},
     stacks::{Site, Stacks},
-    tracker::Process,
+    tracker::{FailureKey, FailureStats, Process},
 };
+
+const EMFILE: i64 = 24;
+const ENFILE: i64 = 23;
+const EADDRNOTAVAIL: i64 = 99;
 
 /// Report-wide inputs.
 pub struct BuildCtx<'a> {
     pub stacks: &'a Stacks,
-    pub table: Option<&'a SocketTable>,
+    /// Socket tables per network-namespace inode.
+    pub views: &'a HashMap<u64, NetView>,
+    /// Network namespace of each process, where known; others use `default_netns`.
+    pub netns: &'a HashMap<u32, u64>,
+    pub default_netns: Option<u64>,
+    /// When the TCP socket with this cookie entered its current state.
+    pub state_since: &'a dyn Fn(u64) -> Option<StateChange>,
     pub now_ns: u64,
     pub start_ns: u64,
     pub min_age_ns: u64,
@@ -52,6 +68,13 @@ pub fn seconds_to_fd_limit(p: &Process) -> Option<f64> {
     (g > 1e-9).then(|| (soft - open) as f64 / g)
 }
 
+impl BuildCtx<'_> {
+    fn view(&self, pid: u32) -> Option<&NetView> {
+        let ns = self.netns.get(&pid).copied().or(self.default_netns)?;
+        self.views.get(&ns)
+    }
+}
+
 pub fn snapshot_process(p: &Process) -> SnapshotProcess {
     SnapshotProcess {
         pid: p.tgid,
@@ -63,6 +86,7 @@ pub fn snapshot_process(p: &Process) -> SnapshotProcess {
         fd_limit: fd_limit_json(p),
         growth_per_s: p.growth_per_s(),
         seconds_to_fd_limit: seconds_to_fd_limit(p),
+        failures: p.failures.values().map(|f| f.count).sum(),
     }
 }
 
@@ -73,6 +97,7 @@ struct Group {
     kinds: BTreeMap<String, u64>,
     remotes: HashMap<String, u64>,
     states: BTreeMap<String, u64>,
+    state_age_ns: BTreeMap<String, u64>,
     max_idle_ms: Option<u32>,
 }
 
@@ -102,11 +127,12 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
     } else {
         HashMap::new()
     };
+    let view = ctx.view(p.tgid);
     let mut groups: HashMap<(u32, Site, u8), Group> = HashMap::new();
     for (fd, s) in &p.sockets {
         let age = end_ns.saturating_sub(s.record.created_ns);
         let inode = inodes.get(fd).copied().or(s.inode);
-        let info = inode.and_then(|i| ctx.table?.by_inode.get(&i));
+        let info = inode.and_then(|i| view?.table.by_inode.get(&i));
         if !stale(info, age, ctx.min_age_ns) {
             continue;
         }
@@ -128,8 +154,19 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         if let Some(r) = remote {
             *g.remotes.entry(r).or_insert(0) += 1;
         }
-        if let Some(st) = info.and_then(|i| i.state) {
+        if let Some(i) = info
+            && let Some(st) = i.state
+        {
             *g.states.entry(st.to_string()).or_insert(0) += 1;
+            // Time in state, where sockleak saw the socket enter it.
+            if i.cookie != 0
+                && let Some(c) = (ctx.state_since)(i.cookie)
+                && tcp_state_name(c.state as u8) == st
+            {
+                let a = end_ns.saturating_sub(c.ts_ns);
+                let e = g.state_age_ns.entry(st.to_string()).or_insert(0);
+                *e = (*e).max(a);
+            }
         }
         if let Some(idle) = info.and_then(|i| i.idle_ms) {
             g.max_idle_ms = Some(g.max_idle_ms.map_or(idle, |m| m.max(idle)));
@@ -156,10 +193,19 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                 remotes,
                 states: g.states,
                 max_idle_s: g.max_idle_ms.map(|ms| f64::from(ms) / 1e3),
+                state_age_s: g
+                    .state_age_ns
+                    .into_iter()
+                    .map(|(k, v)| (k, secs(v)))
+                    .collect(),
+                call_site: None,
                 stack: ctx.stacks.frames(stack_pid, site),
             }
         })
         .collect();
+    for s in &mut suspects {
+        s.call_site = crate::stacks::call_site(&s.stack);
+    }
     suspects.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
@@ -169,18 +215,39 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
     let mut failures: Vec<Failure> = p
         .failures
         .iter()
-        .map(|(k, f)| Failure {
-            syscall: k.syscall.as_str().to_string(),
-            errno: names::errno_name(k.errno),
-            count: f.count,
-            first_s: secs(f.first_ns.saturating_sub(ctx.start_ns)),
-            last_s: secs(f.last_ns.saturating_sub(ctx.start_ns)),
-            open_fds_at_failure: f.open_fds,
-            remote: names::endpoint(&f.remote),
-            stack: ctx.stacks.frames(p.tgid, k.site),
-        })
+        .map(|(k, f)| failure_report(p, k, f, ctx))
         .collect();
     failures.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));
+
+    let fd_usage_ratio = match (p.meta.open_fds, p.meta.fd_limit) {
+        (Some(o), Some(l)) if l.soft != u64::MAX && l.soft > 0 => Some(o as f64 / l.soft as f64),
+        _ => None,
+    };
+    let limit_advice = p.meta.fd_limit.and_then(|l| {
+        // Only look for a service manager when the limit is worth advice.
+        limits::limit_advice(p.tgid, l, None)?;
+        let manager = if alive {
+            limits::manager_of(p.tgid)
+        } else {
+            None
+        };
+        limits::limit_advice(p.tgid, l, manager)
+    });
+    let mut warnings = Vec::new();
+    if let (Some(o), Some(l)) = (p.meta.open_fds, p.meta.fd_limit)
+        && let Some(w) = limits::usage_warning(o, l)
+    {
+        warnings.push(w);
+    }
+    for f in failures.iter().filter(|f| f.spinning) {
+        warnings.push(format!(
+            "{} loop is spinning on {} ({} failures in {:.1}s)",
+            f.syscall,
+            f.errno,
+            f.count,
+            (f.last_s - f.first_s).max(0.0)
+        ));
+    }
 
     ProcessReport {
         pid: p.tgid,
@@ -195,9 +262,126 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         preexisting: p.preexisting,
         growth_per_s: p.growth_per_s(),
         seconds_to_fd_limit: if alive { seconds_to_fd_limit(p) } else { None },
+        fd_usage_ratio,
+        limit_advice,
+        warnings,
         suspects,
         failures,
     }
+}
+
+/// One failure entry with what explains it: the listener's backlog for accept, the port range
+/// and ports in use for EADDRNOTAVAIL, the host's file count for ENFILE.
+fn failure_report(p: &Process, k: &FailureKey, f: &FailureStats, ctx: &BuildCtx<'_>) -> Failure {
+    let first_s = secs(f.first_ns.saturating_sub(ctx.start_ns));
+    let last_s = secs(f.last_ns.saturating_sub(ctx.start_ns));
+    let accept = matches!(k.syscall, Syscall::Accept | Syscall::Accept4);
+    let out_of_fds = k.errno == EMFILE || k.errno == ENFILE;
+    let view = ctx.view(p.tgid);
+    let mut out = Failure {
+        syscall: k.syscall.as_str().to_string(),
+        errno: names::errno_name(k.errno),
+        count: f.count,
+        first_s,
+        last_s,
+        tid: f.tid,
+        open_fds_at_failure: f.open_fds,
+        remote: names::endpoint(&f.remote),
+        spinning: accept && out_of_fds && limits::is_spinning(f.count, first_s, last_s),
+        listen_backlog: None,
+        port_range: None,
+        ports_in_use_to_remote: None,
+        host_files: None,
+        note: None,
+        call_site: None,
+        stack: ctx.stacks.frames(p.tgid, k.site),
+    };
+    out.call_site = crate::stacks::call_site(&out.stack);
+    if accept && p.exited_ns.is_none() && f.fd >= 0 {
+        let info = procfs::socket_inode(p.tgid, f.fd as u32)
+            .and_then(|i| view?.table.by_inode.get(&i))
+            .filter(|i| i.state == Some("LISTEN"));
+        out.listen_backlog = info.map(|i| Backlog {
+            queued: i.rx_queue,
+            max: i.tx_queue,
+        });
+    }
+    if k.errno == ENFILE {
+        out.host_files = netns::host_file_nr().map(|(allocated, max)| HostFiles { allocated, max });
+    }
+    if k.syscall == Syscall::Connect && k.errno == EADDRNOTAVAIL {
+        out.port_range = view
+            .and_then(|v| v.port_range)
+            .map(|(low, high)| PortRange {
+                low,
+                high,
+                size: high - low + 1,
+            });
+        out.ports_in_use_to_remote = names::socket_addr(&f.remote)
+            .and_then(|a| view.map(|v| v.table.ports_to.get(&a).copied().unwrap_or(0)));
+    }
+    out.note = failure_note(&out);
+    out
+}
+
+fn failure_note(f: &Failure) -> Option<String> {
+    let accept = f.syscall.starts_with("accept");
+    Some(match f.errno.as_str() {
+        "EMFILE" if accept => format!(
+            "the process is out of fds, so queued connections cannot be accepted{}: clients time out; raise RLIMIT_NOFILE or fix the leak",
+            f.listen_backlog.as_ref().map_or(String::new(), |b| format!(
+                " ({} of {} waiting in the listen backlog)",
+                b.queued, b.max
+            ))
+        ),
+        "EMFILE" => {
+            "the process hit its fd limit (RLIMIT_NOFILE): new sockets fail until fds are closed"
+                .into()
+        }
+        "ENFILE" => format!(
+            "the whole host ran out of file handles{}: raise fs.file-max or find the process holding them",
+            f.host_files.as_ref().map_or(String::new(), |h| format!(
+                " ({} allocated, max {})",
+                h.allocated, h.max
+            ))
+        ),
+        "EADDRNOTAVAIL" => format!(
+            "no free local port towards {}{}: reuse connections (keep-alive, one shared client), enable net.ipv4.tcp_tw_reuse, or widen net.ipv4.ip_local_port_range",
+            f.remote.as_deref().unwrap_or("the destination"),
+            match (&f.port_range, f.ports_in_use_to_remote) {
+                (Some(r), Some(n)) => format!(
+                    " ({n} ports in use towards it, TIME_WAIT included; the range {}-{} has {})",
+                    r.low, r.high, r.size
+                ),
+                _ => String::new(),
+            }
+        ),
+        "ENOBUFS" | "ENOMEM" => "the kernel is short of socket memory".into(),
+        _ => return None,
+    })
+}
+
+/// TIME_WAIT per destination in each namespace, largest first, flagged above half the range.
+pub fn time_wait(views: &HashMap<u64, NetView>, per_netns: usize) -> Vec<TimeWait> {
+    let mut out = Vec::new();
+    for (ns, v) in views {
+        let size = v.port_range.map(|(lo, hi)| hi - lo + 1);
+        let mut rows: Vec<_> = v.table.time_wait.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (remote, count) in rows.into_iter().take(per_netns) {
+            let ratio = size.map(|s| *count as f64 / f64::from(s));
+            out.push(TimeWait {
+                netns: *ns,
+                remote: remote.to_string(),
+                count: *count,
+                port_range_size: size,
+                ratio,
+                flagged: ratio.is_some_and(|r| r > 0.5),
+            });
+        }
+    }
+    out.sort_by_key(|t| std::cmp::Reverse(t.count));
+    out
 }
 
 /// Most suspicious first: leaked sockets, failures, growth, live count.
@@ -222,7 +406,11 @@ mod tests {
     use sockleak_common::socket::{Endpoint, SocketRecord};
 
     use super::*;
-    use crate::{procfs::FdLimit, sockdiag::SockInfo, tracker::Socket};
+    use crate::{
+        procfs::FdLimit,
+        sockdiag::{SockInfo, SocketTable},
+        tracker::Socket,
+    };
 
     fn sock(created: u64, stack: i32, origin: Origin, port: u16) -> Socket {
         let mut r = SocketRecord::EMPTY;
@@ -244,10 +432,21 @@ mod tests {
         }
     }
 
-    fn ctx<'a>(stacks: &'a Stacks, table: Option<&'a SocketTable>) -> BuildCtx<'a> {
+    fn no_states(_: u64) -> Option<StateChange> {
+        None
+    }
+
+    fn ctx<'a>(
+        stacks: &'a Stacks,
+        views: &'a HashMap<u64, NetView>,
+        netns: &'a HashMap<u32, u64>,
+    ) -> BuildCtx<'a> {
         BuildCtx {
             stacks,
-            table,
+            views,
+            netns,
+            default_netns: Some(1),
+            state_since: &no_states,
             now_ns: 100_000_000_000,
             start_ns: 0,
             min_age_ns: 5_000_000_000,
@@ -270,7 +469,8 @@ mod tests {
         p.sockets
             .insert(11, sock(99_000_000_000, 2, Origin::Accept4, 80)); // too young
         let stacks = Stacks::default();
-        let r = process_report(&p, &ctx(&stacks, None));
+        let (views, netns) = (HashMap::new(), HashMap::new());
+        let r = process_report(&p, &ctx(&stacks, &views, &netns));
         assert_eq!(r.suspects.len(), 2);
         assert_eq!(r.suspects[0].count, 4);
         assert_eq!(r.suspects[0].origin, "socket");
@@ -306,13 +506,25 @@ mod tests {
             local: None,
             remote: None,
             idle_ms,
+            rx_queue: 0,
+            tx_queue: 0,
+            cookie: 0,
         };
         t.by_inode.insert(1, info("ESTABLISHED", Some(100)));
         t.by_inode.insert(2, info("ESTABLISHED", Some(60_000)));
         t.by_inode.insert(3, info("LISTEN", None));
         t.by_inode.insert(4, info("CLOSE_WAIT", Some(100)));
         let stacks = Stacks::default();
-        let r = process_report(&p, &ctx(&stacks, Some(&t)));
+        let mut views = HashMap::new();
+        views.insert(
+            1,
+            NetView {
+                table: t,
+                port_range: None,
+            },
+        );
+        let netns = HashMap::new();
+        let r = process_report(&p, &ctx(&stacks, &views, &netns));
         let states: Vec<_> = r
             .suspects
             .iter()
@@ -344,5 +556,33 @@ mod tests {
         assert_eq!(seconds_to_fd_limit(&p), Some(6.0));
         p.meta.open_fds = Some(1024);
         assert_eq!(seconds_to_fd_limit(&p), Some(0.0));
+    }
+}
+
+#[cfg(test)]
+mod time_wait_tests {
+    use super::*;
+    use crate::sockdiag::SocketTable;
+
+    #[test]
+    fn flags_above_half_the_range() {
+        let mut t = SocketTable::default();
+        t.time_wait.insert("10.0.0.1:80".parse().unwrap(), 3);
+        t.time_wait.insert("10.0.0.2:80".parse().unwrap(), 2);
+        let mut views = HashMap::new();
+        views.insert(
+            9,
+            NetView {
+                table: t,
+                port_range: Some((40000, 40004)),
+            },
+        );
+        let tw = time_wait(&views, 10);
+        assert_eq!(tw.len(), 2);
+        assert_eq!(
+            (tw[0].count, tw[0].flagged, tw[0].port_range_size),
+            (3, true, Some(5))
+        );
+        assert!(!tw[1].flagged);
     }
 }

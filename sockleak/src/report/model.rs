@@ -28,7 +28,31 @@ pub struct Suspect {
     pub states: BTreeMap<String, u64>,
     /// Longest idle time (no data sent or received) among the group's TCP sockets.
     pub max_idle_s: Option<f64>,
+    /// Per TCP state, the longest time one of the group's sockets has been in it (only where
+    /// sockleak saw the socket enter that state).
+    pub state_age_s: BTreeMap<String, f64>,
+    /// The first application frame of `stack` ("symbol (file:line)").
+    pub call_site: Option<String>,
     pub stack: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    pub queued: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortRange {
+    pub low: u32,
+    pub high: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostFiles {
+    pub allocated: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,10 +62,59 @@ pub struct Failure {
     pub count: u64,
     pub first_s: f64,
     pub last_s: f64,
+    /// Thread of the last failure.
+    pub tid: u32,
     pub open_fds_at_failure: Option<u64>,
     /// Destination of a failed connect.
     pub remote: Option<String>,
+    /// accept/accept4 failing with EMFILE/ENFILE fast and often.
+    pub spinning: bool,
+    /// The listener's accept queue (for accept failures, when the listener is still open).
+    pub listen_backlog: Option<Backlog>,
+    /// Ephemeral port range of the process's network namespace (connect failures).
+    pub port_range: Option<PortRange>,
+    /// Local ports tied up towards `remote`, TIME_WAIT included (connect failures).
+    pub ports_in_use_to_remote: Option<u64>,
+    /// fs.file-nr of the host (ENFILE).
+    pub host_files: Option<HostFiles>,
+    /// What the failure means and what to do.
+    pub note: Option<String>,
+    pub call_site: Option<String>,
     pub stack: Vec<Frame>,
+}
+
+/// A failure as it happens (`--format json`), at most once a second per call site.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub t_s: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub tid: u32,
+    pub syscall: String,
+    pub errno: String,
+    /// Failures at this call site so far.
+    pub count: u64,
+    /// Failures at this call site not streamed since the previous line.
+    pub suppressed: u64,
+    pub open_fds: Option<u64>,
+    pub remote: Option<String>,
+    pub stack: Vec<Frame>,
+}
+
+/// TIME_WAIT sockets towards one destination, against the ephemeral port range.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeWait {
+    /// Network namespace inode (several namespaces may be traced).
+    pub netns: u64,
+    pub remote: String,
+    pub count: u64,
+    pub port_range_size: Option<u32>,
+    pub ratio: Option<f64>,
+    /// Above half of the port range: connect() to this destination will soon fail with
+    /// EADDRNOTAVAIL.
+    pub flagged: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +131,11 @@ pub struct ProcessReport {
     pub preexisting: u64,
     pub growth_per_s: f64,
     pub seconds_to_fd_limit: Option<f64>,
+    /// open_fds / soft limit.
+    pub fd_usage_ratio: Option<f64>,
+    /// How to raise a limit that is part of the problem.
+    pub limit_advice: Option<String>,
+    pub warnings: Vec<String>,
     pub suspects: Vec<Suspect>,
     pub failures: Vec<Failure>,
 }
@@ -72,6 +150,8 @@ pub struct Report {
     pub lost: BTreeMap<&'static str, u64>,
     /// True when events were lost: counts are then lower bounds.
     pub counts_are_lower_bounds: bool,
+    /// TIME_WAIT per destination in the host's and the traced processes' network namespaces.
+    pub time_wait: Vec<TimeWait>,
     pub processes: Vec<ProcessReport>,
 }
 
@@ -96,4 +176,6 @@ pub struct SnapshotProcess {
     pub fd_limit: Option<FdLimitJson>,
     pub growth_per_s: f64,
     pub seconds_to_fd_limit: Option<f64>,
+    /// Failed calls so far (all call sites).
+    pub failures: u64,
 }

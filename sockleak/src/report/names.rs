@@ -55,6 +55,27 @@ pub fn kind_of(rec: &SocketRecord) -> &'static str {
     }
 }
 
+/// The endpoint as a socket address (inet families only).
+pub fn socket_addr(ep: &Endpoint) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    match ep.family {
+        AF_INET => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3],
+            )),
+            ep.port,
+        )),
+        AF_INET6 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&ep.addr[..16]);
+            let a = Ipv6Addr::from(b);
+            let ip = a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4);
+            Some(SocketAddr::new(ip, ep.port))
+        }
+        _ => None,
+    }
+}
+
 /// `127.0.0.1:4200`, `[::1]:80`, `unix:/run/x.sock`, `unix:@abstract`; None when unknown.
 pub fn endpoint(ep: &Endpoint) -> Option<String> {
     match ep.family {

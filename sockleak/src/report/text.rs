@@ -1,8 +1,8 @@
 //! Text mode: a live summary every interval and a final report in the spirit of bcc's memleak.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::model::{Failure, ProcessReport, Report, Snapshot, Suspect};
+use super::model::{Failure, ProcessReport, Report, Snapshot, Suspect, TimeWait};
 use crate::stacks::Frame;
 
 /// Frames printed per stack; JSON carries them all.
@@ -16,7 +16,7 @@ fn limit_str(v: u64) -> String {
     }
 }
 
-fn duration_str(s: f64) -> String {
+pub fn duration_str(s: f64) -> String {
     if s < 120.0 {
         format!("{s:.0}s")
     } else if s < 7200.0 {
@@ -38,20 +38,24 @@ pub fn snapshot(s: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>8} {:<16} {:>8} {:>9} {:>15} {:>10}",
-        "PID", "COMM", "SOCKETS", "GROWTH/s", "FDS/LIMIT", "FULL IN"
+        "{:>8} {:<16} {:>8} {:>9} {:>16} {:>9} {:>7}",
+        "PID", "COMM", "SOCKETS", "GROWTH/s", "FDS/LIMIT", "FULL IN", "FAILS"
     );
     for p in &s.processes {
         let fds = match (p.open_fds, &p.fd_limit) {
-            (Some(o), Some(l)) => format!("{o}/{}", limit_str(l.soft)),
+            (Some(o), Some(l)) => {
+                // A mark once past 80% of the soft limit.
+                let hot = l.soft != u64::MAX && o as f64 >= 0.8 * l.soft as f64;
+                format!("{}{o}/{}", if hot { "!" } else { "" }, limit_str(l.soft))
+            }
             (Some(o), None) => o.to_string(),
             _ => "-".into(),
         };
         let full = p.seconds_to_fd_limit.map_or("-".into(), duration_str);
         let _ = writeln!(
             out,
-            "{:>8} {:<16} {:>8} {:>+9.1} {:>15} {:>10}",
-            p.pid, p.comm, p.live_sockets, p.growth_per_s, fds, full
+            "{:>8} {:<16} {:>8} {:>+9.1} {:>16} {:>9} {:>7}",
+            p.pid, p.comm, p.live_sockets, p.growth_per_s, fds, full, p.failures
         );
     }
     out
@@ -69,7 +73,7 @@ fn frame_line(f: &Frame) -> String {
         let _ = write!(s, " at {file}:{line}");
     }
     if let Some(m) = &f.module {
-        let _ = write!(s, " [{m}]");
+        let _ = write!(s, " [{}]", m.rsplit('/').next().unwrap_or(m));
     }
     s
 }
@@ -90,7 +94,7 @@ fn stack(out: &mut String, frames: &[Frame], indent: &str) {
     }
 }
 
-fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+fn counts(m: &BTreeMap<String, u64>) -> String {
     m.iter()
         .map(|(k, v)| format!("{k}:{v}"))
         .collect::<Vec<_>>()
@@ -100,7 +104,7 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
 fn suspect(out: &mut String, s: &Suspect) {
     let _ = writeln!(
         out,
-        "    {} socket(s) from {} open, oldest {}; kinds {}{}",
+        "    {} socket(s) made by {}, open for up to {}; {}{}",
         s.count,
         s.origin,
         duration_str(s.oldest_age_s),
@@ -108,11 +112,21 @@ fn suspect(out: &mut String, s: &Suspect) {
         if s.states.is_empty() {
             String::new()
         } else {
-            format!("; states {}", counts(&s.states))
+            format!("; {}", counts(&s.states))
         }
     );
+    if let Some(cs) = &s.call_site {
+        let _ = writeln!(out, "      call site: {cs}");
+    }
+    for (state, age) in &s.state_age_s {
+        let _ = writeln!(out, "      in {state} for up to {}", duration_str(*age));
+    }
     if let Some(idle) = s.max_idle_s {
-        let _ = writeln!(out, "      idle up to {}", duration_str(idle));
+        let _ = writeln!(
+            out,
+            "      idle (no data either way) for up to {}",
+            duration_str(idle)
+        );
     }
     if !s.remotes.is_empty() {
         let r: Vec<String> = s
@@ -128,7 +142,7 @@ fn suspect(out: &mut String, s: &Suspect) {
 fn failure(out: &mut String, f: &Failure) {
     let _ = writeln!(
         out,
-        "    {} failed with {} x{} (first at {:.1}s, last at {:.1}s){}{}",
+        "    {}() failed with {} x{} (first at {:.1}s, last at {:.1}s){}{}{}",
         f.syscall,
         f.errno,
         f.count,
@@ -138,8 +152,15 @@ fn failure(out: &mut String, f: &Failure) {
             .map_or(String::new(), |n| format!(", {n} open fds at failure")),
         f.remote
             .as_ref()
-            .map_or(String::new(), |r| format!(", to {r}"))
+            .map_or(String::new(), |r| format!(", to {r}")),
+        if f.spinning { ", SPINNING" } else { "" }
     );
+    if let Some(n) = &f.note {
+        let _ = writeln!(out, "      {n}");
+    }
+    if let Some(cs) = &f.call_site {
+        let _ = writeln!(out, "      call site: {cs}");
+    }
     stack(out, &f.stack, "      ");
 }
 
@@ -178,25 +199,57 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
             duration_str(s)
         );
     }
+    for w in &p.warnings {
+        let _ = writeln!(out, "  WARNING: {w}");
+    }
+    if let Some(a) = &p.limit_advice {
+        let _ = writeln!(out, "  LIMIT: {a}");
+    }
     if !p.failures.is_empty() {
         let _ = writeln!(out, "  FAILED CALLS:");
         for f in &p.failures {
             failure(out, f);
         }
     }
+    // CLOSE_WAIT first: the peer hung up and this process never closed: a certain leak.
+    let (close_wait, rest): (Vec<&Suspect>, Vec<&Suspect>) = p
+        .suspects
+        .iter()
+        .partition(|s| s.states.contains_key("CLOSE_WAIT"));
+    if !close_wait.is_empty() {
+        let _ = writeln!(out, "  CLOSE_WAIT (peer closed, this process never did):");
+        for s in close_wait {
+            suspect(out, s);
+        }
+    }
+    if !rest.is_empty() {
+        let _ = writeln!(
+            out,
+            "  LEAK SUSPECTS (idle {min_age_s}s or longer, by call site):"
+        );
+        for s in rest {
+            suspect(out, s);
+        }
+    }
     if p.suspects.is_empty() {
         let _ = writeln!(
             out,
-            "  no leak suspects (no idle socket open {min_age_s}s or longer)"
+            "  no leak suspects (no call site holds idle sockets open {min_age_s}s or longer)"
         );
-    } else {
+    }
+}
+
+fn time_wait(out: &mut String, tw: &[TimeWait]) {
+    let flagged: Vec<&TimeWait> = tw.iter().filter(|t| t.flagged).collect();
+    for t in flagged {
         let _ = writeln!(
             out,
-            "  LEAK SUSPECTS (open {min_age_s}s or longer, by call site):"
+            "WARNING: {} sockets in TIME_WAIT towards {} use {:.0}% of the {}-port ephemeral range: connect() there will fail with EADDRNOTAVAIL",
+            t.count,
+            t.remote,
+            t.ratio.unwrap_or(0.0) * 100.0,
+            t.port_range_size.unwrap_or(0)
         );
-        for s in &p.suspects {
-            suspect(out, s);
-        }
     }
 }
 
@@ -222,6 +275,7 @@ pub fn report(r: &Report, min_age_s: f64) -> String {
             causes.join(", ")
         );
     }
+    time_wait(&mut out, &r.time_wait);
     for p in &r.processes {
         process(&mut out, p, min_age_s);
     }

@@ -282,6 +282,15 @@ impl Trace {
         report.expect("a final report line")
     }
 
+    /// The next JSON line of any type.
+    pub fn next_line(&mut self) -> Value {
+        let line = self
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a JSON line");
+        serde_json::from_str(&line).expect("JSON line")
+    }
+
     /// The next snapshot line.
     pub fn next_snapshot(&mut self) -> Value {
         loop {
@@ -335,4 +344,105 @@ pub fn suspect_at<'a>(proc_: &'a Value, symbol: &str) -> Option<&'a Value> {
 
 pub fn sleep_ms(ms: u64) {
     thread::sleep(Duration::from_millis(ms));
+}
+
+/// A TCP server (untraced) that accepts and closes each connection after the client's FIN, so
+/// the client side ends in TIME_WAIT. `prefix` runs it elsewhere (e.g. `ip netns exec NS`).
+pub fn closing_server(prefix: &[&str]) -> (Workload, u16) {
+    const PY: &str = concat!(
+        "import socket\n",
+        "s=socket.socket()\n",
+        "s.bind(('127.0.0.1',0))\n",
+        "s.listen(128)\n",
+        "print('listening', s.getsockname()[1], flush=True)\n",
+        "while True:\n",
+        "    c,_=s.accept()\n",
+        "    c.recv(1)\n",
+        "    c.close()\n",
+    );
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("python3");
+            c
+        }
+        None => Command::new("python3"),
+    };
+    cmd.args(["-c", PY]);
+    let mut w = Workload::spawn(&mut cmd);
+    let port = w.expect("listening").parse().unwrap();
+    (w, port)
+}
+
+/// A network namespace made for one test and deleted after it.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("sockleak-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip runs (iproute2)");
+        assert!(ok.success(), "ip netns add {name}");
+        let ns = NetNs { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn prefix(&self) -> Vec<String> {
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ]
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The failure entry of a process for (syscall, errno).
+pub fn failure<'a>(proc_: &'a Value, syscall: &str, errno: &str) -> &'a Value {
+    proc_["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["syscall"] == syscall && f["errno"] == errno)
+        .unwrap_or_else(|| panic!("no {syscall} {errno} failure in {proc_:#}"))
+}
+
+pub fn set_nofile(pid: u32, soft: u64, hard: u64) {
+    let st = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }

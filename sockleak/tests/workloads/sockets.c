@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -23,6 +24,11 @@ __attribute__((noinline)) int churn_udp_site(void) { return socket(AF_INET, SOCK
 __attribute__((noinline)) int cloexec_site(void) {
   return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 }
+
+__attribute__((noinline)) int accept_site(int l) { return accept4(l, NULL, NULL, 0); }
+__attribute__((noinline)) int client_site(void) { return socket(AF_INET, SOCK_STREAM, 0); }
+
+static int listener = -1;
 
 static void reply_fds(int *fds, int n) {
   printf("ok");
@@ -89,6 +95,53 @@ int main(void) {
       fflush(stdout);
       execl("/bin/sleep", "sleep", "1000", (char *)NULL);
       return 1;
+    } else if (!strcmp(cmd, "listen")) { /* listen on 127.0.0.1:0, backlog a; reply port */
+      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+      socklen_t len = sizeof sa;
+      listener = socket(AF_INET, SOCK_STREAM, 0);
+      if (bind(listener, (struct sockaddr *)&sa, sizeof sa) || listen(listener, (int)a)) return 1;
+      getsockname(listener, (struct sockaddr *)&sa, &len);
+      int port = ntohs(sa.sin_port);
+      reply_fds(&port, 1);
+    } else if (!strcmp(cmd, "accept_hold")) { /* accept a connections, never close them */
+      int fds[4096], n = 0;
+      for (long i = 0; i < a; i++) fds[n++] = accept_site(listener);
+      reply_fds(fds, n);
+    } else if (!strcmp(cmd, "accept_loop")) {
+      /* Accept and keep until accept4 has failed a times with EMFILE (1 ms apart, like a
+       * server's retry loop); reply: accepted failures. */
+      int ok = 0, fails = 0;
+      while (fails < a) {
+        int fd = accept_site(listener);
+        if (fd >= 0) ok++;
+        else if (errno == EMFILE) { fails++; usleep(1000); }
+      }
+      int r[2] = {ok, fails};
+      reply_fds(r, 2);
+    } else if (!strcmp(cmd, "socket_emfile")) {
+      /* Make sockets until socket() fails with EMFILE, then fail a times in total. */
+      int made = 0, fails = 0;
+      while (fails < a) {
+        int fd = client_site();
+        if (fd >= 0) made++;
+        else if (errno == EMFILE) fails++;
+      }
+      int r[2] = {made, fails};
+      reply_fds(r, 2);
+    } else if (!strcmp(cmd, "connect_churn")) {
+      /* connect to 127.0.0.1:a and close (so this side holds TIME_WAIT), b times, counting
+       * EADDRNOTAVAIL failures instead once ports run out; reply: connected failures. */
+      int ok = 0, fails = 0;
+      for (long i = 0; i < b; i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((int)a),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = client_site();
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) ok++;
+        else if (errno == EADDRNOTAVAIL) fails++;
+        close(fd);
+      }
+      int r[2] = {ok, fails};
+      reply_fds(r, 2);
     } else if (!strcmp(cmd, "exit")) {
       return 0;
     } else {
