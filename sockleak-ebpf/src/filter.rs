@@ -1,9 +1,9 @@
 //! Which tasks cost map work: everything else returns after one hash lookup.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use sockleak_common::target::state;
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid};
+use sockleak_common::target::{MAX_CGROUPS, state};
 
-use crate::maps::{TARGETS, trace_all};
+use crate::maps::{CGROUPS, TARGETS, n_cgroups, trace_all};
 
 /// The current task, split.
 #[derive(Clone, Copy)]
@@ -27,8 +27,25 @@ pub fn target_state(tgid: u32) -> Option<u8> {
     if let Some(s) = unsafe { TARGETS.get(tgid) } {
         return Some(*s);
     }
-    if trace_all() {
+    if trace_all() || in_target_cgroup() {
         return Some(state::ACTIVE);
     }
     None
+}
+
+/// Whether the current task lives in a traced cgroup subtree. Comparing the ancestor at the
+/// target's level covers cgroups created below it after sockleak started.
+#[inline(always)]
+fn in_target_cgroup() -> bool {
+    let n = n_cgroups();
+    for i in 0..MAX_CGROUPS {
+        if i >= n {
+            break;
+        }
+        let Some(t) = CGROUPS.get(i) else { break };
+        if unsafe { bpf_get_current_ancestor_cgroup_id(t.level as i32) } == t.id {
+            return true;
+        }
+    }
+    false
 }

@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     socket::{SockKey, SocketRecord, StateChange},
+    target::{CgroupTarget, MAX_CGROUPS},
 };
 
 /// Set by userspace before load; `read_volatile` keeps the compiler from folding the defaults.
@@ -19,6 +20,19 @@ static CAPTURE_STACKS: u8 = 1;
 pub fn trace_all() -> bool {
     unsafe { core::ptr::read_volatile(&TRACE_ALL) != 0 }
 }
+
+#[unsafe(no_mangle)]
+static N_CGROUPS: u32 = 0;
+
+/// Number of cgroup subtrees traced (`--cgroup`, `--container`).
+#[inline(always)]
+pub fn n_cgroups() -> u32 {
+    unsafe { core::ptr::read_volatile(&N_CGROUPS) }
+}
+
+/// Traced cgroup subtrees, filled by userspace before attach.
+#[map]
+pub static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
 
 #[inline(always)]
 pub fn capture_stacks() -> bool {

@@ -8,14 +8,14 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::{
     Btf, Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{BtfTracePoint, TracePoint},
 };
 use log::warn;
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     socket::{SockKey, SocketRecord, StateChange},
-    target::{global, map},
+    target::{CgroupTarget, global, map},
 };
 
 use crate::error::UserError;
@@ -145,6 +145,8 @@ pub struct LoadOptions {
     pub capture_stacks: bool,
     pub max_sockets: u32,
     pub stack_entries: u32,
+    /// Traced cgroup subtrees (at most MAX_CGROUPS).
+    pub cgroups: Vec<CgroupTarget>,
 }
 
 /// Outcome of [`Tracer::insert_if_absent`].
@@ -163,6 +165,8 @@ pub struct Tracer {
     pub stacks: StackTraceMap<MapData>,
     pub losses: PerCpuArray<MapData, u64>,
     pub tcp_states: HashMap<MapData, u64, StateChange>,
+    /// Held so its fd stays open: programs are loaded (and bound to maps) at attach.
+    _cgroups: Array<MapData, CgroupTarget>,
     pub events: Option<RingBuf<MapData>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Optional probes that could not be attached, with what is lost.
@@ -178,10 +182,12 @@ impl Tracer {
         let trace_all = u8::from(opts.trace_all);
         let capture = u8::from(opts.capture_stacks);
         let group_dead = group_dead_offset();
+        let n_cgroups = opts.cgroups.len() as u32;
         let mut bpf = EbpfLoader::new()
             .override_global(global::TRACE_ALL, &trace_all, true)
             .override_global(global::CAPTURE_STACKS, &capture, true)
             .override_global(global::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
+            .override_global(global::N_CGROUPS, &n_cgroups, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .load(OBJECT)
@@ -199,6 +205,13 @@ impl Tracer {
         let stacks = StackTraceMap::try_from(take(&mut bpf, map::STACKS)?)?;
         let losses = PerCpuArray::try_from(take(&mut bpf, map::LOSSES)?)?;
         let tcp_states = HashMap::try_from(take(&mut bpf, map::TCP_STATES)?)?;
+        let mut cgroups: Array<MapData, CgroupTarget> =
+            Array::try_from(take(&mut bpf, map::CGROUPS)?)?;
+        for (i, c) in opts.cgroups.iter().enumerate() {
+            cgroups
+                .set(i as u32, c, 0)
+                .context("filling the kernel's cgroup target array")?;
+        }
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
         Ok(Tracer {
             bpf,
@@ -207,6 +220,7 @@ impl Tracer {
             stacks,
             losses,
             tcp_states,
+            _cgroups: cgroups,
             events: Some(events),
             logger,
             degraded: Vec::new(),

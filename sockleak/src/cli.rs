@@ -43,6 +43,15 @@ pub struct TraceArgs {
     #[arg(long = "pid", short = 'p', value_name = "PID")]
     pub pids: Vec<i64>,
 
+    /// Trace every process in this cgroup v2 directory and below (repeatable; absolute, or
+    /// relative to the cgroup2 mount).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+
+    /// Trace a container by id (full or unique prefix; docker, containerd, CRI-O, podman).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+
     /// Trace every process on the host.
     #[arg(long)]
     pub all: bool,

@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     bpf::LoadOptions,
+    cgroup::{self, Cgroup},
     cli::{Format, TraceArgs},
     error::UserError,
     procfs,
@@ -13,6 +14,8 @@ use crate::{
 pub struct Config {
     /// Requested processes (thread ids already mapped to their process).
     pub pids: Vec<u32>,
+    /// Traced cgroup subtrees (`--cgroup`, `--container`).
+    pub cgroups: Vec<Cgroup>,
     pub all: bool,
     pub duration: Option<Duration>,
     pub interval: Duration,
@@ -25,12 +28,20 @@ pub struct Config {
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
 
+use sockleak_common::target::{CgroupTarget, MAX_CGROUPS};
+
 impl Config {
+    /// Only explicit pids: tracing ends when they (and their children) have all exited.
+    pub fn pids_only(&self) -> bool {
+        !self.all && self.cgroups.is_empty()
+    }
+
     pub fn from_args(a: &TraceArgs) -> Result<Config, UserError> {
-        if a.all && !a.pids.is_empty() {
+        let selective = !a.pids.is_empty() || !a.cgroups.is_empty() || !a.containers.is_empty();
+        if a.all && selective {
             return Err(UserError::PidWithAll);
         }
-        if !a.all && a.pids.is_empty() {
+        if !a.all && !selective {
             return Err(UserError::NoTarget);
         }
         if let Some(d) = a.duration
@@ -59,8 +70,39 @@ impl Config {
                 pids.push(tgid);
             }
         }
+        let mut cgroups: Vec<Cgroup> = Vec::new();
+        for p in &a.cgroups {
+            let c = cgroup::resolve_path(p)?;
+            if !cgroups.contains(&c) {
+                cgroups.push(c);
+            }
+        }
+        for id in &a.containers {
+            let c = cgroup::resolve_container(id)?;
+            if !cgroups.contains(&c) {
+                cgroups.push(c);
+            }
+        }
+        if cgroups.len() > MAX_CGROUPS as usize {
+            return Err(UserError::TooManyCgroups(MAX_CGROUPS));
+        }
         Ok(Config {
             pids,
+            load: LoadOptions {
+                trace_all: a.all,
+                capture_stacks: !a.no_stacks,
+                max_sockets: a.max_sockets,
+                stack_entries: a.stack_entries,
+                cgroups: cgroups
+                    .iter()
+                    .map(|c| CgroupTarget {
+                        id: c.id,
+                        level: c.level,
+                        _pad: 0,
+                    })
+                    .collect(),
+            },
+            cgroups,
             all: a.all,
             duration: a.duration.map(Duration::from_secs_f64),
             interval: Duration::from_secs_f64(a.interval),
@@ -68,12 +110,6 @@ impl Config {
             min_count: a.min_count.max(1),
             format: a.format,
             output: a.output.clone(),
-            load: LoadOptions {
-                trace_all: a.all,
-                capture_stacks: !a.no_stacks,
-                max_sockets: a.max_sockets,
-                stack_entries: a.stack_entries,
-            },
         })
     }
 }

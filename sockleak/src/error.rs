@@ -10,9 +10,11 @@ pub enum UserError {
     BadPid(i64),
     #[error("--pid {0}: no such process; check the pid with `ps -p {0}`")]
     NoSuchPid(u32),
-    #[error("nothing to trace: give --pid PID (repeatable) or --all")]
+    #[error(
+        "nothing to trace: give --pid PID, --cgroup PATH, --container ID (each repeatable) or --all"
+    )]
     NoTarget,
-    #[error("--pid and --all conflict: --all already traces every process")]
+    #[error("--all conflicts with --pid/--cgroup/--container: --all already traces every process")]
     PidWithAll,
     #[error("--duration {0}: must be a positive number of seconds")]
     BadDuration(f64),
@@ -40,6 +42,12 @@ pub enum UserError {
     StubObject,
     #[error("the kernel lacks the required tracepoint {0}; sockleak cannot run without it")]
     MissingTracepoint(String),
+    #[error("--cgroup {}: {reason}", path.display())]
+    BadCgroup { path: PathBuf, reason: String },
+    #[error("--container {id}: {reason}")]
+    BadContainer { id: String, reason: String },
+    #[error("--cgroup/--container: at most {0} cgroups can be traced at once")]
+    TooManyCgroups(u32),
     #[error("--output {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }

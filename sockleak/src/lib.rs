@@ -2,6 +2,7 @@
 //! sockets from their events, and reports leak suspects and failed calls.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod error;

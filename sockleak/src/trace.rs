@@ -20,6 +20,7 @@ use tokio::{
 
 use crate::{
     bpf::{Insert, Tracer},
+    cgroup,
     cli::Format,
     config::Config,
     error::UserError,
@@ -122,11 +123,16 @@ impl Session {
         let mut tracer = Tracer::load(&cfg.load)?;
         // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
         // every close, so a socket closed mid-seed is not kept as live.
-        let initial: Vec<u32> = if cfg.all {
+        let mut initial: Vec<u32> = if cfg.all {
             procfs::all_pids()
         } else {
             cfg.pids.clone()
         };
+        for c in &cfg.cgroups {
+            initial.extend(cgroup::pids_in(&c.dir));
+        }
+        initial.sort_unstable();
+        initial.dedup();
         for pid in &initial {
             tracer.set_target(*pid, state::FORK_PENDING)?;
         }
@@ -155,7 +161,7 @@ impl Session {
             }
             s.activate(pid)?;
         }
-        if alive == 0 && !s.cfg.all {
+        if alive == 0 && s.cfg.pids_only() {
             return Err(UserError::NoSuchPid(s.cfg.pids[0]).into());
         }
         let pids = s.tracker.procs.keys().copied().collect::<Vec<_>>();
@@ -165,7 +171,14 @@ impl Session {
         let what = if s.cfg.all {
             format!("all {alive} processes")
         } else {
-            format!("{alive} process(es): {:?}", s.cfg.pids)
+            let mut w = format!("{alive} process(es)");
+            if !s.cfg.pids.is_empty() {
+                w += &format!(", pids {:?}", s.cfg.pids);
+            }
+            for c in &s.cfg.cgroups {
+                w += &format!(", cgroup {}", c.path);
+            }
+            w
         };
         info!("attached: tracing {what}; Ctrl-C for the report");
         Ok(s)
@@ -173,7 +186,7 @@ impl Session {
 
     /// Marks a seeded process as fully tracked.
     fn activate(&mut self, pid: u32) -> Result<()> {
-        if self.cfg.all {
+        if self.cfg.all || self.in_traced_cgroup(pid) {
             // With --all every process is traced; the entry only marked the seeding window.
             self.tracer.remove_target(pid);
             Ok(())
@@ -183,6 +196,16 @@ impl Session {
             self.tracer.remove_target(pid);
             Ok(())
         }
+    }
+
+    /// Whether the kernel traces `pid` by its cgroup (then it needs no TARGETS entry).
+    fn in_traced_cgroup(&self, pid: u32) -> bool {
+        let Some(path) = cgroup::cgroup_of(pid) else {
+            return false;
+        };
+        self.cfg.cgroups.iter().any(|c| {
+            path == c.path || path.starts_with(&format!("{}/", c.path.trim_end_matches('/')))
+        })
     }
 
     /// Seeds a process's socket fds from /proc into LIVE and the mirror. `parent` is the
@@ -266,7 +289,7 @@ impl Session {
             if self.closed {
                 break;
             }
-            if !self.cfg.all && self.tracker.procs.is_empty() {
+            if self.cfg.pids_only() && self.tracker.procs.is_empty() {
                 info!("every traced process has exited");
                 break;
             }
@@ -425,6 +448,7 @@ impl Session {
             p.meta.comm = procfs::comm(pid).unwrap_or_default();
             p.meta.start_time = procfs::start_time(pid);
             p.meta.ns_pid = procfs::status(pid).and_then(|s| s.ns_pid);
+            p.meta.cgroup = cgroup::cgroup_of(pid);
         }
         if let Some(l) = procfs::fd_limit(pid) {
             p.meta.fd_limit = Some(l);
@@ -519,7 +543,9 @@ impl Session {
 
     /// Requested targets always; others once they have had a socket or a failure.
     fn reportable(&self, p: &Process) -> bool {
-        self.cfg.pids.contains(&p.tgid) || p.opened + p.preexisting > 0 || !p.failures.is_empty()
+        (self.cfg.pids.contains(&p.tgid) || (!self.cfg.cgroups.is_empty() && p.parent.is_none()))
+            || p.opened + p.preexisting > 0
+            || !p.failures.is_empty()
     }
 
     fn finish(&mut self) -> Result<()> {

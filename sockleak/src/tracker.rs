@@ -68,6 +68,8 @@ pub struct Meta {
     pub fd_limit: Option<crate::procfs::FdLimit>,
     pub open_fds: Option<u64>,
     pub start_time: Option<u64>,
+    /// cgroup v2 path.
+    pub cgroup: Option<String>,
 }
 
 /// Failures are aggregated per (syscall, errno, call site).

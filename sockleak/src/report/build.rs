@@ -253,6 +253,12 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         pid: p.tgid,
         ns_pid: p.meta.ns_pid,
         comm: p.meta.comm.clone(),
+        cgroup: p.meta.cgroup.clone(),
+        container: p
+            .meta
+            .cgroup
+            .as_deref()
+            .and_then(crate::cgroup::container_id),
         exited: !alive,
         fd_limit: fd_limit_json(p),
         open_fds: p.meta.open_fds,

@@ -122,6 +122,9 @@ pub struct ProcessReport {
     pub pid: u32,
     pub ns_pid: Option<u32>,
     pub comm: String,
+    /// cgroup v2 path, and the container id found in it.
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
     pub exited: bool,
     pub fd_limit: Option<FdLimitJson>,
     pub open_fds: Option<u64>,

@@ -167,12 +167,16 @@ fn failure(out: &mut String, f: &Failure) {
 fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
     let _ = writeln!(
         out,
-        "\nPID {} ({}){}{}",
+        "\nPID {} ({}){}{}{}",
         p.pid,
         p.comm,
         p.ns_pid
             .filter(|n| *n != p.pid)
             .map_or(String::new(), |n| format!(" ns_pid {n}")),
+        p.cgroup
+            .as_deref()
+            .filter(|_| p.container.is_none())
+            .map_or(String::new(), |c| format!(" cgroup {c}")),
         if p.exited { ", exited" } else { "" }
     );
     let _ = write!(
@@ -276,8 +280,31 @@ pub fn report(r: &Report, min_age_s: f64) -> String {
         );
     }
     time_wait(&mut out, &r.time_wait);
-    for p in &r.processes {
-        process(&mut out, p, min_age_s);
+    // Grouped by container (in rank order of each group's first process) when any is in one.
+    if r.processes.iter().any(|p| p.container.is_some()) {
+        let mut groups: Vec<Option<&str>> = Vec::new();
+        for p in &r.processes {
+            if !groups.contains(&p.container.as_deref()) {
+                groups.push(p.container.as_deref());
+            }
+        }
+        for g in groups {
+            let first = r.processes.iter().find(|p| p.container.as_deref() == g);
+            let _ = match (g, first.and_then(|p| p.cgroup.as_deref())) {
+                (Some(id), Some(cg)) => {
+                    writeln!(out, "\n== container {} ({cg}) ==", &id[..12.min(id.len())])
+                }
+                (Some(id), None) => writeln!(out, "\n== container {id} =="),
+                (None, _) => writeln!(out, "\n== not in a container =="),
+            };
+            for p in r.processes.iter().filter(|p| p.container.as_deref() == g) {
+                process(&mut out, p, min_age_s);
+            }
+        }
+    } else {
+        for p in &r.processes {
+            process(&mut out, p, min_age_s);
+        }
     }
     out
 }
