@@ -183,3 +183,48 @@ mod user {
 
 #[cfg(feature = "user")]
 pub use user::DecodeError;
+
+#[cfg(all(test, feature = "user"))]
+mod tests {
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn bytes_of(ev: &Event) -> Vec<u8> {
+        // SAFETY: Event is repr(C) plain data without padding.
+        unsafe {
+            core::slice::from_raw_parts(
+                (ev as *const Event).cast::<u8>(),
+                core::mem::size_of::<Event>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut ev = Event::EMPTY;
+        ev.kind = EventKind::Dup as u8;
+        ev.fd = 3;
+        ev.arg = 9;
+        ev.record.caller = 0xdead;
+        let (back, kind) = Event::decode(&bytes_of(&ev)).unwrap();
+        assert_eq!((back, kind), (ev, EventKind::Dup));
+    }
+
+    proptest! {
+        /// Any bytes: decoded or rejected, never a panic; a decoded kind is a known one.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            match Event::decode(&bytes) {
+                Ok((ev, kind)) => {
+                    prop_assert_eq!(bytes.len(), core::mem::size_of::<Event>());
+                    prop_assert_eq!(ev.kind, kind as u8);
+                }
+                Err(DecodeError::Size(n)) => prop_assert_ne!(n, core::mem::size_of::<Event>()),
+                Err(DecodeError::Kind(k)) => prop_assert!(EventKind::from_u8(k).is_none()),
+            }
+        }
+    }
+}

@@ -4,6 +4,10 @@
 //! `assert_layout!`) and is plain old data, so both halves agree on the bytes.
 #![no_std]
 
+// Tests (host only) may use std.
+#[cfg(test)]
+extern crate std;
+
 pub mod counters;
 pub mod event;
 pub mod socket;

@@ -23,6 +23,11 @@ use crate::error::UserError;
 /// The kernel object, embedded by build.rs (empty when built without bpf-linker).
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockleak.bpf.o"));
 
+/// The embedded kernel object (empty in a stub build).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// One tracepoint program and what is lost without it.
 pub struct Probe {
     pub category: &'static str,
@@ -145,6 +150,8 @@ pub struct LoadOptions {
     pub capture_stacks: bool,
     pub max_sockets: u32,
     pub stack_entries: u32,
+    /// Event ring buffer size (a power-of-two multiple of the page size).
+    pub ring_buffer_bytes: u32,
     /// Traced cgroup subtrees (at most MAX_CGROUPS).
     pub cgroups: Vec<CgroupTarget>,
 }
@@ -190,6 +197,7 @@ impl Tracer {
             .override_global(global::N_CGROUPS, &n_cgroups, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
+            .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading sockleak's eBPF object into the kernel")?;
         // Kernel-side log records (aya-log) go to sockleak's logger.

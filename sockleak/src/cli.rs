@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Trace processes and report sockets opened without a matching close.
     Trace(TraceArgs),
+    /// Keep tracing and serve Prometheus/OpenMetrics metrics, the JSON report and a health check.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,10 +39,16 @@ pub enum Format {
     Json,
 }
 
+/// Which processes to trace and how; shared by `trace` and `serve`.
 #[derive(Debug, Args, Clone)]
-pub struct TraceArgs {
+pub struct TargetArgs {
     /// Process to trace (repeatable). Children it forks after sockleak starts are traced too.
-    #[arg(long = "pid", short = 'p', value_name = "PID")]
+    #[arg(
+        long = "pid",
+        short = 'p',
+        value_name = "PID",
+        allow_negative_numbers = true
+    )]
     pub pids: Vec<i64>,
 
     /// Trace every process in this cgroup v2 directory and below (repeatable; absolute, or
@@ -56,29 +64,31 @@ pub struct TraceArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Stop after this many seconds (default: until Ctrl-C or every target has exited).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-
     /// Seconds between live summaries / snapshots.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 2.0,
+        allow_negative_numbers = true
+    )]
     pub interval: f64,
 
     /// A socket is a leak suspect once it has been open this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub min_age: f64,
-
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-
-    /// Write the final report to FILE (atomically) instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
 
     /// Capacity of the kernel's live-socket map (sockets tracked at once).
     #[arg(long, value_name = "N", default_value_t = 262_144)]
     pub max_sockets: u32,
+
+    /// Size of the kernel-to-userspace event ring buffer in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
 
     /// Report a call site only when at least this many of its sockets are suspect.
     /// A single idle socket per call site is usually a connection pool, not a leak; sockets in
@@ -93,4 +103,41 @@ pub struct TraceArgs {
     /// Do not capture user stacks (cheaper; suspects are then grouped by process only).
     #[arg(long)]
     pub no_stacks: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Stop after this many seconds (default: until Ctrl-C or every target has exited).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the final report to FILE (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Address to serve /metrics, /report and /healthz on. Loopback by default: a non-loopback
+    /// address exposes process names and endpoints to whoever can reach it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9669")]
+    pub listen: std::net::SocketAddr,
+
+    /// Processes with their own metric labels (the most suspicious); the rest are summed.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
 }

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     bpf::LoadOptions,
     cgroup::{self, Cgroup},
-    cli::{Format, TraceArgs},
+    cli::{Format, ServeArgs, TargetArgs, TraceArgs},
     error::UserError,
     procfs,
 };
@@ -24,6 +24,14 @@ pub struct Config {
     pub format: Format,
     pub output: Option<PathBuf>,
     pub load: LoadOptions,
+    /// Set for `sockleak serve`.
+    pub serve: Option<ServeOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: std::net::SocketAddr,
+    pub top: usize,
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -36,7 +44,26 @@ impl Config {
         !self.all && self.cgroups.is_empty()
     }
 
-    pub fn from_args(a: &TraceArgs) -> Result<Config, UserError> {
+    pub fn for_trace(a: &TraceArgs) -> Result<Config, UserError> {
+        let mut c = Config::new(&a.target, a.duration)?;
+        c.format = a.format;
+        c.output = a.output.clone();
+        Ok(c)
+    }
+
+    pub fn for_serve(a: &ServeArgs) -> Result<Config, UserError> {
+        let mut c = Config::new(&a.target, a.duration)?;
+        if a.top == 0 {
+            return Err(UserError::BadTop);
+        }
+        c.serve = Some(ServeOptions {
+            listen: a.listen,
+            top: a.top,
+        });
+        Ok(c)
+    }
+
+    fn new(a: &TargetArgs, duration: Option<f64>) -> Result<Config, UserError> {
         let selective = !a.pids.is_empty() || !a.cgroups.is_empty() || !a.containers.is_empty();
         if a.all && selective {
             return Err(UserError::PidWithAll);
@@ -44,7 +71,7 @@ impl Config {
         if !a.all && !selective {
             return Err(UserError::NoTarget);
         }
-        if let Some(d) = a.duration
+        if let Some(d) = duration
             && !(d.is_finite() && d > 0.0)
         {
             return Err(UserError::BadDuration(d));
@@ -54,6 +81,12 @@ impl Config {
         }
         if !(a.min_age.is_finite() && a.min_age >= 0.0) {
             return Err(UserError::BadMinAge(a.min_age));
+        }
+        if a.ring_buffer_kib < 4
+            || !a.ring_buffer_kib.is_power_of_two()
+            || a.ring_buffer_kib > (1 << 20)
+        {
+            return Err(UserError::BadRingBuffer(a.ring_buffer_kib));
         }
         if a.max_sockets == 0 || a.max_sockets > MAX_SOCKETS_LIMIT {
             return Err(UserError::BadMaxSockets(a.max_sockets));
@@ -93,6 +126,7 @@ impl Config {
                 capture_stacks: !a.no_stacks,
                 max_sockets: a.max_sockets,
                 stack_entries: a.stack_entries,
+                ring_buffer_bytes: a.ring_buffer_kib * 1024,
                 cgroups: cgroups
                     .iter()
                     .map(|c| CgroupTarget {
@@ -104,12 +138,13 @@ impl Config {
             },
             cgroups,
             all: a.all,
-            duration: a.duration.map(Duration::from_secs_f64),
+            duration: duration.map(Duration::from_secs_f64),
             interval: Duration::from_secs_f64(a.interval),
             min_age_ns: (a.min_age * 1e9) as u64,
             min_count: a.min_count.max(1),
-            format: a.format,
-            output: a.output.clone(),
+            format: Format::Text,
+            output: None,
+            serve: None,
         })
     }
 }

@@ -42,12 +42,21 @@ pub enum UserError {
     StubObject,
     #[error("the kernel lacks the required tracepoint {0}; sockleak cannot run without it")]
     MissingTracepoint(String),
+    #[error("--ring-buffer-kib {0}: must be a power of two of at least 4")]
+    BadRingBuffer(u32),
     #[error("--cgroup {}: {reason}", path.display())]
     BadCgroup { path: PathBuf, reason: String },
     #[error("--container {id}: {reason}")]
     BadContainer { id: String, reason: String },
     #[error("--cgroup/--container: at most {0} cgroups can be traced at once")]
     TooManyCgroups(u32),
+    #[error("--top 0: must be at least 1")]
+    BadTop,
+    #[error("--listen {addr}: {reason}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("--output {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }

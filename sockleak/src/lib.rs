@@ -7,12 +7,17 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod netns;
 pub mod output;
 pub mod preflight;
 pub mod procfs;
 pub mod report;
+pub mod serve;
 pub mod sockdiag;
 pub mod stacks;
 pub mod trace;
 pub mod tracker;
+
+#[cfg(test)]
+mod fuzz_props;

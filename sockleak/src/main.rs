@@ -9,14 +9,20 @@ use sockleak::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
     env_logger::Builder::new()
         .parse_filters(&cli.log)
         .format_target(false)
         .format_timestamp(None)
         .init();
     let res = match &cli.command {
-        Command::Trace(args) => Config::from_args(args)
+        Command::Trace(args) => Config::for_trace(args)
+            .map_err(anyhow::Error::from)
+            .and_then(trace::run),
+        Command::Serve(args) => Config::for_serve(args)
             .map_err(anyhow::Error::from)
             .and_then(trace::run),
     };
@@ -29,6 +35,29 @@ fn main() -> ExitCode {
                 None => eprintln!("sockleak: {e:#}"),
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version print as clap renders them; usage errors become one line.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("sockleak: {first} (see `sockleak trace --help`)");
+            ExitCode::from(2)
         }
     }
 }

@@ -147,6 +147,31 @@ pub fn all_pids() -> Vec<u32> {
         .collect()
 }
 
+/// utime + stime of a process in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm.
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks / hz)
+}
+
+/// Resident memory of a process in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(proc_path(pid, "status")).ok()?;
+    let kib: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// One executable-or-file mapping of /proc/PID/maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {

@@ -190,6 +190,11 @@ impl Stacks {
             .unwrap_or_default()
     }
 
+    /// Drops what was symbolized for a process no longer reported.
+    pub fn forget_pid(&mut self, pid: u32) {
+        self.resolved.retain(|(p, _), _| *p != pid);
+    }
+
     /// Bare addresses of a stack fetched from the kernel, for processes already gone.
     pub fn fetch_raw(&mut self, tracer: &Tracer, id: i32) {
         if id >= 0 && !self.raw.contains_key(&id) {

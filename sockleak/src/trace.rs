@@ -24,6 +24,7 @@ use crate::{
     cli::Format,
     config::Config,
     error::UserError,
+    metrics::{self, SelfStats},
     netns,
     output::{self, Closed},
     preflight, procfs,
@@ -32,6 +33,7 @@ use crate::{
         model::{FailureLine, Report, Snapshot},
         names, text,
     },
+    serve,
     sockdiag::NetView,
     stacks::{Site, Stacks},
     tracker::{Action, FailureKey, Process, Socket, Tracker},
@@ -67,6 +69,10 @@ pub struct Session {
     drawn_lines: usize,
     /// stdout was closed (`| head`): stop quietly.
     closed: bool,
+    /// Ring-buffer loss count at the last resync.
+    resynced_at_loss: u64,
+    /// Kernel events decoded so far.
+    events_seen: u64,
 }
 
 struct Signals {
@@ -150,6 +156,8 @@ impl Session {
             failure_fd_read: HashMap::new(),
             drawn_lines: 0,
             closed: false,
+            resynced_at_loss: 0,
+            events_seen: 0,
         };
         let mut alive = 0;
         for pid in initial {
@@ -270,6 +278,31 @@ impl Session {
         let far = Duration::from_secs(86400 * 365);
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
+        // `serve`: the HTTP server runs as its own task and asks this loop for answers.
+        let (req_tx, mut requests) = tokio::sync::mpsc::channel::<serve::Request>(16);
+        if let Some(opts) = self.cfg.serve.clone() {
+            let listener = tokio::net::TcpListener::bind(opts.listen)
+                .await
+                .map_err(|e| UserError::Listen {
+                    addr: opts.listen,
+                    reason: e.to_string(),
+                })?;
+            let bound = listener.local_addr().unwrap_or(opts.listen);
+            if !opts.listen.ip().is_loopback() {
+                warn!(
+                    "serving on non-loopback {}: anyone who can reach it sees process names and endpoints",
+                    opts.listen
+                );
+            }
+            let app = serve::router(req_tx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    warn!("HTTP server stopped: {e}");
+                }
+            });
+            info!("serving /metrics, /report and /healthz on http://{bound}");
+        }
+        drop(req_tx);
         loop {
             tokio::select! {
                 guard = events.readable_mut() => {
@@ -282,6 +315,7 @@ impl Session {
                         self.closed = true;
                     }
                 }
+                Some(req) = requests.recv() => self.answer(req),
                 _ = &mut stop => break,
                 _ = sig.int.recv() => break,
                 _ = sig.term.recv() => break,
@@ -289,7 +323,7 @@ impl Session {
             if self.closed {
                 break;
             }
-            if self.cfg.pids_only() && self.tracker.procs.is_empty() {
+            if self.cfg.serve.is_none() && self.cfg.pids_only() && self.tracker.procs.is_empty() {
                 info!("every traced process has exited");
                 break;
             }
@@ -307,7 +341,10 @@ impl Session {
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
-                Ok((ev, kind)) => self.tracker.apply(&ev, kind, &mut actions),
+                Ok((ev, kind)) => {
+                    self.events_seen += 1;
+                    self.tracker.apply(&ev, kind, &mut actions);
+                }
                 Err(e) => {
                     self.tracker.bad_events += 1;
                     if self.tracker.bad_events == 1 {
@@ -318,6 +355,9 @@ impl Session {
             drop(item);
             for a in actions.drain(..) {
                 self.act(a);
+            }
+            for pid in std::mem::take(&mut self.tracker.dropped_exited) {
+                self.stacks.forget_pid(pid);
             }
         }
         self.tracer.flush_logs();
@@ -494,8 +534,54 @@ impl Session {
         l[LossCause::RingBufFull as usize] + l[LossCause::LiveMapFull as usize]
     }
 
+    /// Processes whose exit event was lost (or whose pid now names another process) are
+    /// finalized here.
+    fn reap(&mut self, now: u64) {
+        let gone: Vec<u32> = self
+            .tracker
+            .procs
+            .values()
+            .filter(|p| {
+                let st = procfs::start_time(p.tgid);
+                st.is_none() || (p.meta.start_time.is_some() && st != p.meta.start_time)
+            })
+            .map(|p| p.tgid)
+            .collect();
+        let mut actions = Vec::new();
+        for pid in gone {
+            self.tracker.exit(pid, now, &mut actions);
+        }
+        for a in actions {
+            self.act(a);
+        }
+    }
+
+    /// After ring-buffer loss, the kernel's LIVE map is the truth: re-align the mirror with it.
+    fn resync_if_lost(&mut self) {
+        let lost = self.tracer.losses()[LossCause::RingBufFull as usize];
+        if lost == self.resynced_at_loss {
+            return;
+        }
+        self.resynced_at_loss = lost;
+        let cutoff = mono_ns();
+        let mut kernel: HashMap<u32, HashMap<u32, SocketRecord>> = HashMap::new();
+        for item in self.tracer.live.iter() {
+            let Ok((k, v)) = item else { continue };
+            kernel.entry(k.tgid).or_default().insert(k.fd, v);
+        }
+        let empty = HashMap::new();
+        for p in self.tracker.procs.values_mut() {
+            p.resync(kernel.get(&p.tgid).unwrap_or(&empty), cutoff);
+        }
+        warn!(
+            "ring buffer overflowed ({lost} events lost so far): re-synchronized with the kernel's live-socket map; counts are lower bounds"
+        );
+    }
+
     fn tick(&mut self) -> Result<(), Closed> {
         let now = mono_ns();
+        self.resync_if_lost();
+        self.reap(now);
         let pids: Vec<u32> = self.tracker.procs.keys().copied().collect();
         for pid in pids {
             self.refresh(pid, now);
@@ -514,6 +600,9 @@ impl Session {
                 .then(b.live().cmp(&a.live()))
                 .then(a.tgid.cmp(&b.tgid))
         });
+        if self.cfg.serve.is_some() {
+            return Ok(());
+        }
         let snap = Snapshot {
             kind: "snapshot",
             t_s: (now - self.start_ns) as f64 / 1e9,
@@ -548,7 +637,10 @@ impl Session {
             || !p.failures.is_empty()
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// The report as of now: symbolizes what is new and dumps the socket tables of every traced
+    /// network namespace.
+    fn build_report(&mut self) -> Report {
+        self.resync_if_lost();
         let now = mono_ns();
         let pids: Vec<u32> = self.tracker.procs.keys().copied().collect();
         for pid in pids {
@@ -604,7 +696,7 @@ impl Session {
         build::rank(&mut processes);
         let lost = self.lost();
         let lost_events = self.lost_events();
-        let report = Report {
+        Report {
             kind: "report",
             duration_s: (now - self.start_ns) as f64 / 1e9,
             lost_events,
@@ -615,7 +707,14 @@ impl Session {
             counts_are_lower_bounds: lost_events > 0,
             time_wait: build::time_wait(&views, 10),
             processes,
-        };
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.cfg.serve.is_some() {
+            return Ok(());
+        }
+        let report = self.build_report();
         let body = match self.cfg.format {
             Format::Json => json_line(&report),
             Format::Text => {
@@ -639,6 +738,27 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Answers one HTTP request (`sockleak serve`).
+    fn answer(&mut self, req: serve::Request) {
+        match req {
+            serve::Request::Metrics(tx) => {
+                let report = self.build_report();
+                let me = std::process::id();
+                let own = SelfStats {
+                    cpu_seconds: procfs::cpu_seconds(me).unwrap_or(0.0),
+                    rss_bytes: procfs::rss_bytes(me).unwrap_or(0),
+                    events: self.events_seen,
+                };
+                let top = self.cfg.serve.as_ref().map_or(20, |s| s.top);
+                let _ = tx.send(metrics::render(&report, top, own));
+            }
+            serve::Request::Report(tx) => {
+                let report = self.build_report();
+                let _ = tx.send(json_line(&report));
+            }
+        }
     }
 }
 

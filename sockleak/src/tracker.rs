@@ -17,6 +17,8 @@ use sockleak_common::{
 const CLOSE_RANGE_CLOEXEC: u16 = 4;
 /// Samples kept per process for growth estimates.
 const MAX_SAMPLES: usize = 512;
+/// Exited processes kept for the report; beyond this the least interesting go first.
+pub const MAX_EXITED: usize = 1024;
 /// Growth is estimated over this trailing window.
 pub const GROWTH_WINDOW_NS: u64 = 60_000_000_000;
 
@@ -193,6 +195,28 @@ impl Process {
             .filter(move |s| end.saturating_sub(s.t_ns) <= GROWTH_WINDOW_NS)
     }
 
+    /// Re-aligns the mirror with the kernel's LIVE entries after lost events: sockets the
+    /// kernel no longer has were closed unseen; sockets only the kernel has were opened unseen.
+    /// Entries newer than `cutoff_ns` are left alone (their events may still be queued).
+    pub fn resync(&mut self, kernel: &HashMap<u32, SocketRecord>, cutoff_ns: u64) {
+        let gone: Vec<u32> = self
+            .sockets
+            .iter()
+            .filter(|(fd, s)| s.record.created_ns <= cutoff_ns && !kernel.contains_key(*fd))
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in gone {
+            self.remove(fd);
+        }
+        for (fd, rec) in kernel {
+            let known = self.sockets.get(fd).map(|s| s.record.created_ns);
+            if rec.created_ns <= cutoff_ns && known != Some(rec.created_ns) {
+                self.add(*fd, *rec, None, self.tgid);
+                self.opened += 1;
+            }
+        }
+    }
+
     /// Removes sockets that /proc no longer shows after exec. `present` holds the socket fds
     /// /proc lists now; sockets made after the exec are left to their own events.
     pub fn reconcile_exec(&mut self, present: &[u32], exec_ns: u64, actions: &mut Vec<Action>) {
@@ -239,6 +263,8 @@ pub struct Tracker {
     pub bad_events: u64,
     /// Losses found in userspace (seeding into a full map), indexed by LossCause.
     pub user_losses: [u64; sockleak_common::counters::LOSS_CAUSES as usize],
+    /// Exited processes dropped to bound memory (pids, for the caller to clean up after).
+    pub dropped_exited: Vec<u32>,
 }
 
 impl Tracker {
@@ -321,6 +347,7 @@ impl Tracker {
                 // A reused pid never merges with a predecessor still listed.
                 if let Some(old) = self.procs.remove(&child) {
                     self.exited.push(old);
+                    self.bound_exited();
                 }
                 self.procs
                     .insert(child, Process::new(child, Some(tgid), ev.ts_ns));
@@ -380,6 +407,38 @@ impl Tracker {
                 f.remote = ev.record.remote;
                 actions.push(Action::FailureSeen { tgid, key });
             }
+        }
+    }
+
+    /// Finalizes a process that exited: it keeps the sockets it held as its final state.
+    pub fn exit(&mut self, tgid: u32, ts_ns: u64, actions: &mut Vec<Action>) {
+        let Some(mut p) = self.procs.remove(&tgid) else {
+            return;
+        };
+        p.exited_ns = Some(ts_ns);
+        for fd in p.sockets.keys() {
+            actions.push(Action::ForgetKernel {
+                tgid,
+                fd: *fd,
+                not_after_ns: ts_ns,
+            });
+        }
+        actions.push(Action::Exited { tgid });
+        self.exited.push(p);
+        self.bound_exited();
+    }
+
+    /// Keeps at most MAX_EXITED exited processes: first drops those that left nothing behind
+    /// (no socket open at exit, no failure), oldest first, then the oldest.
+    fn bound_exited(&mut self) {
+        while self.exited.len() > MAX_EXITED {
+            let i = self
+                .exited
+                .iter()
+                .position(|p| p.live() == 0 && p.failures.is_empty())
+                .unwrap_or(0);
+            let p = self.exited.remove(i);
+            self.dropped_exited.push(p.tgid);
         }
     }
 
@@ -579,6 +638,48 @@ mod tests {
             1,
             "final state keeps what it held at exit"
         );
+    }
+
+    #[test]
+    fn resync_after_lost_events() {
+        let mut t = Tracker::default();
+        for fd in 3..6 {
+            apply(&mut t, open(10, 1, fd, 1));
+        }
+        // The kernel says: fd 4 was closed, fd 9 was opened (both events lost), fd 7 is too new.
+        let mut kernel = HashMap::new();
+        for (fd, created) in [(3u32, 1u64), (5, 1), (9, 2), (7, 50)] {
+            let mut r = SocketRecord::EMPTY;
+            r.created_ns = created;
+            r.origin = Origin::Socket as u8;
+            kernel.insert(fd, r);
+        }
+        let p = t.procs.get_mut(&10).unwrap();
+        p.resync(&kernel, 10);
+        let mut fds: Vec<u32> = p.sockets.keys().copied().collect();
+        fds.sort();
+        assert_eq!(fds, vec![3, 5, 9]);
+        invariant(p);
+        // Idempotent.
+        p.resync(&kernel, 10);
+        assert_eq!(p.live(), 3);
+        invariant(p);
+    }
+
+    #[test]
+    fn exited_processes_are_bounded() {
+        let mut t = Tracker::default();
+        let mut a = Vec::new();
+        // One process that left a socket open, then many that left nothing.
+        apply(&mut t, open(1, 1, 3, 1));
+        t.exit(1, 2, &mut a);
+        for pid in 2..(MAX_EXITED as u32 + 10) {
+            t.process(pid, 3);
+            t.exit(pid, 4, &mut a);
+        }
+        assert_eq!(t.exited.len(), MAX_EXITED);
+        assert!(t.exited.iter().any(|p| p.tgid == 1), "the leaker is kept");
+        assert_eq!(t.dropped_exited.len(), 9);
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn own_sockets_arrive_through_the_ring_buffer() {
         capture_stacks: true,
         max_sockets: 1024,
         stack_entries: 1024,
+        ring_buffer_bytes: 1 << 20,
         cgroups: Vec::new(),
     })
     .expect("load BPF");

@@ -1,8 +1,11 @@
 //! `cargo xtask`: sockleak's build and test automation.
 
+mod bench;
 mod build;
+mod procs;
 mod run;
 mod setup;
+mod soak;
 mod util;
 
 use anyhow::Result;
@@ -33,6 +36,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure sockleak's cost against baselines and bpftrace; writes docs/benchmarks.md.
+    Bench {
+        /// Runs per configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Long run under churn (not CI): RSS must stay flat and counts exact; writes docs/soak.md.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Socket lifecycles per second across all workers.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+    },
     /// Set up, build, run the unit tests and the privileged integration tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -48,6 +65,8 @@ fn main() {
         Cmd::BuildEbpf { release } => build::build_ebpf(release),
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
+        Cmd::Bench { runs } => bench::bench(runs),
+        Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };
     if let Err(e) = res {
         eprintln!("xtask: {e:#}");

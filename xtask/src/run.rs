@@ -39,7 +39,13 @@ pub fn test(args: &[String]) -> Result<()> {
         c.args(["-E", "cargo"]).current_dir(workspace_root());
         c
     };
-    c.args(["test", "--workspace", "--exclude", "sockleak-ebpf"]);
+    c.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "sockleak-ebpf",
+        "--all-features",
+    ]);
     if !args.is_empty() {
         c.arg("--").args(args);
     }

@@ -129,10 +129,14 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
     };
     let view = ctx.view(p.tgid);
     let mut groups: HashMap<(u32, Site, u8), Group> = HashMap::new();
+    let mut tcp_states: BTreeMap<String, u64> = BTreeMap::new();
     for (fd, s) in &p.sockets {
         let age = end_ns.saturating_sub(s.record.created_ns);
         let inode = inodes.get(fd).copied().or(s.inode);
         let info = inode.and_then(|i| view?.table.by_inode.get(&i));
+        if let Some(st) = info.and_then(|i| i.state) {
+            *tcp_states.entry(st.to_string()).or_insert(0) += 1;
+        }
         if !stale(info, age, ctx.min_age_ns) {
             continue;
         }
@@ -271,6 +275,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         fd_usage_ratio,
         limit_advice,
         warnings,
+        tcp_states,
         suspects,
         failures,
     }

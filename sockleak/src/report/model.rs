@@ -139,6 +139,8 @@ pub struct ProcessReport {
     /// How to raise a limit that is part of the problem.
     pub limit_advice: Option<String>,
     pub warnings: Vec<String>,
+    /// TCP states of all live socket fds (not only suspects).
+    pub tcp_states: BTreeMap<String, u64>,
     pub suspects: Vec<Suspect>,
     pub failures: Vec<Failure>,
 }

@@ -193,8 +193,17 @@ pub struct Trace {
 impl Trace {
     /// Starts `sockleak trace --format json <args>` and waits until it has attached.
     pub fn start(args: &[&str]) -> Trace {
+        Self::spawn(&["trace", "--format", "json"], args)
+    }
+
+    /// Starts `sockleak serve <args>` and waits until it has attached.
+    pub fn serve(args: &[&str]) -> Trace {
+        Self::spawn(&["serve"], args)
+    }
+
+    fn spawn(sub: &[&str], args: &[&str]) -> Trace {
         let mut child = Command::new(sockleak_bin())
-            .args(["trace", "--format", "json"])
+            .args(sub)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -258,10 +267,36 @@ impl Trace {
         self.child.id()
     }
 
+    /// Waits for a stderr line containing `marker` and returns it.
+    pub fn wait_log(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.contains(marker))
+            {
+                return l.to_string();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no `{marker}` in sockleak's log: {}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
     /// SIGINT, then the final report (the last JSON line of type "report").
     pub fn stop(mut self) -> Value {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.finish()
+    }
+
+    /// Waits for sockleak to exit by itself; its status.
+    pub fn wait_status(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 
     /// Waits for sockleak to exit by itself and returns its report.

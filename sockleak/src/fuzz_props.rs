@@ -1,0 +1,86 @@
+//! Property tests (proptest) over everything that parses input sockleak does not control:
+//! /proc and /sys text, tracefs formats, kernel event sequences. The same functions are cargo
+//! fuzz targets in fuzz/ for longer runs.
+
+use proptest::prelude::*;
+use sockleak_common::{
+    event::{Event, EventKind},
+    socket::{ENDPOINT_ADDR_LEN, Endpoint, Origin},
+};
+
+use crate::{bpf, cgroup, netns, preflight, procfs, report::names, tracker::Tracker};
+
+proptest! {
+    #[test]
+    fn proc_and_sys_parsers_never_panic(s in ".{0,400}") {
+        let _ = procfs::parse_status(&s);
+        let _ = procfs::parse_fd_limit(&s);
+        let _ = procfs::parse_stat_start_time(&s);
+        let _ = procfs::parse_stat_ppid(&s);
+        let _ = procfs::parse_socket_link(&s);
+        let _ = procfs::parse_maps(&s);
+        let _ = cgroup::parse_cgroup2_mount(&s);
+        let _ = cgroup::parse_proc_cgroup(&s);
+        let _ = cgroup::container_id(&s);
+        let _ = netns::parse_port_range(&s);
+        let _ = netns::parse_file_nr(&s);
+        let _ = preflight::parse_cap_eff(&s);
+        let _ = bpf::parse_field_offset(&s, "group_dead");
+    }
+
+    #[test]
+    fn structured_proc_lines(
+        name in "[a-z ()]{0,20}", fields in proptest::collection::vec(any::<i64>(), 0..30),
+        soft in any::<u64>(), hard in any::<u64>(),
+    ) {
+        let stat = format!(
+            "7 ({name}) {}",
+            fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" ")
+        );
+        let _ = procfs::parse_stat_start_time(&stat);
+        let limits = format!("Max open files            {soft}                 {hard}               files\n");
+        prop_assert_eq!(
+            procfs::parse_fd_limit(&limits),
+            Some(procfs::FdLimit { soft, hard })
+        );
+        let maps = format!("{soft:x}-{hard:x} r-xp 00000000 08:01 1 /x/{name}\n");
+        let _ = procfs::parse_maps(&maps);
+    }
+
+    #[test]
+    fn endpoints_never_panic(family in any::<u16>(), port in any::<u16>(),
+                             addr in proptest::array::uniform32(any::<u8>())) {
+        let ep = Endpoint { family, port, addr };
+        let _ = names::endpoint(&ep);
+        let _ = names::socket_addr(&ep);
+        prop_assert_eq!(addr.len(), ENDPOINT_ADDR_LEN);
+    }
+
+    /// Any event sequence: no panic, and live = preexisting + opened - closed throughout.
+    #[test]
+    fn tracker_invariant(events in proptest::collection::vec(
+        (1u8..=9, 1u32..4, 0i32..12, 0i64..12, any::<u16>(), any::<bool>()), 0..200)
+    ) {
+        let mut t = Tracker::default();
+        let mut actions = Vec::new();
+        for (i, (kind, tgid, fd, arg, flags, known)) in events.into_iter().enumerate() {
+            let mut ev = Event::EMPTY;
+            ev.ts_ns = i as u64;
+            ev.kind = kind;
+            ev.tgid = tgid;
+            ev.tid = tgid;
+            ev.fd = fd;
+            ev.arg = arg;
+            ev.flags = flags;
+            if known {
+                ev.record.origin = Origin::Socket as u8;
+            }
+            let kind = EventKind::from_u8(kind).unwrap();
+            t.apply(&ev, kind, &mut actions);
+            actions.clear();
+            for p in t.procs.values().chain(t.exited.iter()) {
+                prop_assert_eq!(p.live() + p.closed, p.preexisting + p.opened);
+            }
+        }
+    }
+}

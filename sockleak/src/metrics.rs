@@ -1,0 +1,337 @@
+//! `sockleak serve`'s /metrics: a report rendered as OpenMetrics with the official Rust client.
+//! Label cardinality is bounded: the `top` most suspicious live processes get their own labels,
+//! the rest are summed under pid="other"; exited processes age out.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::sync::atomic::AtomicU64;
+
+use crate::report::model::{ProcessReport, Report};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Proc {
+    pid: String,
+    comm: String,
+    cgroup: String,
+    container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcState {
+    pid: String,
+    comm: String,
+    cgroup: String,
+    container: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcSite {
+    pid: String,
+    comm: String,
+    cgroup: String,
+    container: String,
+    call_site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcFailure {
+    pid: String,
+    comm: String,
+    cgroup: String,
+    container: String,
+    syscall: String,
+    errno: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Cause {
+    cause: String,
+}
+
+/// sockleak's own cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelfStats {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub events: u64,
+}
+
+/// Suspect call sites labelled per process (largest first); the rest are summed.
+const SITES_PER_PROCESS: usize = 5;
+
+fn labels(p: &ProcessReport) -> Proc {
+    Proc {
+        pid: p.pid.to_string(),
+        comm: p.comm.clone(),
+        cgroup: p.cgroup.clone().unwrap_or_default(),
+        container: p.container.clone().unwrap_or_default(),
+    }
+}
+
+fn other() -> Proc {
+    Proc {
+        pid: "other".into(),
+        comm: "other".into(),
+        cgroup: String::new(),
+        container: String::new(),
+    }
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
+    let mut reg = Registry::with_prefix("sockleak");
+    let live = Family::<Proc, Gauge>::default();
+    let open = Family::<Proc, Gauge>::default();
+    let soft = Family::<Proc, Gauge>::default();
+    let ratio = Family::<Proc, FGauge>::default();
+    let to_limit = Family::<Proc, FGauge>::default();
+    let growth = Family::<Proc, FGauge>::default();
+    let states = Family::<ProcState, Gauge>::default();
+    let suspects = Family::<Proc, Gauge>::default();
+    let leaked = Family::<ProcSite, Gauge>::default();
+    let failures = Family::<ProcFailure, Counter>::default();
+    let lost = Family::<Cause, Counter>::default();
+    reg.register(
+        "live_sockets",
+        "Socket fds open in the process",
+        live.clone(),
+    );
+    reg.register("open_fds", "All fds open in the process", open.clone());
+    reg.register(
+        "fd_soft_limit",
+        "Soft RLIMIT_NOFILE of the process",
+        soft.clone(),
+    );
+    reg.register(
+        "fd_usage_ratio",
+        "Open fds over the soft limit",
+        ratio.clone(),
+    );
+    reg.register(
+        "seconds_to_fd_limit",
+        "Predicted seconds until the soft fd limit at the recent growth (absent when not growing)",
+        to_limit.clone(),
+    );
+    reg.register(
+        "socket_growth_per_second",
+        "Live sockets gained per second",
+        growth.clone(),
+    );
+    reg.register(
+        "tcp_sockets",
+        "Live TCP socket fds by state",
+        states.clone(),
+    );
+    reg.register(
+        "leak_suspects",
+        "Call sites holding leaked sockets",
+        suspects.clone(),
+    );
+    reg.register(
+        "leaked_sockets",
+        "Leaked sockets per call site (the largest sites per process)",
+        leaked.clone(),
+    );
+    reg.register(
+        "failures",
+        "Failed socket/socketpair/accept/connect calls by syscall and errno",
+        failures.clone(),
+    );
+    reg.register(
+        "lost_events",
+        "Events the kernel side could not deliver or record, by cause",
+        lost.clone(),
+    );
+    let cpu = Counter::<f64, AtomicU64>::default();
+    let rss: Gauge = Gauge::default();
+    let events = Counter::<u64>::default();
+    reg.register("self_cpu_seconds", "CPU time used by sockleak", cpu.clone());
+    reg.register(
+        "self_resident_bytes",
+        "sockleak's resident memory",
+        rss.clone(),
+    );
+    reg.register("self_events", "Kernel events processed", events.clone());
+
+    let alive: Vec<&ProcessReport> = report.processes.iter().filter(|p| !p.exited).collect();
+    for (i, p) in alive.iter().enumerate() {
+        let (l, own_labels) = if i < top {
+            (labels(p), true)
+        } else {
+            (other(), false)
+        };
+        live.get_or_create(&l).inc_by(p.live_sockets as i64);
+        open.get_or_create(&l)
+            .inc_by(p.open_fds.unwrap_or(0) as i64);
+        suspects.get_or_create(&l).inc_by(p.suspects.len() as i64);
+        for (state, n) in &p.tcp_states {
+            states
+                .get_or_create(&ProcState {
+                    pid: l.pid.clone(),
+                    comm: l.comm.clone(),
+                    cgroup: l.cgroup.clone(),
+                    container: l.container.clone(),
+                    state: state.clone(),
+                })
+                .inc_by(*n as i64);
+        }
+        for (k, s) in p.suspects.iter().enumerate() {
+            let site = if own_labels && k < SITES_PER_PROCESS {
+                s.call_site.clone().unwrap_or_else(|| s.origin.clone())
+            } else {
+                "other".into()
+            };
+            leaked
+                .get_or_create(&ProcSite {
+                    pid: l.pid.clone(),
+                    comm: l.comm.clone(),
+                    cgroup: l.cgroup.clone(),
+                    container: l.container.clone(),
+                    call_site: site,
+                })
+                .inc_by(s.count as i64);
+        }
+        for f in &p.failures {
+            failures
+                .get_or_create(&ProcFailure {
+                    pid: l.pid.clone(),
+                    comm: l.comm.clone(),
+                    cgroup: l.cgroup.clone(),
+                    container: l.container.clone(),
+                    syscall: f.syscall.clone(),
+                    errno: f.errno.clone(),
+                })
+                .inc_by(f.count);
+        }
+        if !own_labels {
+            continue; // limits and predictions do not sum
+        }
+        if let Some(lim) = &p.fd_limit {
+            soft.get_or_create(&l)
+                .set(i64::try_from(lim.soft).unwrap_or(i64::MAX));
+        }
+        if let Some(r) = p.fd_usage_ratio {
+            ratio.get_or_create(&l).set(r);
+        }
+        if let Some(s) = p.seconds_to_fd_limit {
+            to_limit.get_or_create(&l).set(s);
+        }
+        growth.get_or_create(&l).set(p.growth_per_s);
+    }
+    for (cause, n) in &report.lost {
+        lost.get_or_create(&Cause {
+            cause: cause.to_string(),
+        })
+        .inc_by(*n);
+    }
+    cpu.inc_by(own.cpu_seconds);
+    rss.set(i64::try_from(own.rss_bytes).unwrap_or(i64::MAX));
+    events.inc_by(own.events);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::model::{Failure, FdLimitJson, Suspect};
+
+    fn proc_(pid: u32, live: u64) -> ProcessReport {
+        ProcessReport {
+            pid,
+            ns_pid: None,
+            comm: format!("p{pid}"),
+            cgroup: None,
+            container: None,
+            exited: false,
+            fd_limit: Some(FdLimitJson {
+                soft: 1024,
+                hard: 4096,
+            }),
+            open_fds: Some(live + 3),
+            live_sockets: live,
+            opened: live,
+            closed: 0,
+            preexisting: 0,
+            growth_per_s: 1.0,
+            seconds_to_fd_limit: Some(100.0),
+            fd_usage_ratio: Some(0.5),
+            limit_advice: None,
+            warnings: vec![],
+            tcp_states: BTreeMap::from([("ESTABLISHED".to_string(), live)]),
+            suspects: vec![Suspect {
+                count: live,
+                oldest_age_s: 1.0,
+                origin: "socket".into(),
+                kinds: BTreeMap::new(),
+                remotes: vec![],
+                states: BTreeMap::new(),
+                max_idle_s: None,
+                state_age_s: BTreeMap::new(),
+                call_site: Some("leak (a.c:1)".into()),
+                stack: vec![],
+            }],
+            failures: vec![Failure {
+                syscall: "accept4".into(),
+                errno: "EMFILE".into(),
+                count: 7,
+                first_s: 0.0,
+                last_s: 1.0,
+                tid: 1,
+                open_fds_at_failure: None,
+                remote: None,
+                spinning: false,
+                listen_backlog: None,
+                port_range: None,
+                ports_in_use_to_remote: None,
+                host_files: None,
+                note: None,
+                call_site: None,
+                stack: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn top_processes_labelled_rest_summed() {
+        let mut r = Report {
+            kind: "report",
+            duration_s: 1.0,
+            lost_events: 0,
+            lost: BTreeMap::from([("ring_buffer_full", 2)]),
+            counts_are_lower_bounds: true,
+            time_wait: vec![],
+            processes: vec![proc_(10, 5), proc_(11, 3), proc_(12, 2)],
+        };
+        let mut gone = proc_(13, 9);
+        gone.exited = true;
+        r.processes.push(gone);
+        let text = render(&r, 1, SelfStats::default());
+        assert!(
+            text.contains(
+                "sockleak_live_sockets{pid=\"10\",comm=\"p10\",cgroup=\"\",container=\"\"} 5"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sockleak_live_sockets{pid=\"other\",comm=\"other\",cgroup=\"\",container=\"\"} 5"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("pid=\"13\""), "exited processes age out");
+        assert!(text.contains("sockleak_failures_total{pid=\"other\",comm=\"other\",cgroup=\"\",container=\"\",syscall=\"accept4\",errno=\"EMFILE\"} 14"));
+        assert!(text.contains("sockleak_lost_events_total{cause=\"ring_buffer_full\"} 2"));
+        assert!(text.contains("call_site=\"leak (a.c:1)\""));
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}

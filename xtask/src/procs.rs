@@ -1,0 +1,252 @@
+//! Helpers for bench and soak: the churn workload, tracers, /proc readings.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{run, workspace_root};
+
+/// Compiles the churn workload into target/xtask/.
+pub fn build_churn() -> Result<PathBuf> {
+    let root = workspace_root();
+    let out_dir = root.join("target/xtask");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("churn");
+    run(Command::new("gcc")
+        .args(["-O2", "-fno-omit-frame-pointer", "-o"])
+        .arg(&out)
+        .arg(root.join("xtask/workloads/churn.c")))?;
+    Ok(out)
+}
+
+/// A running churn process: waits for `go`, reports `ns_per_op`, holds until dropped.
+pub struct Churn {
+    pub child: Child,
+    pub pid: u32,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+fn reader(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Churn {
+    pub fn start(bin: &Path, args: &[&str]) -> Result<Churn> {
+        Self::start_cmd(Command::new(bin).args(args))
+    }
+
+    pub fn start_cmd(cmd: &mut Command) -> Result<Churn> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting churn")?;
+        let lines = reader(child.stdout.take().context("stdout")?);
+        let stdin = child.stdin.take();
+        let mut c = Churn {
+            pid: child.id(),
+            child,
+            stdin,
+            lines,
+        };
+        let ready = c.expect("ready", Duration::from_secs(10))?;
+        if let Ok(p) = ready.trim().parse() {
+            c.pid = p; // the real workload pid (behind `sh -c ... exec`)
+        }
+        Ok(c)
+    }
+
+    pub fn expect(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .with_context(|| format!("churn {}: no `{prefix}` line", self.pid))?;
+            if let Some(rest) = l.strip_prefix(prefix) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+    }
+
+    /// Starts the work and waits for its ns/op.
+    pub fn go(&mut self) -> Result<()> {
+        let s = self.stdin.as_mut().context("stdin")?;
+        writeln!(s, "go")?;
+        s.flush()?;
+        Ok(())
+    }
+
+    pub fn result(&mut self, timeout: Duration) -> Result<f64> {
+        let r = self.expect("ns_per_op", timeout)?;
+        r.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .context("parsing ns_per_op")
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tracer process (sockleak or bpftrace) that prints a line containing `ready_marker` once
+/// attached.
+pub struct Tracer {
+    pub child: Child,
+    pub pid: u32,
+    /// Kept open: dropping it would close the tracer's stdout pipe under it.
+    _stdout: mpsc::Receiver<String>,
+}
+
+impl Tracer {
+    pub fn start(cmd: &mut Command, ready_marker: &str) -> Result<Tracer> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tracer")?;
+        let stdout = reader(child.stdout.take().context("stdout")?);
+        let stderr = reader(child.stderr.take().context("stderr")?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let marker = ready_marker.to_string();
+        loop {
+            // sockleak says it on stderr, bpftrace on stdout.
+            let got = stderr
+                .recv_timeout(Duration::from_millis(50))
+                .ok()
+                .or_else(|| stdout.try_recv().ok());
+            if let Some(l) = got
+                && l.contains(&marker)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("tracer did not attach");
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                bail!("tracer exited early: {st}");
+            }
+        }
+        thread::spawn(move || while stderr.recv().is_ok() {});
+        Ok(Tracer {
+            pid: child.id(),
+            child,
+            _stdout: stdout,
+        })
+    }
+
+    /// SIGINT; waits for exit and returns how long the exit took.
+    pub fn stop(mut self) -> Result<Duration> {
+        let t = Instant::now();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait()?;
+        Ok(t.elapsed())
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS and VmHWM in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((get("VmRSS:")?, get("VmHWM:")?))
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+pub fn socket_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or("?".into(), |k| format!("{:.0} GiB", k as f64 / 1048576.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} x {cpu}, {mem} RAM, Linux {}", kernel.trim())
+}
