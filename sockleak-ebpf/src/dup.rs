@@ -41,6 +41,26 @@ pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Tells userspace `newfd` is a copy of `oldfd` (`rec.origin` 0: userspace resolves it).
+#[inline(always)]
+fn send_dup(
+    ctx: &TracePointContext,
+    task: crate::filter::Task,
+    syscall: Syscall,
+    oldfd: i32,
+    newfd: u32,
+    rec: &SocketRecord,
+) {
+    let h = Header {
+        kind: EventKind::Dup,
+        syscall,
+        fd: oldfd,
+        arg: newfd as i64,
+        flags: 0,
+    };
+    send(ctx, task, h, rec);
+}
+
 fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
     let task = current();
     let st = target_state(task.tgid)?;
@@ -76,18 +96,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             // Overwrites a socket dup2/dup3 implicitly closed at `newfd`; the Dup event tells
             // userspace to replace it.
             let _ = LIVE.insert(new, rec, 0);
-            send(
-                ctx,
-                task,
-                Header {
-                    kind: EventKind::Dup,
-                    syscall,
-                    fd: oldfd as i32,
-                    arg: newfd as i64,
-                    flags: 0,
-                },
-                &rec,
-            );
+            send_dup(ctx, task, syscall, oldfd as i32, newfd, &rec);
         }
         None => {
             if LIVE.remove(new).is_ok() || st == state::FORK_PENDING {
@@ -99,18 +108,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
                     rec.tid = task.tid;
                     capture_site(ctx, &mut rec);
                 }
-                send(
-                    ctx,
-                    task,
-                    Header {
-                        kind: EventKind::Dup,
-                        syscall,
-                        fd: oldfd as i32,
-                        arg: newfd as i64,
-                        flags: 0,
-                    },
-                    &rec,
-                );
+                send_dup(ctx, task, syscall, oldfd as i32, newfd, &rec);
             }
         }
     }

@@ -49,6 +49,16 @@ fn new_record(task: Task, origin: Origin) -> SocketRecord {
     rec
 }
 
+/// A record from socket(2)/socketpair(2)'s (family, type, protocol) arguments.
+#[inline(always)]
+fn socket_record(task: Task, origin: Origin, family: u64, ty: u64, protocol: u64) -> SocketRecord {
+    let mut rec = new_record(task, origin);
+    rec.family = family as u16;
+    rec.sock_type = ty as u32;
+    rec.protocol = protocol as u16;
+    rec
+}
+
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
     let _ = try_socket(&ctx);
@@ -60,10 +70,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
     let [family, ty, protocol, _] = syscall_args()?;
-    let mut rec = new_record(task, Origin::Socket);
-    rec.family = family as u16;
-    rec.sock_type = ty as u32;
-    rec.protocol = protocol as u16;
+    let mut rec = socket_record(task, Origin::Socket, family, ty, protocol);
     if ret < 0 {
         failure(ctx, Syscall::Socket, task, -ret, -1, &mut rec);
         return None;
@@ -84,10 +91,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
     target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
     let [family, ty, protocol, sv] = syscall_args()?;
-    let mut rec = new_record(task, Origin::Socketpair);
-    rec.family = family as u16;
-    rec.sock_type = ty as u32;
-    rec.protocol = protocol as u16;
+    let mut rec = socket_record(task, Origin::Socketpair, family, ty, protocol);
     if ret < 0 {
         failure(ctx, Syscall::Socketpair, task, -ret, -1, &mut rec);
         return None;

@@ -274,6 +274,7 @@ mod tests {
                 origin: "socket".into(),
                 kinds: BTreeMap::new(),
                 remotes: vec![],
+                locals: vec![],
                 states: BTreeMap::new(),
                 max_idle_s: None,
                 state_age_s: BTreeMap::new(),

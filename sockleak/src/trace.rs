@@ -603,10 +603,24 @@ impl Session {
         if self.cfg.serve.is_some() {
             return Ok(());
         }
+        // The host view of TIME_WAIT, live, when the whole host is traced.
+        let time_wait = if self.cfg.all {
+            let mut views = HashMap::new();
+            if let (Some(ns), Ok(v)) = (
+                netns::netns_of(std::process::id()),
+                NetView::of(std::process::id()),
+            ) {
+                views.insert(ns, v);
+            }
+            build::time_wait(&views, 3)
+        } else {
+            Vec::new()
+        };
         let snap = Snapshot {
             kind: "snapshot",
             t_s: (now - self.start_ns) as f64 / 1e9,
             lost_events: self.lost_events(),
+            time_wait,
             processes: procs.iter().map(|p| build::snapshot_process(p)).collect(),
         };
         match self.cfg.format {
@@ -614,7 +628,13 @@ impl Session {
             Format::Text => {
                 let mut shown = snap.clone();
                 shown.processes.truncate(TOP_PROCESSES);
-                let body = text::snapshot(&shown);
+                let mut body = text::snapshot(&shown);
+                if snap.processes.len() > TOP_PROCESSES {
+                    body.push_str(&format!(
+                        "... {} more processes (--format json lists all)\n",
+                        snap.processes.len() - TOP_PROCESSES
+                    ));
+                }
                 let lines = body.lines().count();
                 let mut out = String::new();
                 if output::stdout_is_tty() && self.drawn_lines > 0 {

@@ -48,6 +48,11 @@ fn close_wait_at_the_accept_call_site() {
     assert_eq!(s["states"]["CLOSE_WAIT"], ss_count);
     assert_eq!(s["origin"], "accept4");
     assert_eq!(s["kinds"]["tcp"], 50);
+    // Accepted sockets: peers by client address, and the address they were accepted on.
+    assert_eq!(s["remotes"][0]["endpoint"], "127.0.0.1");
+    assert_eq!(s["remotes"][0]["count"], 50);
+    assert_eq!(s["locals"][0]["endpoint"], format!("127.0.0.1:{port}"));
+    assert_eq!(s["locals"][0]["count"], 50);
     // sockleak saw them enter CLOSE_WAIT, about 1.5 s before the report.
     let age = s["state_age_s"]["CLOSE_WAIT"].as_f64().unwrap();
     assert!((1.0..30.0).contains(&age), "{age}");

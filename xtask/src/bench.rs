@@ -11,10 +11,11 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    build::build_ebpf,
-    procs::{Churn, Tracer, build_churn, cpu_seconds, machine, median, rss_kib, socket_fds},
-    setup::setup,
-    util::{cargo, run, workspace_root},
+    procs::{
+        Churn, Tracer, build_release, cpu_seconds, machine, median, reported_live, rss_kib,
+        socket_fds,
+    },
+    util::workspace_root,
 };
 
 /// bpftrace doing the minimal version of sockleak's job (issue 8's reference).
@@ -185,12 +186,8 @@ fn table_1(out: &mut String, rows: &[Row]) {
 }
 
 pub fn bench(runs: usize) -> Result<()> {
-    setup(true)?;
-    build_ebpf(true)?;
-    run(cargo().args(["build", "--release", "--package", "sockleak"]))?;
+    let (sockleak, churn) = build_release(true)?;
     let root = workspace_root();
-    let sockleak = root.join("target/release/sockleak");
-    let churn = build_churn()?;
     let mut out = String::new();
     let _ = writeln!(out, "# sockleak benchmarks\n");
     let _ = writeln!(
@@ -367,14 +364,8 @@ fn throughput(sockleak: &Path, churn: &Path) -> Result<(u64, bool, f64)> {
     t.stop()?;
     let v = read_report(&report)?;
     let lost = v["lost_events"].as_u64().unwrap_or(u64::MAX);
-    let live = |pid: u32| -> Option<u64> {
-        v["processes"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pid"] == pid)?["live_sockets"]
-            .as_u64()
-    };
-    let exact = live(a.pid) == Some(truth.0 as u64) && live(b.pid) == Some(truth.1 as u64);
+    let exact = reported_live(&v, a.pid) == Some(truth.0 as u64)
+        && reported_live(&v, b.pid) == Some(truth.1 as u64);
     let _ = std::fs::remove_dir_all(&dir);
     Ok((lost, exact, secs))
 }

@@ -13,6 +13,27 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{run, workspace_root};
 
+/// Builds what bench and soak run: the release sockleak (with its kernel object) and the
+/// churn workload. Returns their paths.
+pub fn build_release(test_deps: bool) -> Result<(PathBuf, PathBuf)> {
+    crate::setup::setup(test_deps)?;
+    crate::build::build_ebpf(true)?;
+    run(crate::util::cargo().args(["build", "--release", "--package", "sockleak"]))?;
+    Ok((
+        workspace_root().join("target/release/sockleak"),
+        build_churn()?,
+    ))
+}
+
+/// A process's live socket count in a sockleak JSON report.
+pub fn reported_live(report: &serde_json::Value, pid: u32) -> Option<u64> {
+    report["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)?["live_sockets"]
+        .as_u64()
+}
+
 /// Compiles the churn workload into target/xtask/.
 pub fn build_churn() -> Result<PathBuf> {
     let root = workspace_root();

@@ -11,10 +11,10 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    build::build_ebpf,
-    procs::{Churn, Tracer, build_churn, cpu_seconds, machine, rss_kib, socket_fds},
-    setup::setup,
-    util::{cargo, run, workspace_root},
+    procs::{
+        Churn, Tracer, build_release, cpu_seconds, machine, reported_live, rss_kib, socket_fds,
+    },
+    util::workspace_root,
 };
 
 const WORKERS: u64 = 4;
@@ -48,12 +48,8 @@ fn in_cgroup(dir: &std::path::Path, bin: &std::path::Path, args: &[String]) -> R
 }
 
 pub fn soak(minutes: f64, rate: u64) -> Result<()> {
-    setup(false)?;
-    build_ebpf(true)?;
-    run(cargo().args(["build", "--release", "--package", "sockleak"]))?;
+    let (sockleak, churn) = build_release(false)?;
     let root = workspace_root();
-    let sockleak = root.join("target/release/sockleak");
-    let churn = build_churn()?;
     let cg = cgroup_root()?.join(format!("sockleak-soak-{}", std::process::id()));
     std::fs::create_dir_all(&cg)?;
     let report = std::env::temp_dir().join(format!("sockleak-soak-{}.json", std::process::id()));
@@ -125,17 +121,10 @@ pub fn soak(minutes: f64, rate: u64) -> Result<()> {
     drop(workers);
     t.stop()?;
     let v: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&report)?.trim())?;
-    let live = |pid: u32| -> Option<u64> {
-        v["processes"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pid"] == pid)?["live_sockets"]
-            .as_u64()
-    };
     let exact = holders
         .iter()
         .zip(&truth)
-        .all(|(h, t)| live(h.pid) == Some(*t as u64));
+        .all(|(h, t)| reported_live(&v, h.pid) == Some(*t as u64));
     let lost = v["lost_events"].as_u64().unwrap_or(u64::MAX);
     drop(holders);
     let _ = std::fs::remove_file(&report);

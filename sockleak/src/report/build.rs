@@ -96,6 +96,7 @@ struct Group {
     oldest_ns: u64,
     kinds: BTreeMap<String, u64>,
     remotes: HashMap<String, u64>,
+    locals: HashMap<String, u64>,
     states: BTreeMap<String, u64>,
     state_age_ns: BTreeMap<String, u64>,
     max_idle_ms: Option<u32>,
@@ -152,11 +153,22 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             kind = i.kind;
         }
         *g.kinds.entry(kind.to_string()).or_insert(0) += 1;
-        let remote = info
-            .and_then(|i| i.remote.map(|r| r.to_string()))
-            .or_else(|| names::endpoint(&s.record.remote));
+        // A server's peers differ only by ephemeral port: group accepted sockets by client IP.
+        let accepted = matches!(
+            Origin::from_u8(s.record.origin),
+            Some(Origin::Accept | Origin::Accept4)
+        );
+        let remote = match info.and_then(|i| i.remote) {
+            Some(r) if accepted => Some(r.ip().to_string()),
+            Some(r) => Some(r.to_string()),
+            None if accepted => names::socket_addr(&s.record.remote).map(|a| a.ip().to_string()),
+            None => names::endpoint(&s.record.remote),
+        };
         if let Some(r) = remote {
             *g.remotes.entry(r).or_insert(0) += 1;
+        }
+        if accepted && let Some(l) = info.and_then(|i| i.local) {
+            *g.locals.entry(l.to_string()).or_insert(0) += 1;
         }
         if let Some(i) = info
             && let Some(st) = i.state
@@ -180,13 +192,17 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         .into_iter()
         .filter(|(_, g)| g.count >= ctx.min_count || g.states.contains_key("CLOSE_WAIT"))
         .map(|((stack_pid, site, origin), g)| {
-            let mut remotes: Vec<Remote> = g
-                .remotes
-                .into_iter()
-                .map(|(endpoint, count)| Remote { endpoint, count })
-                .collect();
-            remotes.sort_by(|a, b| b.count.cmp(&a.count).then(a.endpoint.cmp(&b.endpoint)));
-            remotes.truncate(ctx.max_remotes);
+            let top = |m: HashMap<String, u64>| {
+                let mut v: Vec<Remote> = m
+                    .into_iter()
+                    .map(|(endpoint, count)| Remote { endpoint, count })
+                    .collect();
+                v.sort_by(|a, b| b.count.cmp(&a.count).then(a.endpoint.cmp(&b.endpoint)));
+                v.truncate(ctx.max_remotes);
+                v
+            };
+            let remotes = top(g.remotes);
+            let locals = top(g.locals);
             Suspect {
                 count: g.count,
                 oldest_age_s: secs(g.oldest_ns),
@@ -195,6 +211,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                     .to_string(),
                 kinds: g.kinds,
                 remotes,
+                locals,
                 states: g.states,
                 max_idle_s: g.max_idle_ms.map(|ms| f64::from(ms) / 1e3),
                 state_age_s: g

@@ -24,7 +24,11 @@ pub struct Suspect {
     pub oldest_age_s: f64,
     pub origin: String,
     pub kinds: BTreeMap<String, u64>,
+    /// Peers. For accepted sockets, by client address without its (ephemeral) port.
     pub remotes: Vec<Remote>,
+    /// For accepted sockets: the local address they were accepted on (empty otherwise: a
+    /// client's local ports are ephemeral noise).
+    pub locals: Vec<Remote>,
     pub states: BTreeMap<String, u64>,
     /// Longest idle time (no data sent or received) among the group's TCP sockets.
     pub max_idle_s: Option<f64>,
@@ -167,6 +171,8 @@ pub struct Snapshot {
     pub kind: &'static str,
     pub t_s: f64,
     pub lost_events: u64,
+    /// With `--all`: TIME_WAIT per destination in the host's network namespace.
+    pub time_wait: Vec<TimeWait>,
     pub processes: Vec<SnapshotProcess>,
 }
 

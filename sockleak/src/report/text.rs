@@ -41,6 +41,19 @@ pub fn snapshot(s: &Snapshot) -> String {
         "{:>8} {:<16} {:>8} {:>9} {:>16} {:>9} {:>7}",
         "PID", "COMM", "SOCKETS", "GROWTH/s", "FDS/LIMIT", "FULL IN", "FAILS"
     );
+    for t in &s.time_wait {
+        let _ = writeln!(
+            out,
+            "TIME_WAIT {} to {}{}",
+            t.count,
+            t.remote,
+            t.ratio.map_or(String::new(), |r| format!(
+                " ({:.0}% of the ephemeral range{})",
+                r * 100.0,
+                if t.flagged { ", NEAR EXHAUSTION" } else { "" }
+            ))
+        );
+    }
     for p in &s.processes {
         let fds = match (p.open_fds, &p.fd_limit) {
             (Some(o), Some(l)) => {
@@ -134,7 +147,11 @@ fn suspect(out: &mut String, s: &Suspect) {
             .iter()
             .map(|r| format!("{} x{}", r.endpoint, r.count))
             .collect();
-        let _ = writeln!(out, "      to {}", r.join(", "));
+        let _ = writeln!(out, "      peers {}", r.join(", "));
+    }
+    if !s.locals.is_empty() && s.origin.starts_with("accept") {
+        let l: Vec<String> = s.locals.iter().map(|r| r.endpoint.clone()).collect();
+        let _ = writeln!(out, "      accepted on {}", l.join(", "));
     }
     stack(out, &s.stack, "      ");
 }
@@ -244,8 +261,18 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
 }
 
 fn time_wait(out: &mut String, tw: &[TimeWait]) {
-    let flagged: Vec<&TimeWait> = tw.iter().filter(|t| t.flagged).collect();
-    for t in flagged {
+    if !tw.is_empty() {
+        let top: Vec<String> = tw
+            .iter()
+            .take(5)
+            .map(|t| match t.port_range_size {
+                Some(n) => format!("{} x{} ({n}-port range)", t.remote, t.count),
+                None => format!("{} x{}", t.remote, t.count),
+            })
+            .collect();
+        let _ = writeln!(out, "TIME_WAIT by destination: {}", top.join(", "));
+    }
+    for t in tw.iter().filter(|t| t.flagged) {
         let _ = writeln!(
             out,
             "WARNING: {} sockets in TIME_WAIT towards {} use {:.0}% of the {}-port ephemeral range: connect() there will fail with EADDRNOTAVAIL",
