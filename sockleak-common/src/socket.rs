@@ -83,6 +83,9 @@ impl Origin {
 
 /// `stack_id` value when no stack was captured (stacks off, or the kernel could not store it).
 pub const NO_STACK: i32 = -1;
+/// `stack_id` value when stack sampling skipped this socket (`--stack-sample`): userspace
+/// attributes it to the latest sampled stack with the same leaf caller.
+pub const SAMPLED_OUT: i32 = -2;
 
 /// Value of the live-socket map.
 #[repr(C)]

@@ -15,6 +15,10 @@ pub mod global {
     pub const TRACE_ALL: &str = "TRACE_ALL";
     /// Non-zero: capture a user stack for each socket and failure.
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
+    /// Capture a user stack for 1 in this many socket creations (1: every one).
+    pub const STACK_SAMPLE: &str = "STACK_SAMPLE";
+    /// Unread ring-buffer bytes past which a submit wakes the reader.
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// Number of entries used in the CGROUPS array.
     pub const N_CGROUPS: &str = "N_CGROUPS";
     /// Offset of `group_dead` in sched_process_exit records; 0 when the kernel lacks it.

@@ -18,16 +18,19 @@ pub const SYSCALL_ARG0: usize = 16;
 
 #[cfg(bpf_target_arch = "x86_64")]
 mod arch {
-    /// x86_64 `struct pt_regs`: r10 at 56, r9, r8, ax, cx, dx, si, di at 112. Syscall arguments
-    /// are di, si, dx, r10 (then r8, r9).
+    /// x86_64 `struct pt_regs` from r10 (offset 56) to sp (152): r10, r9, r8, ax, cx, dx, si,
+    /// di, orig_ax, ip, cs, flags, sp. Syscall arguments are di, si, dx, r10 (then r8, r9).
     pub const BLOCK_START: usize = 56;
-    pub type Block = [u64; 8];
+    pub type Block = [u64; 13];
     #[inline(always)]
     pub fn args(b: &Block) -> [u64; 4] {
         [b[7], b[6], b[5], b[0]]
     }
     /// `sp`: the return address of a frameless wrapper sits at the top of the user stack.
-    pub const SP: usize = 152;
+    #[inline(always)]
+    pub fn return_slot(b: &Block) -> u64 {
+        b[12]
+    }
     pub const RETURN_IN_REGISTER: bool = false;
 }
 
@@ -42,40 +45,54 @@ mod arch {
         [b[34], b[1], b[2], b[3]]
     }
     /// `regs[30]` (lr): a leaf wrapper's return address stays in the link register.
-    pub const SP: usize = 240;
+    #[inline(always)]
+    pub fn return_slot(b: &Block) -> u64 {
+        b[30]
+    }
     pub const RETURN_IN_REGISTER: bool = true;
 }
 
-/// The return address of the function that made the syscall (see `SocketRecord::caller`).
+/// The current task's saved user registers at syscall entry, in one read.
 #[inline(always)]
-pub fn caller_address() -> u64 {
-    unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as usize;
-        if regs == 0 {
-            return 0;
-        }
-        let Ok(v) = bpf_probe_read_kernel((regs + arch::SP) as *const u64) else {
-            return 0;
-        };
-        if arch::RETURN_IN_REGISTER {
-            return v;
-        }
-        bpf_probe_read_user(v as *const u64).unwrap_or(0)
-    }
-}
-
-/// First four arguments of the current task's syscall.
-#[inline(always)]
-pub fn syscall_args() -> Option<[u64; 4]> {
+fn user_regs() -> Option<arch::Block> {
     unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as usize;
         if regs == 0 {
             return None;
         }
-        let block: arch::Block =
-            bpf_probe_read_kernel((regs + arch::BLOCK_START) as *const arch::Block).ok()?;
-        Some(arch::args(&block))
+        bpf_probe_read_kernel((regs + arch::BLOCK_START) as *const arch::Block).ok()
     }
+}
+
+/// Syscall arguments and the registers a call-site capture needs.
+pub struct Regs(arch::Block);
+
+impl Regs {
+    #[inline(always)]
+    pub fn read() -> Option<Regs> {
+        user_regs().map(Regs)
+    }
+
+    /// First four arguments.
+    #[inline(always)]
+    pub fn args(&self) -> [u64; 4] {
+        arch::args(&self.0)
+    }
+
+    /// The return address of the function that made the syscall (see `SocketRecord::caller`).
+    #[inline(always)]
+    pub fn caller(&self) -> u64 {
+        let slot = arch::return_slot(&self.0);
+        if arch::RETURN_IN_REGISTER {
+            return slot;
+        }
+        unsafe { bpf_probe_read_user(slot as *const u64) }.unwrap_or(0)
+    }
+}
+
+/// First four arguments of the current task's syscall.
+#[inline(always)]
+pub fn syscall_args() -> Option<[u64; 4]> {
+    Regs::read().map(|r| r.args())
 }

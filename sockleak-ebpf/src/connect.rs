@@ -8,7 +8,7 @@ use sockleak_common::{
 };
 
 use crate::{
-    args::{SYSCALL_RET, syscall_args},
+    args::{Regs, SYSCALL_RET},
     emit::{Header, failure, read_sockaddr, send},
     filter::{current, target_state},
     maps::LIVE,
@@ -26,7 +26,8 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
     let task = current();
     let st = target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let [fd, addr, _addrlen, _] = syscall_args()?;
+    let regs = Regs::read()?;
+    let [fd, addr, _addrlen, _] = regs.args();
     let key = SockKey {
         tgid: task.tgid,
         fd: fd as u32,
@@ -38,7 +39,15 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
             None => SocketRecord::EMPTY,
         };
         rec.remote = remote;
-        failure(ctx, Syscall::Connect, task, -ret, fd as i32, &mut rec);
+        failure(
+            ctx,
+            &regs,
+            Syscall::Connect,
+            task,
+            -ret,
+            fd as i32,
+            &mut rec,
+        );
         return None;
     }
     let mut rec = SocketRecord::EMPTY;

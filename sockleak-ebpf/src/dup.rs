@@ -8,7 +8,7 @@ use sockleak_common::{
 };
 
 use crate::{
-    args::{SYSCALL_RET, syscall_args},
+    args::{Regs, SYSCALL_RET},
     emit::{Header, capture_site, now, send},
     filter::{current, target_state},
     maps::LIVE,
@@ -68,7 +68,8 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
     if ret < 0 {
         return None;
     }
-    let [oldfd, cmd, _, _] = syscall_args()?;
+    let regs = Regs::read()?;
+    let [oldfd, cmd, _, _] = regs.args();
     if syscall == Syscall::Fcntl && cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
         return None;
     }
@@ -92,7 +93,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             rec.created_ns = now();
             rec.tid = task.tid;
             rec.origin = Origin::Dup as u8;
-            capture_site(ctx, &mut rec);
+            capture_site(ctx, &regs, &mut rec);
             // Overwrites a socket dup2/dup3 implicitly closed at `newfd`; the Dup event tells
             // userspace to replace it.
             let _ = LIVE.insert(new, rec, 0);
@@ -106,7 +107,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
                 if st == state::FORK_PENDING {
                     rec.created_ns = now();
                     rec.tid = task.tid;
-                    capture_site(ctx, &mut rec);
+                    capture_site(ctx, &regs, &mut rec);
                 }
                 send_dup(ctx, task, syscall, oldfd as i32, newfd, &rec);
             }

@@ -10,14 +10,20 @@ use aya_log_ebpf::warn;
 use sockleak_common::{
     counters::LossCause,
     event::{Event, EventKind, Syscall},
-    socket::{ENDPOINT_ADDR_LEN, Endpoint, NO_STACK, SocketRecord},
+    socket::{ENDPOINT_ADDR_LEN, Endpoint, NO_STACK, SAMPLED_OUT, SocketRecord},
 };
 
 use crate::{
-    args::caller_address,
+    args::Regs,
     filter::Task,
-    maps::{EVENTS, STACKS, capture_stacks, count_loss},
+    maps::{
+        EVENTS, SAMPLE_COUNTER, STACKS, capture_stacks, count_loss, stack_sample, wakeup_bytes,
+    },
 };
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -26,10 +32,26 @@ pub fn now() -> u64 {
 
 /// Captures the user call site into `rec`: stack id (or NO_STACK) and the leaf caller.
 #[inline(always)]
-pub fn capture_site<C: StackIdContext>(ctx: &C, rec: &mut SocketRecord) {
+pub fn capture_site<C: StackIdContext>(ctx: &C, regs: &Regs, rec: &mut SocketRecord) {
     if !capture_stacks() {
         rec.stack_id = NO_STACK;
         return;
+    }
+    rec.caller = regs.caller();
+    // Sampling: the stack walk is most of the cost; skipped sockets keep their leaf caller.
+    let n = stack_sample();
+    if n > 1
+        && let Some(c) = SAMPLE_COUNTER.get_ptr_mut(0)
+    {
+        let v = unsafe {
+            *c = (*c).wrapping_add(1);
+            *c
+        };
+        // The first creation on each CPU is sampled, then every n-th.
+        if v % n != 1 {
+            rec.stack_id = SAMPLED_OUT;
+            return;
+        }
     }
     rec.stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,
@@ -38,7 +60,6 @@ pub fn capture_site<C: StackIdContext>(ctx: &C, rec: &mut SocketRecord) {
             NO_STACK
         }
     };
-    rec.caller = caller_address();
 }
 
 /// What an event says besides who and which socket.
@@ -66,7 +87,13 @@ pub fn send<C: EbpfContext>(ctx: &C, task: Task, h: Header, record: &SocketRecor
                 arg: h.arg,
                 record: *record,
             });
-            entry.submit(0);
+            // Batch: wake the reader only once enough is queued (it also drains on a timer).
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= wakeup_bytes() {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags);
         }
         None => {
             if count_loss(LossCause::RingBufFull) {
@@ -90,6 +117,7 @@ fn benign(errno: i64) -> bool {
 #[inline(always)]
 pub fn failure<C: EbpfContext + StackIdContext>(
     ctx: &C,
+    regs: &Regs,
     syscall: Syscall,
     task: Task,
     errno: i64,
@@ -99,7 +127,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     if benign(errno) {
         return;
     }
-    capture_site(ctx, record);
+    capture_site(ctx, regs, record);
     record.tid = task.tid;
     record.created_ns = now();
     let h = Header {

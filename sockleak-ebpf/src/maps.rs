@@ -24,6 +24,16 @@ pub fn trace_all() -> bool {
 #[unsafe(no_mangle)]
 static N_CGROUPS: u32 = 0;
 
+/// Unread bytes in EVENTS past which a submit wakes the reader (userspace sets ring size / 8).
+/// Below it events are batched: a wakeup per event costs more than the rest of the hot path.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
 /// Number of cgroup subtrees traced (`--cgroup`, `--container`).
 #[inline(always)]
 pub fn n_cgroups() -> u32 {
@@ -34,6 +44,19 @@ pub fn n_cgroups() -> u32 {
 #[map]
 pub static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
 
+/// Capture a stack for 1 in this many creations (per CPU); 1 or 0: every one.
+#[unsafe(no_mangle)]
+static STACK_SAMPLE: u32 = 1;
+
+#[inline(always)]
+pub fn stack_sample() -> u32 {
+    unsafe { core::ptr::read_volatile(&STACK_SAMPLE) }
+}
+
+/// Per-CPU creation counter for stack sampling.
+#[map]
+pub static SAMPLE_COUNTER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
 pub fn capture_stacks() -> bool {
     unsafe { core::ptr::read_volatile(&CAPTURE_STACKS) != 0 }
@@ -43,10 +66,10 @@ pub fn capture_stacks() -> bool {
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-/// Live socket fds of traced processes. Not preallocated: memory follows the live count.
+/// Live socket fds of traced processes. Preallocated: an allocation per insert cost more on
+/// the hot path than the memory saved (userspace sizes it with --max-sockets).
 #[map]
-pub static LIVE: HashMap<SockKey, SocketRecord> =
-    HashMap::with_max_entries(262_144, BPF_F_NO_PREALLOC);
+pub static LIVE: HashMap<SockKey, SocketRecord> = HashMap::with_max_entries(131_072, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -60,8 +83,6 @@ pub static TCP_STATES: LruHashMap<u64, StateChange> = LruHashMap::with_max_entri
 
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
-
-const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Counts something the kernel side could not record. Returns true the first time on this CPU,
 /// so callers can log once instead of flooding.

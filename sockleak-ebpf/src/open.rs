@@ -9,7 +9,7 @@ use sockleak_common::{
 };
 
 use crate::{
-    args::{SYSCALL_RET, syscall_args},
+    args::{Regs, SYSCALL_RET},
     emit::{Header, capture_site, failure, now, read_sockaddr, send},
     filter::{Task, current, target_state},
     maps::{LIVE, count_loss},
@@ -69,13 +69,14 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     let task = current();
     target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let [family, ty, protocol, _] = syscall_args()?;
+    let regs = Regs::read()?;
+    let [family, ty, protocol, _] = regs.args();
     let mut rec = socket_record(task, Origin::Socket, family, ty, protocol);
     if ret < 0 {
-        failure(ctx, Syscall::Socket, task, -ret, -1, &mut rec);
+        failure(ctx, &regs, Syscall::Socket, task, -ret, -1, &mut rec);
         return None;
     }
-    capture_site(ctx, &mut rec);
+    capture_site(ctx, &regs, &mut rec);
     track_new_fd(ctx, task, ret as u32, &rec);
     Some(())
 }
@@ -90,14 +91,15 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
     let task = current();
     target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let [family, ty, protocol, sv] = syscall_args()?;
+    let regs = Regs::read()?;
+    let [family, ty, protocol, sv] = regs.args();
     let mut rec = socket_record(task, Origin::Socketpair, family, ty, protocol);
     if ret < 0 {
-        failure(ctx, Syscall::Socketpair, task, -ret, -1, &mut rec);
+        failure(ctx, &regs, Syscall::Socketpair, task, -ret, -1, &mut rec);
         return None;
     }
     let fds: [i32; 2] = unsafe { bpf_probe_read_user(sv as *const [i32; 2]) }.ok()?;
-    capture_site(ctx, &mut rec);
+    capture_site(ctx, &regs, &mut rec);
     track_new_fd(ctx, task, fds[0] as u32, &rec);
     track_new_fd(ctx, task, fds[1] as u32, &rec);
     Some(())
@@ -119,7 +121,8 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
     let task = current();
     target_state(task.tgid)?;
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let [listener, addr, _addrlen, flags] = syscall_args()?;
+    let regs = Regs::read()?;
+    let [listener, addr, _addrlen, flags] = regs.args();
     let mut rec = new_record(task, origin);
     // The accepted socket shares the listener's family, type and protocol.
     let lkey = SockKey {
@@ -132,14 +135,14 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
         rec.protocol = l.protocol;
     }
     if ret < 0 {
-        failure(ctx, syscall, task, -ret, listener as i32, &mut rec);
+        failure(ctx, &regs, syscall, task, -ret, listener as i32, &mut rec);
         return None;
     }
     rec.remote = read_sockaddr(addr);
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    capture_site(ctx, &mut rec);
+    capture_site(ctx, &regs, &mut rec);
     track_new_fd(ctx, task, ret as u32, &rec);
     Some(())
 }

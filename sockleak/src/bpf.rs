@@ -152,6 +152,8 @@ pub struct LoadOptions {
     pub stack_entries: u32,
     /// Event ring buffer size (a power-of-two multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Walk the user stack for 1 in this many socket creations.
+    pub stack_sample: u32,
     /// Traced cgroup subtrees (at most MAX_CGROUPS).
     pub cgroups: Vec<CgroupTarget>,
 }
@@ -190,11 +192,15 @@ impl Tracer {
         let capture = u8::from(opts.capture_stacks);
         let group_dead = group_dead_offset();
         let n_cgroups = opts.cgroups.len() as u32;
+        // Wake the reader once an eighth of the ring is queued; it also drains on a timer.
+        let wakeup = u64::from(opts.ring_buffer_bytes / 8);
         let mut bpf = EbpfLoader::new()
             .override_global(global::TRACE_ALL, &trace_all, true)
             .override_global(global::CAPTURE_STACKS, &capture, true)
             .override_global(global::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(global::N_CGROUPS, &n_cgroups, true)
+            .override_global(global::WAKEUP_BYTES, &wakeup, true)
+            .override_global(global::STACK_SAMPLE, &opts.stack_sample, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)

@@ -82,8 +82,9 @@ pub struct TargetArgs {
     )]
     pub min_age: f64,
 
-    /// Capacity of the kernel's live-socket map (sockets tracked at once).
-    #[arg(long, value_name = "N", default_value_t = 262_144)]
+    /// Capacity of the kernel's live-socket map (sockets tracked at once; preallocated, about
+    /// 130 bytes each).
+    #[arg(long, value_name = "N", default_value_t = 131_072)]
     pub max_sockets: u32,
 
     /// Size of the kernel-to-userspace event ring buffer in KiB (a power of two, at least 4).
@@ -99,6 +100,11 @@ pub struct TargetArgs {
     /// Capacity of the kernel's stack map (distinct call sites).
     #[arg(long, value_name = "N", default_value_t = 8192, hide = true)]
     pub stack_entries: u32,
+
+    /// Walk the user stack for 1 in N socket creations (the walk is most of the per-socket
+    /// cost); the others are attributed to the latest sampled stack with the same caller.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub stack_sample: u32,
 
     /// Do not capture user stacks (cheaper; suspects are then grouped by process only).
     #[arg(long)]

@@ -88,6 +88,9 @@ impl Config {
         {
             return Err(UserError::BadRingBuffer(a.ring_buffer_kib));
         }
+        if a.stack_sample == 0 {
+            return Err(UserError::BadStackSample(0));
+        }
         if a.max_sockets == 0 || a.max_sockets > MAX_SOCKETS_LIMIT {
             return Err(UserError::BadMaxSockets(a.max_sockets));
         }
@@ -127,6 +130,7 @@ impl Config {
                 max_sockets: a.max_sockets,
                 stack_entries: a.stack_entries,
                 ring_buffer_bytes: a.ring_buffer_kib * 1024,
+                stack_sample: a.stack_sample,
                 cgroups: cgroups
                     .iter()
                     .map(|c| CgroupTarget {

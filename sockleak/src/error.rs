@@ -50,6 +50,8 @@ pub enum UserError {
     BadContainer { id: String, reason: String },
     #[error("--cgroup/--container: at most {0} cgroups can be traced at once")]
     TooManyCgroups(u32),
+    #[error("--stack-sample {0}: must be at least 1 (1 walks every stack)")]
+    BadStackSample(u32),
     #[error("--top 0: must be at least 1")]
     BadTop,
     #[error("--listen {addr}: {reason}")]

@@ -52,6 +52,8 @@ pub fn mono_ns() -> u64 {
 
 /// How often one process's open-fd count is read while it keeps failing.
 const FAILURE_FD_READ_NS: u64 = 100_000_000;
+/// Events are batched in the kernel (see WAKEUP_BYTES); this bounds their delay.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// At most one streamed `failure` line per call site per second.
 const FAILURE_STREAM_NS: u64 = 1_000_000_000;
 /// Processes shown in text mode's live summary and report with `--all`.
@@ -271,6 +273,8 @@ impl Session {
         // open and the same for as long as it is registered.
         let mut events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick fires at once
@@ -315,6 +319,7 @@ impl Session {
                         self.closed = true;
                     }
                 }
+                _ = drain.tick() => self.drain(events.get_mut()),
                 Some(req) = requests.recv() => self.answer(req),
                 _ = &mut stop => break,
                 _ = sig.int.recv() => break,
@@ -504,7 +509,11 @@ impl Session {
     fn resolve_stacks(&mut self) {
         let mut todo: HashMap<u32, Vec<Site>> = HashMap::new();
         for p in self.tracker.procs.values() {
-            for (pid, site) in stack_sites(p) {
+            let sampled = self
+                .tracker
+                .sampled_stacks(p.tgid)
+                .map(|(caller, stack_id)| (p.tgid, Site { stack_id, caller }));
+            for (pid, site) in stack_sites(p).chain(sampled) {
                 if !self.stacks.is_resolved(pid, site) {
                     todo.entry(pid).or_default().push(site);
                 }
@@ -693,12 +702,15 @@ impl Session {
         }
         let tracer = &self.tracer;
         let state_since = |cookie: u64| tracer.tcp_state_since(cookie);
+        let tracker = &self.tracker;
+        let sampled = |pid: u32, caller: u64| tracker.sampled_stack(pid, caller);
         let ctx = BuildCtx {
             stacks: &self.stacks,
             views: &views,
             netns: &pid_ns,
             default_netns: own_ns,
             state_since: &state_since,
+            sampled: &sampled,
             now_ns: now,
             start_ns: self.start_ns,
             min_age_ns: self.cfg.min_age_ns,

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use sockleak_common::{
     event::{Event, EventKind, Syscall},
-    socket::{Origin, SocketRecord},
+    socket::{Origin, SAMPLED_OUT, SocketRecord},
 };
 
 /// close_range(2) flag: mark close-on-exec instead of closing.
@@ -265,6 +265,8 @@ pub struct Tracker {
     pub user_losses: [u64; sockleak_common::counters::LOSS_CAUSES as usize],
     /// Exited processes dropped to bound memory (pids, for the caller to clean up after).
     pub dropped_exited: Vec<u32>,
+    /// With stack sampling: the latest sampled stack per (process, leaf caller).
+    sampled: HashMap<(u32, u64), i32>,
 }
 
 impl Tracker {
@@ -286,9 +288,41 @@ impl Tracker {
         true
     }
 
+    /// Stack sampling (`--stack-sample`): a socket whose stack walk was skipped takes the
+    /// latest sampled stack with the same leaf caller in the same process, so a large leak keeps
+    /// its call site; a sampled one updates that.
+    fn attribute(&mut self, tgid: u32, rec: &mut SocketRecord) {
+        if rec.stack_id == SAMPLED_OUT {
+            // Unknown yet: stays SAMPLED_OUT and is resolved at report time.
+            if let Some(id) = self.sampled.get(&(tgid, rec.caller)) {
+                rec.stack_id = *id;
+            }
+        } else if rec.stack_id >= 0 && rec.caller != 0 {
+            self.sampled.insert((tgid, rec.caller), rec.stack_id);
+        }
+    }
+
+    /// The latest sampled stack of a (process, leaf caller), for sockets still SAMPLED_OUT.
+    pub fn sampled_stack(&self, tgid: u32, caller: u64) -> Option<i32> {
+        self.sampled.get(&(tgid, caller)).copied()
+    }
+
+    /// Sampled stacks of a process (they must be symbolized even when their socket closed).
+    pub fn sampled_stacks(&self, tgid: u32) -> impl Iterator<Item = (u64, i32)> + '_ {
+        self.sampled
+            .iter()
+            .filter(move |((p, _), _)| *p == tgid)
+            .map(|((_, c), id)| (*c, *id))
+    }
+
     /// Applies one kernel event.
     pub fn apply(&mut self, ev: &Event, kind: EventKind, actions: &mut Vec<Action>) {
         let tgid = ev.tgid;
+        let mut ev = *ev;
+        if matches!(kind, EventKind::Open | EventKind::Dup | EventKind::Failure) {
+            self.attribute(tgid, &mut ev.record);
+        }
+        let ev = &ev;
         match kind {
             EventKind::Open => {
                 let p = self.process(tgid, ev.ts_ns);
@@ -664,6 +698,28 @@ mod tests {
         p.resync(&kernel, 10);
         assert_eq!(p.live(), 3);
         invariant(p);
+    }
+
+    #[test]
+    fn sampled_out_sockets_take_the_latest_stack_of_their_caller() {
+        let mut t = Tracker::default();
+        let mut a = open(10, 1, 3, 7);
+        a.record.caller = 0x100;
+        apply(&mut t, a);
+        let mut b = open(10, 2, 4, SAMPLED_OUT);
+        b.record.caller = 0x100;
+        apply(&mut t, b);
+        let mut c = open(10, 3, 5, SAMPLED_OUT);
+        c.record.caller = 0x200; // no sample yet for this caller
+        apply(&mut t, c);
+        let p = &t.procs[&10];
+        assert_eq!(p.sockets[&4].record.stack_id, 7);
+        assert_eq!(
+            p.sockets[&5].record.stack_id, SAMPLED_OUT,
+            "resolved at report time"
+        );
+        assert_eq!(t.sampled_stack(10, 0x100), Some(7));
+        assert_eq!(t.sampled_stack(10, 0x200), None);
     }
 
     #[test]

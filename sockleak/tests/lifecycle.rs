@@ -210,3 +210,22 @@ fn stops_by_itself_when_every_target_exits() {
     assert_eq!(p["exited"], true);
     assert_eq!(p["live_sockets"], 3, "what it held when it exited");
 }
+
+#[test]
+fn stack_sampling_keeps_a_large_leak_attributed() {
+    if !common::require_bpf() {
+        return;
+    }
+    let mut w = workload();
+    let t = trace(w.pid, &["--stack-sample", "8"]);
+    w.cmd("churn 100");
+    let leaked = w.cmd("leak 60");
+    let truth = proc_socket_fds(w.pid);
+    let report = t.stop();
+    let p = process(&report, w.pid);
+    assert_eq!(p["live_sockets"], truth.len());
+    // Only 1 in 8 stacks was walked, yet every leaked socket lands at its call site.
+    let s = suspect_at(p, "leak_tcp_site").expect("suspect at leak_tcp_site");
+    assert_eq!(s["count"], leaked.len());
+    assert_eq!(p["suspects"].as_array().unwrap().len(), 1, "{p:#}");
+}

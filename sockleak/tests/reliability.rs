@@ -218,6 +218,7 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         max_sockets: 64,
         stack_entries: 64,
         ring_buffer_bytes: 1 << 16,
+        stack_sample: 1,
         cgroups: Vec::new(),
     };
     // A tracefs view lacking task:task_newtask (optional) ...

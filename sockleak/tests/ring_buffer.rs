@@ -47,6 +47,7 @@ fn own_sockets_arrive_through_the_ring_buffer() {
         max_sockets: 1024,
         stack_entries: 1024,
         ring_buffer_bytes: 1 << 20,
+        stack_sample: 1,
         cgroups: Vec::new(),
     })
     .expect("load BPF");

@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(l, (struct sockaddr *)&sa, sizeof sa) || listen(l, 4096)) return 1;
     getsockname(l, (struct sockaddr *)&sa, &len);
-    printf("port %d\n", ntohs(sa.sin_port));
+    printf("ready %d\nport %d\n", getpid(), ntohs(sa.sin_port));
     for (;;) {
       int c = accept(l, NULL, NULL);
       if (c >= 0) close(c);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hashbrown::HashMap;
 use sockleak_common::{
     event::Syscall,
-    socket::{Origin, StateChange},
+    socket::{NO_STACK, Origin, SAMPLED_OUT, StateChange},
 };
 
 use super::{
@@ -37,6 +37,8 @@ pub struct BuildCtx<'a> {
     pub default_netns: Option<u64>,
     /// When the TCP socket with this cookie entered its current state.
     pub state_since: &'a dyn Fn(u64) -> Option<StateChange>,
+    /// Stack sampling: the latest sampled stack id of a (process, leaf caller).
+    pub sampled: &'a dyn Fn(u32, u64) -> Option<i32>,
     pub now_ns: u64,
     pub start_ns: u64,
     pub min_age_ns: u64,
@@ -141,8 +143,12 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         if !stale(info, age, ctx.min_age_ns) {
             continue;
         }
+        let mut site = Site::of(&s.record);
+        if site.stack_id == SAMPLED_OUT {
+            site.stack_id = (ctx.sampled)(s.stack_pid, site.caller).unwrap_or(NO_STACK);
+        }
         let g = groups
-            .entry((s.stack_pid, Site::of(&s.record), s.record.origin))
+            .entry((s.stack_pid, site, s.record.origin))
             .or_default();
         g.count += 1;
         g.oldest_ns = g.oldest_ns.max(age);
@@ -464,6 +470,10 @@ mod tests {
         None
     }
 
+    fn no_samples(_: u32, _: u64) -> Option<i32> {
+        None
+    }
+
     fn ctx<'a>(
         stacks: &'a Stacks,
         views: &'a HashMap<u64, NetView>,
@@ -475,6 +485,7 @@ mod tests {
             netns,
             default_netns: Some(1),
             state_since: &no_states,
+            sampled: &no_samples,
             now_ns: 100_000_000_000,
             start_ns: 0,
             min_age_ns: 5_000_000_000,
