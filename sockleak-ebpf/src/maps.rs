@@ -62,9 +62,12 @@ pub fn capture_stacks() -> bool {
     unsafe { core::ptr::read_volatile(&CAPTURE_STACKS) != 0 }
 }
 
-/// tgid -> target state (see `sockleak_common::target::state`).
+/// tgid -> target state (see `sockleak_common::target::state`). Changes only at fork, exit and
+/// start-up, so it is not preallocated: memory follows the number of targets.
 #[map]
-pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Live socket fds of traced processes. Preallocated: an allocation per insert cost more on
 /// the hot path than the memory saved (userspace sizes it with --max-sockets).

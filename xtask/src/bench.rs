@@ -314,7 +314,11 @@ pub fn bench(runs: usize) -> Result<()> {
         "| sockleak peak RSS | {:.1} MiB | ≤ 64 MiB |",
         m.rss_mib
     );
-    let _ = writeln!(out, "| BPF map memory (memlock) | {:.1} MiB | |", m.map_mib);
+    let _ = writeln!(
+        out,
+        "| BPF map memory (memlock; live map preallocated for --max-sockets 131072) | {:.1} MiB | |",
+        m.map_mib
+    );
     let _ = writeln!(
         out,
         "| final report (SIGINT to exit, symbolization included) | {:.2} s | ≤ 2 s |",
@@ -417,6 +421,7 @@ fn memory(sockleak: &Path, churn: &Path) -> Result<Mem> {
     for w in &ws {
         c.args(["--pid", &w.pid.to_string()]);
     }
+    let maps_before = map_ids();
     let t = Tracer::start(&mut c, "attached:")?;
     for w in &mut ws {
         w.go()?;
@@ -425,7 +430,7 @@ fn memory(sockleak: &Path, churn: &Path) -> Result<Mem> {
         w.result(Duration::from_secs(120))?;
     }
     std::thread::sleep(Duration::from_secs(3));
-    let maps = map_memory(t.pid);
+    let maps = map_memory(&maps_before);
     let truth: usize = ws.iter().map(|w| socket_fds(w.pid)).sum();
     let pid = t.pid;
     let hwm_before = rss_kib(pid).map_or(0, |r| r.1);
@@ -455,26 +460,31 @@ fn memory(sockleak: &Path, churn: &Path) -> Result<Mem> {
     })
 }
 
-/// Bytes of BPF map memory held by a process (bpftool's memlock accounting).
-fn map_memory(pid: u32) -> u64 {
-    let Ok(out) = Command::new("bpftool").args(["map", "show", "-j"]).output() else {
-        return 0;
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return 0;
-    };
-    v.as_array()
-        .map(|maps| {
-            maps.iter()
-                .filter(|m| {
-                    m["pids"]
-                        .as_array()
-                        .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
-                })
-                .filter_map(|m| m["bytes_memlock"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+fn bpftool_maps() -> Vec<serde_json::Value> {
+    Command::new("bpftool")
+        .args(["map", "show", "-j"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn map_ids() -> Vec<u64> {
+    bpftool_maps()
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
+}
+
+/// Bytes of BPF map memory (bpftool's memlock accounting) of the maps created since `before`:
+/// this bpftool cannot tell a map's owner, so sockleak's are the ones that appeared with it.
+fn map_memory(before: &[u64]) -> u64 {
+    bpftool_maps()
+        .iter()
+        .filter(|m| m["id"].as_u64().is_some_and(|id| !before.contains(&id)))
+        .filter_map(|m| m["bytes_memlock"].as_u64())
+        .sum()
 }
 
 fn quiet_cpu(sockleak: &Path) -> Result<f64> {
