@@ -315,12 +315,17 @@ impl Session {
                     g.clear_ready();
                 }
                 _ = tick.tick() => {
+                    // Events are batched in the kernel: apply them before looking.
+                    self.drain(events.get_mut());
                     if self.tick().is_err() {
                         self.closed = true;
                     }
                 }
                 _ = drain.tick() => self.drain(events.get_mut()),
-                Some(req) = requests.recv() => self.answer(req),
+                Some(req) = requests.recv() => {
+                    self.drain(events.get_mut());
+                    self.answer(req);
+                }
                 _ = &mut stop => break,
                 _ = sig.int.recv() => break,
                 _ = sig.term.recv() => break,
