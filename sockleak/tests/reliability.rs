@@ -44,6 +44,18 @@ fn loaded_programs() -> BTreeSet<u64> {
         .collect()
 }
 
+/// Program teardown after a process exits is asynchronous (RCU): poll until the set is back.
+fn wait_programs(before: &BTreeSet<u64>) -> BTreeSet<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = loaded_programs();
+        if now == *before || std::time::Instant::now() > deadline {
+            return now;
+        }
+        sleep_ms(50);
+    }
+}
+
 fn workload() -> Workload {
     let mut w = Workload::spawn(&mut Command::new(build_c("sockets")));
     w.expect("ready");
@@ -121,7 +133,7 @@ fn bad_input_is_one_line_and_leaves_nothing_attached() {
     for (args, want) in cases {
         expect_error(&mut sockleak(args), want);
     }
-    assert_eq!(loaded_programs(), before, "nothing left attached");
+    assert_eq!(wait_programs(&before), before, "nothing left attached");
 }
 
 #[test]
@@ -181,7 +193,7 @@ fn missing_btf_and_unmountable_tracefs() {
         "tracefs is not mounted at /sys/kernel/tracing and mounting it failed",
     );
     let _ = std::fs::remove_dir(&keep);
-    assert_eq!(loaded_programs(), before);
+    assert_eq!(wait_programs(&before), before);
 }
 
 #[test]
@@ -239,7 +251,11 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
     assert!(t.degraded[0].contains("task:task_newtask") && t.degraded[0].contains("children"));
     assert!(loaded_programs().len() > before.len());
     drop(t);
-    assert_eq!(loaded_programs(), before, "dropping the tracer detaches");
+    assert_eq!(
+        wait_programs(&before),
+        before,
+        "dropping the tracer detaches"
+    );
     // ... and one lacking a required tracepoint.
     std::fs::remove_dir_all(fake.path().join("events/syscalls/sys_exit_socket")).unwrap();
     std::fs::create_dir_all(fake.path().join("events/task/task_newtask")).unwrap();
@@ -250,7 +266,7 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         "{err:#}"
     );
     drop(t);
-    assert_eq!(loaded_programs(), before, "nothing half-attached");
+    assert_eq!(wait_programs(&before), before, "nothing half-attached");
 }
 
 #[test]
@@ -268,7 +284,7 @@ fn signals_report_and_detach_everything() {
         unsafe { libc::kill(t.pid() as i32, sig) };
         let report = t.finish();
         assert_eq!(process(&report, w.pid)["live_sockets"], 2);
-        assert_eq!(loaded_programs(), before, "signal {sig}");
+        assert_eq!(wait_programs(&before), before, "signal {sig}");
     }
 }
 
@@ -297,8 +313,7 @@ fn closed_stdout_exits_quietly() {
         !err.contains("Broken pipe") && !err.contains("panicked"),
         "{err}"
     );
-    sleep_ms(100);
-    assert_eq!(loaded_programs(), before);
+    assert_eq!(wait_programs(&before), before);
 }
 
 #[test]
@@ -366,8 +381,11 @@ fn tiny_live_map_and_ring_buffer_report_their_losses() {
         "--min-age",
         "0",
     ]);
+    // Stopped, sockleak drains nothing: the burst of 4000 events overflows the ring.
+    unsafe { libc::kill(t.pid() as i32, libc::SIGSTOP) };
     w.cmd("churn 2000");
     w.cmd("leak 5");
+    unsafe { libc::kill(t.pid() as i32, libc::SIGCONT) };
     sleep_ms(600);
     let truth = common::proc_socket_fds(w.pid);
     let report = t.stop();
