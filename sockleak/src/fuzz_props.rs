@@ -8,24 +8,12 @@ use sockleak_common::{
     socket::{ENDPOINT_ADDR_LEN, Endpoint, Origin},
 };
 
-use crate::{bpf, cgroup, netns, preflight, procfs, report::names, tracker::Tracker};
+use crate::{procfs, report::names, tracker::Tracker};
 
 proptest! {
     #[test]
     fn proc_and_sys_parsers_never_panic(s in ".{0,400}") {
-        let _ = procfs::parse_status(&s);
-        let _ = procfs::parse_fd_limit(&s);
-        let _ = procfs::parse_stat_start_time(&s);
-        let _ = procfs::parse_stat_ppid(&s);
-        let _ = procfs::parse_socket_link(&s);
-        let _ = procfs::parse_maps(&s);
-        let _ = cgroup::parse_cgroup2_mount(&s);
-        let _ = cgroup::parse_proc_cgroup(&s);
-        let _ = cgroup::container_id(&s);
-        let _ = netns::parse_port_range(&s);
-        let _ = netns::parse_file_nr(&s);
-        let _ = preflight::parse_cap_eff(&s);
-        let _ = bpf::parse_field_offset(&s, "group_dead");
+        crate::exercise_parsers(&s);
     }
 
     #[test]
