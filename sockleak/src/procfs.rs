@@ -7,10 +7,6 @@ pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
 
-pub fn exists(pid: u32) -> bool {
-    fs::metadata(format!("/proc/{pid}")).is_ok()
-}
-
 /// The thread-group id of task `pid`; equal to `pid` for a process, different for a thread.
 pub fn tgid(pid: u32) -> Option<u32> {
     let s = fs::read_to_string(proc_path(pid, "status")).ok()?;
@@ -159,17 +155,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
-/// Resident memory of a process in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+/// A kB field of /proc/PID/status (`VmRSS`, `VmHWM`, ...) in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(proc_path(pid, "status")).ok()?;
     let kib: u64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
-        .nth(1)?
+        .next()?
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// Resident memory of a process in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS")
 }
 
 /// One executable-or-file mapping of /proc/PID/maps.

@@ -11,10 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    procs::{
-        Churn, Tracer, build_release, cpu_seconds, machine, median, reported_live, rss_kib,
-        socket_fds,
-    },
+    procs::{Churn, Tracer, build_release, machine, median, reported_live, rss_kib, socket_fds},
     util::workspace_root,
 };
 
@@ -501,10 +498,10 @@ fn quiet_cpu(sockleak: &Path) -> Result<f64> {
         ]),
         "attached:",
     )?;
-    let c0 = cpu_seconds(t.pid).unwrap_or(0.0);
+    let c0 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
-    let c1 = cpu_seconds(t.pid).unwrap_or(0.0);
+    let c1 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let el = t0.elapsed().as_secs_f64();
     t.stop()?;
     Ok((c1 - c0) / el)

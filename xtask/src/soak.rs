@@ -11,9 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    procs::{
-        Churn, Tracer, build_release, cpu_seconds, machine, reported_live, rss_kib, socket_fds,
-    },
+    procs::{Churn, Tracer, build_release, machine, reported_live, rss_kib, socket_fds},
     util::workspace_root,
 };
 
@@ -22,17 +20,6 @@ const WORKERS: u64 = 4;
 const WORKER_SECS: u64 = 30;
 const HOLDERS: usize = 2;
 const HELD: u64 = 500;
-
-fn cgroup_root() -> Result<std::path::PathBuf> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
-    mi.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next()? == "cgroup2")
-                .then(|| std::path::PathBuf::from(pre.split_whitespace().nth(4).unwrap_or("/")))
-        })
-        .context("no cgroup2 mount")
-}
 
 fn in_cgroup(dir: &std::path::Path, bin: &std::path::Path, args: &[String]) -> Result<Churn> {
     let mut c = Command::new("sh");
@@ -50,7 +37,9 @@ fn in_cgroup(dir: &std::path::Path, bin: &std::path::Path, args: &[String]) -> R
 pub fn soak(minutes: f64, rate: u64) -> Result<()> {
     let (sockleak, churn) = build_release(false)?;
     let root = workspace_root();
-    let cg = cgroup_root()?.join(format!("sockleak-soak-{}", std::process::id()));
+    let cg = sockleak::cgroup::cgroup2_mount()
+        .context("no cgroup2 hierarchy is mounted")?
+        .join(format!("sockleak-soak-{}", std::process::id()));
     std::fs::create_dir_all(&cg)?;
     let report = std::env::temp_dir().join(format!("sockleak-soak-{}.json", std::process::id()));
 
@@ -116,7 +105,7 @@ pub fn soak(minutes: f64, rate: u64) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let cpu = cpu_seconds(t.pid).unwrap_or(0.0);
+    let cpu = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let truth: Vec<usize> = holders.iter().map(|h| socket_fds(h.pid)).collect();
     drop(workers);
     t.stop()?;
