@@ -10,15 +10,20 @@ pub enum LossCause {
     LiveMapFull = 1,
     /// A user stack could not be stored (stack map full or bucket collision).
     StackLost = 2,
+    /// Received fds beyond what one recvmsg/recvmmsg call is inspected for (the per-call
+    /// bound that keeps the kernel program's work fixed): those sockets go untracked until
+    /// reconciliation finds them.
+    ReceivedOverflow = 3,
 }
 
-pub const LOSS_CAUSES: u32 = 3;
+pub const LOSS_CAUSES: u32 = 4;
 
 impl LossCause {
     pub const ALL: [LossCause; LOSS_CAUSES as usize] = [
         LossCause::RingBufFull,
         LossCause::LiveMapFull,
         LossCause::StackLost,
+        LossCause::ReceivedOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -26,6 +31,7 @@ impl LossCause {
             LossCause::RingBufFull => "ring_buffer_full",
             LossCause::LiveMapFull => "live_map_full",
             LossCause::StackLost => "stack_lost",
+            LossCause::ReceivedOverflow => "received_overflow",
         }
     }
 }

@@ -2,42 +2,48 @@
 
 use crate::socket::SocketRecord;
 
-/// What happened. Stored as `u8` in [`Event::kind`].
+/// What happened. Stored as `u8` in [`Event::kind`]. A socket's open and close are not events:
+/// the kernel keeps the live map and per-process counters, and userspace reads them.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// A socket fd appeared: `fd`, `record`.
-    Open = 1,
-    /// A socket fd was closed: `fd`.
+    /// A fork-pending process closed fd `fd` that the live map does not hold (userspace may
+    /// have seeded it meanwhile); `arg`: 1 when the kernel removed an entry itself.
     Close = 2,
-    /// connect(2) succeeded or is in progress: `fd`, `record.remote`.
-    Connect = 3,
-    /// `arg` became a copy of socket fd `fd` (dup family, fcntl F_DUPFD*).
+    /// A fork-pending process made `arg` a copy of `fd`, which the live map does not hold.
     Dup = 4,
-    /// close_range(`fd`, `arg`, `flags`) succeeded.
+    /// A fork-pending process called close_range(`fd`, `arg`, `flags`).
     CloseRange = 5,
-    /// Process `tgid` forked; `arg` is the new task's pid (a thread or a process).
+    /// Process `tgid` forked; `arg` is the new process's pid.
     Fork = 6,
-    /// Process `tgid` called execve successfully.
+    /// Process `tgid` called execve successfully; `arg` 0: the kernel dropped the sockets
+    /// closed on exec, -1: it could not (userspace reconciles with /proc).
     Exec = 7,
-    /// The last thread of process `tgid` exited.
+    /// The last thread of process `tgid` exited: `arg` sockets opened and `arg2` closed over its
+    /// life (kernel counts), `arg3` io_uring direct sockets opened << 32 | closed. Its
+    /// `ExitSocket` events came first.
     Exit = 8,
     /// `syscall` failed with errno `arg`; `fd` is the socket for connect, the listener for accept.
     Failure = 9,
+    /// A socket fd `fd` the process still held when it exited (`record`).
+    ExitSocket = 10,
+    /// The first socket of a process at a call site not seen before: `record.stack_id` and
+    /// `record.caller` name it, for userspace to symbolize while the process is alive.
+    NewStack = 11,
 }
 
 impl EventKind {
     pub fn from_u8(v: u8) -> Option<EventKind> {
         Some(match v {
-            1 => EventKind::Open,
             2 => EventKind::Close,
-            3 => EventKind::Connect,
             4 => EventKind::Dup,
             5 => EventKind::CloseRange,
             6 => EventKind::Fork,
             7 => EventKind::Exec,
             8 => EventKind::Exit,
             9 => EventKind::Failure,
+            10 => EventKind::ExitSocket,
+            11 => EventKind::NewStack,
             _ => return None,
         })
     }
@@ -59,6 +65,10 @@ pub enum Syscall {
     Dup2 = 9,
     Dup3 = 10,
     Fcntl = 11,
+    Recvmsg = 12,
+    Recvmmsg = 13,
+    PidfdGetfd = 14,
+    IoUring = 15,
 }
 
 impl Syscall {
@@ -76,6 +86,10 @@ impl Syscall {
             9 => Syscall::Dup2,
             10 => Syscall::Dup3,
             11 => Syscall::Fcntl,
+            12 => Syscall::Recvmsg,
+            13 => Syscall::Recvmmsg,
+            14 => Syscall::PidfdGetfd,
+            15 => Syscall::IoUring,
             _ => return None,
         })
     }
@@ -94,6 +108,10 @@ impl Syscall {
             Syscall::Dup2 => "dup2",
             Syscall::Dup3 => "dup3",
             Syscall::Fcntl => "fcntl",
+            Syscall::Recvmsg => "recvmsg",
+            Syscall::Recvmmsg => "recvmmsg",
+            Syscall::PidfdGetfd => "pidfd_getfd",
+            Syscall::IoUring => "io_uring",
         }
     }
 }
@@ -113,14 +131,19 @@ pub struct Event {
     /// close_range flags.
     pub flags: u16,
     pub fd: i32,
-    /// Kind-specific: new fd (Dup), last fd (CloseRange), child pid (Fork), errno (Failure).
+    /// Kind-specific: new fd (Dup), last fd (CloseRange), child pid (Fork), errno (Failure),
+    /// sockets opened (Exit).
     pub arg: i64,
+    /// Kind-specific (Exit: sockets closed).
+    pub arg2: u64,
+    /// Kind-specific (Exit: direct sockets).
+    pub arg3: u64,
     pub record: SocketRecord,
 }
 crate::assert_layout!(
     Event,
-    size = 104,
-    fields = [u64, u32, u32, u8, u8, u16, i32, i64, SocketRecord]
+    size = 128,
+    fields = [u64, u32, u32, u8, u8, u16, i32, i64, u64, u64, SocketRecord]
 );
 
 impl Event {
@@ -133,6 +156,8 @@ impl Event {
         flags: 0,
         fd: -1,
         arg: 0,
+        arg2: 0,
+        arg3: 0,
         record: SocketRecord::EMPTY,
     };
 }
@@ -206,6 +231,7 @@ mod tests {
     fn round_trip() {
         let mut ev = Event::EMPTY;
         ev.kind = EventKind::Dup as u8;
+        ev.arg2 = 5;
         ev.fd = 3;
         ev.arg = 9;
         ev.record.caller = 0xdead;

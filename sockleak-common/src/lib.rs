@@ -10,6 +10,7 @@ extern crate std;
 
 pub mod counters;
 pub mod event;
+pub mod kernel;
 pub mod socket;
 pub mod target;
 

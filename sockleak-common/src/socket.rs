@@ -52,6 +52,12 @@ pub enum Origin {
     Inherited = 6,
     /// Open before sockleak started (seeded from /proc).
     Preexisting = 7,
+    /// Received from another process: SCM_RIGHTS over a unix socket, or pidfd_getfd(2).
+    Received = 8,
+    /// Made by io_uring (IORING_OP_SOCKET, IORING_OP_ACCEPT, multishot accept).
+    IoUring = 9,
+    /// Found in /proc by reconciliation, through a path sockleak does not hook.
+    Unseen = 10,
 }
 
 impl Origin {
@@ -64,6 +70,9 @@ impl Origin {
             5 => Origin::Dup,
             6 => Origin::Inherited,
             7 => Origin::Preexisting,
+            8 => Origin::Received,
+            9 => Origin::IoUring,
+            10 => Origin::Unseen,
             _ => return None,
         })
     }
@@ -77,6 +86,9 @@ impl Origin {
             Origin::Dup => "dup",
             Origin::Inherited => "inherited",
             Origin::Preexisting => "preexisting",
+            Origin::Received => "received",
+            Origin::IoUring => "io_uring",
+            Origin::Unseen => "unseen",
         }
     }
 }
@@ -86,6 +98,10 @@ pub const NO_STACK: i32 = -1;
 /// `stack_id` value when stack sampling skipped this socket (`--stack-sample`): userspace
 /// attributes it to the latest sampled stack with the same leaf caller.
 pub const SAMPLED_OUT: i32 = -2;
+
+/// `SocketRecord::flags`: the stack was not walked (`--stack-sample`) and `stack_id` was
+/// taken from the latest walked stack with the same leaf caller.
+pub const REC_SAMPLED: u8 = 1;
 
 /// Value of the live-socket map.
 #[repr(C)]
@@ -108,14 +124,22 @@ pub struct SocketRecord {
     pub protocol: u16,
     /// An [`Origin`].
     pub origin: u8,
-    pub _pad: [u8; 3],
+    /// `REC_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// Received sockets: the sender's pid when the kernel told it (0: unknown).
+    pub peer_pid: u32,
+    /// Received sockets: the fd they arrived through (a unix socket, or the pidfd); -1.
+    pub via_fd: i32,
     /// Peer: the connect(2) argument or the address accept(2) returned.
     pub remote: Endpoint,
 }
 crate::assert_layout!(
     SocketRecord,
-    size = 72,
-    fields = [u64, u64, i32, u32, u32, u16, u16, u8, [u8; 3], Endpoint]
+    size = 80,
+    fields = [
+        u64, u64, i32, u32, u32, u16, u16, u8, u8, [u8; 2], u32, i32, Endpoint
+    ]
 );
 
 impl SocketRecord {
@@ -128,31 +152,53 @@ impl SocketRecord {
         family: 0,
         protocol: 0,
         origin: 0,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
+        peer_pid: 0,
+        via_fd: -1,
         remote: Endpoint::UNKNOWN,
     };
 }
+
+/// Key of the STACK_CACHE map: a process and the hash of its frame-pointer chain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub hash: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+crate::assert_layout!(StackKey, size = 16, fields = [u64, u32, u32]);
+
+/// Key of the DESTS map: connects of one process to one destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub tgid: u32,
+    pub family: u16,
+    pub port: u16,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+}
+crate::assert_layout!(DestKey, size = 24, fields = [u32, u16, u16, [u8; 16]]);
+
+/// Value of the DESTS map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestStats {
+    /// connect(2) calls that succeeded or are in progress.
+    pub connects: u64,
+    /// bpf_ktime_get_ns() of the first one.
+    pub first_ns: u64,
+}
+crate::assert_layout!(DestStats, size = 16, fields = [u64, u64]);
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::SocketRecord {}
+    unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::DestKey {}
+    unsafe impl aya::Pod for super::DestStats {}
 }
-
-/// Value of the TCP_STATES map (key: socket cookie, as inet_diag reports it): when a TCP
-/// socket entered its current state.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StateChange {
-    /// bpf_ktime_get_ns() at the change.
-    pub ts_ns: u64,
-    /// New TCP state (TCP_ESTABLISHED = 1 ... TCP_NEW_SYN_RECV = 12).
-    pub state: u32,
-    pub _pad: u32,
-}
-crate::assert_layout!(StateChange, size = 16, fields = [u64, u32, u32]);
-
-#[cfg(feature = "user")]
-// SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
-unsafe impl aya::Pod for StateChange {}

@@ -1,13 +1,80 @@
-//! Which processes the kernel programs trace.
+//! Which processes the kernel programs trace, and what they count for each.
 
-/// Value in the TARGETS map (key: tgid).
+/// `Target::state`.
 pub mod state {
     /// Traced; the live-socket map is authoritative for its fds.
     pub const ACTIVE: u8 = 1;
-    /// Forked from a traced process; userspace has not yet copied the inherited fds into the
-    /// live-socket map, so closes and dups of fds the map does not know must still be reported.
+    /// Forked from a traced process (or just added at start): userspace has not yet copied its
+    /// socket fds from /proc into the live-socket map, so closes and dups of fds the map does
+    /// not know must still be reported.
     pub const FORK_PENDING: u8 = 2;
 }
+
+/// `Target::stack_mode`: how a user stack is captured for a new socket.
+pub mod stack_mode {
+    /// Walk the frame-pointer chain (hash it; the kernel's stack map keeps each distinct stack).
+    pub const FRAME_POINTERS: u8 = 0;
+    /// The process's code has no frame pointers: also send a copy of the top of the user stack
+    /// for userspace to unwind with DWARF CFI.
+    pub const STACK_COPY: u8 = 1;
+}
+
+/// Value of the TARGETS map (key: tgid). Created by userspace (before a process is active) or by
+/// the kernel (fork, first socket under `--all`/`--cgroup`); after creation only the kernel
+/// writes it, so its counters never race with a userspace rewrite: userspace asks for changes
+/// through the CONTROL map instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// Socket fds the kernel added to the live map for this process.
+    pub opened: u64,
+    /// Socket fds the kernel removed from the live map for this process.
+    pub closed: u64,
+    /// io_uring fixed-file ("direct") sockets made and closed: they are not fds.
+    pub direct_opened: u32,
+    pub direct_closed: u32,
+    pub state: u8,
+    pub stack_mode: u8,
+    pub _pad: [u8; 6],
+}
+crate::assert_layout!(
+    Target,
+    size = 32,
+    fields = [u64, u64, u32, u32, u8, u8, [u8; 6]]
+);
+
+impl Target {
+    pub const fn new(state: u8, stack_mode: u8) -> Target {
+        Target {
+            opened: 0,
+            closed: 0,
+            direct_opened: 0,
+            direct_closed: 0,
+            state,
+            stack_mode,
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// `Control` field value meaning "leave as is".
+pub const UNCHANGED: u8 = 0xff;
+
+/// Value of the CONTROL map (key: tgid): a change userspace asks the kernel to make to a
+/// process's TARGETS entry. The kernel applies it on the process's next event and deletes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    pub state: u8,
+    pub stack_mode: u8,
+    pub _pad: [u8; 6],
+}
+crate::assert_layout!(Control, size = 8, fields = [u8, u8, [u8; 6]]);
+
+/// Bits in the TRACED_BITS filter: `tgid % FILTER_BITS` set means "maybe traced". A clear bit
+/// lets every untraced process skip the hash lookup.
+pub const FILTER_BITS: u32 = 16384;
+pub const FILTER_WORDS: usize = (FILTER_BITS / 64) as usize;
 
 /// Names of the read-only globals userspace sets at load time.
 pub mod global {
@@ -17,23 +84,31 @@ pub mod global {
     pub const CAPTURE_STACKS: &str = "CAPTURE_STACKS";
     /// Capture a user stack for 1 in this many socket creations (1: every one).
     pub const STACK_SAMPLE: &str = "STACK_SAMPLE";
+    /// Bytes of user stack copied for processes in `stack_mode::STACK_COPY`.
+    pub const STACK_COPY_BYTES: &str = "STACK_COPY_BYTES";
     /// Unread ring-buffer bytes past which a submit wakes the reader.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// Number of entries used in the CGROUPS array.
     pub const N_CGROUPS: &str = "N_CGROUPS";
     /// Offset of `group_dead` in sched_process_exit records; 0 when the kernel lacks it.
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
+    /// Kernel struct offsets read from BTF (see [`crate::kernel::Offsets`]).
+    pub const OFFSETS: &str = "OFFSETS";
 }
 
 /// Map names, shared so the loader cannot drift from the object.
 pub mod map {
     pub const TARGETS: &str = "TARGETS";
+    pub const CONTROL: &str = "CONTROL";
+    pub const TRACED_BITS: &str = "TRACED_BITS";
     pub const LIVE: &str = "LIVE";
     pub const EVENTS: &str = "EVENTS";
     pub const STACKS: &str = "STACKS";
+    pub const STACK_CACHE: &str = "STACK_CACHE";
     pub const LOSSES: &str = "LOSSES";
-    pub const TCP_STATES: &str = "TCP_STATES";
     pub const CGROUPS: &str = "CGROUPS";
+    pub const DESTS: &str = "DESTS";
+    pub const URING_SITES: &str = "URING_SITES";
 }
 
 /// Most cgroups `--cgroup`/`--container` can name at once.
@@ -52,5 +127,9 @@ pub struct CgroupTarget {
 crate::assert_layout!(CgroupTarget, size = 16, fields = [u64, u32, u32]);
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
-unsafe impl aya::Pod for CgroupTarget {}
+mod user {
+    // SAFETY: repr(C), every bit pattern valid, no padding (see assert_layout!).
+    unsafe impl aya::Pod for super::CgroupTarget {}
+    unsafe impl aya::Pod for super::Target {}
+    unsafe impl aya::Pod for super::Control {}
+}

@@ -1,98 +1,146 @@
-//! Syscall arguments at syscall exit.
+//! Syscall arguments and results at syscall exit.
 //!
 //! `sys_exit_*` tracepoints carry only the return value. Instead of stashing arguments in a map
 //! at `sys_enter_*` (a second program and two map operations per call), read them back from the
-//! user registers the kernel saved at syscall entry (`bpf_task_pt_regs`). Syscalls do not modify
-//! the argument registers, and `struct pt_regs` is user-visible ABI (ptrace), so these offsets
-//! are fixed per architecture rather than kernel-build specific.
+//! user registers the kernel saved at syscall entry. `bpf_task_pt_regs` returns a BTF pointer,
+//! so fields are plain loads (no helper call); `struct pt_regs` is user-visible ABI (ptrace), so
+//! these offsets are fixed per architecture rather than kernel-build specific.
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_kernel, bpf_probe_read_user,
-    generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
 };
 
 /// Offset of `ret` in every `syscalls:sys_exit_*` record (after the 8-byte common header and
 /// the padded `__syscall_nr`), and of the first argument in `sys_enter_*` records.
-pub const SYSCALL_RET: usize = 16;
-pub const SYSCALL_ARG0: usize = 16;
+const SYSCALL_RET: usize = 16;
+const SYSCALL_ARG0: usize = 16;
+
+/// A field of the tracepoint record, loaded directly (tracepoint contexts are readable memory).
+#[inline(always)]
+pub fn ctx_u64<C: EbpfContext>(ctx: &C, offset: usize) -> u64 {
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
+}
+
+#[inline(always)]
+pub fn ctx_u32<C: EbpfContext>(ctx: &C, offset: usize) -> u32 {
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u32) }
+}
+
+#[inline(always)]
+pub fn ctx_u8<C: EbpfContext>(ctx: &C, offset: usize) -> u8 {
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset)) }
+}
+
+/// A byte of the tracepoint record at an offset only known at load time: the verifier only
+/// allows constant offsets for direct loads, so this goes through a helper.
+#[inline(always)]
+pub fn ctx_u8_at<C: EbpfContext>(ctx: &C, offset: usize) -> Option<u8> {
+    unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((ctx.as_ptr() as *const u8).add(offset)).ok()
+    }
+}
+
+/// The return value of a `sys_exit_*` record.
+#[inline(always)]
+pub fn syscall_ret<C: EbpfContext>(ctx: &C) -> i64 {
+    ctx_u64(ctx, SYSCALL_RET) as i64
+}
+
+/// The first argument of a `sys_enter_*` record.
+#[inline(always)]
+pub fn syscall_arg0<C: EbpfContext>(ctx: &C) -> u64 {
+    ctx_u64(ctx, SYSCALL_ARG0)
+}
 
 #[cfg(bpf_target_arch = "x86_64")]
 mod arch {
-    /// x86_64 `struct pt_regs` from r10 (offset 56) to sp (152): r10, r9, r8, ax, cx, dx, si,
-    /// di, orig_ax, ip, cs, flags, sp. Syscall arguments are di, si, dx, r10 (then r8, r9).
-    pub const BLOCK_START: usize = 56;
-    pub type Block = [u64; 13];
-    #[inline(always)]
-    pub fn args(b: &Block) -> [u64; 4] {
-        [b[7], b[6], b[5], b[0]]
-    }
-    /// `sp`: the return address of a frameless wrapper sits at the top of the user stack.
-    #[inline(always)]
-    pub fn return_slot(b: &Block) -> u64 {
-        b[12]
-    }
+    /// x86_64 `struct pt_regs`, in u64 slots: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si
+    /// di orig_ax ip cs flags sp ss. Syscall arguments are di, si, dx, r10.
+    pub const ARGS: [usize; 4] = [14, 13, 12, 7];
+    pub const IP: usize = 16;
+    pub const SP: usize = 19;
+    pub const FP: usize = 4;
+    /// The return address of a frameless wrapper sits at the top of the user stack.
     pub const RETURN_IN_REGISTER: bool = false;
+    pub const RETURN_SLOT: usize = SP;
 }
 
 #[cfg(bpf_target_arch = "aarch64")]
 mod arch {
-    /// arm64 `struct pt_regs`: regs[0..31], sp, pc, pstate, then orig_x0 at 272. x0 holds the
-    /// return value at exit, so the first argument comes from orig_x0.
-    pub const BLOCK_START: usize = 0;
-    pub type Block = [u64; 35];
-    #[inline(always)]
-    pub fn args(b: &Block) -> [u64; 4] {
-        [b[34], b[1], b[2], b[3]]
-    }
+    /// arm64 `struct pt_regs`: regs[0..31], sp, pc, pstate, then orig_x0. x0 holds the return
+    /// value at exit, so the first argument comes from orig_x0.
+    pub const ARGS: [usize; 4] = [34, 1, 2, 3];
+    pub const IP: usize = 32;
+    pub const SP: usize = 31;
+    pub const FP: usize = 29;
     /// `regs[30]` (lr): a leaf wrapper's return address stays in the link register.
-    #[inline(always)]
-    pub fn return_slot(b: &Block) -> u64 {
-        b[30]
-    }
     pub const RETURN_IN_REGISTER: bool = true;
+    pub const RETURN_SLOT: usize = 30;
 }
 
-/// The current task's saved user registers at syscall entry, in one read.
-#[inline(always)]
-fn user_regs() -> Option<arch::Block> {
-    unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as usize;
-        if regs == 0 {
-            return None;
-        }
-        bpf_probe_read_kernel((regs + arch::BLOCK_START) as *const arch::Block).ok()
-    }
-}
-
-/// Syscall arguments and the registers a call-site capture needs.
-pub struct Regs(arch::Block);
+/// The current task's saved user registers (a BTF pointer into the kernel stack).
+#[derive(Clone, Copy)]
+pub struct Regs(*const u64);
 
 impl Regs {
     #[inline(always)]
-    pub fn read() -> Option<Regs> {
-        user_regs().map(Regs)
+    pub fn current() -> Option<Regs> {
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+        (!regs.is_null()).then_some(Regs(regs))
     }
 
-    /// First four arguments.
+    #[inline(always)]
+    fn slot(&self, i: usize) -> u64 {
+        unsafe { core::ptr::read_volatile(self.0.add(i)) }
+    }
+
+    /// First four syscall arguments.
     #[inline(always)]
     pub fn args(&self) -> [u64; 4] {
-        arch::args(&self.0)
+        [
+            self.slot(arch::ARGS[0]),
+            self.slot(arch::ARGS[1]),
+            self.slot(arch::ARGS[2]),
+            self.slot(arch::ARGS[3]),
+        ]
+    }
+
+    #[inline(always)]
+    pub fn arg(&self, i: usize) -> u64 {
+        match i {
+            0 => self.slot(arch::ARGS[0]),
+            1 => self.slot(arch::ARGS[1]),
+            2 => self.slot(arch::ARGS[2]),
+            _ => self.slot(arch::ARGS[3]),
+        }
+    }
+
+    #[inline(always)]
+    pub fn ip(&self) -> u64 {
+        self.slot(arch::IP)
+    }
+
+    #[inline(always)]
+    pub fn sp(&self) -> u64 {
+        self.slot(arch::SP)
+    }
+
+    #[inline(always)]
+    pub fn fp(&self) -> u64 {
+        self.slot(arch::FP)
     }
 
     /// The return address of the function that made the syscall (see `SocketRecord::caller`).
     #[inline(always)]
     pub fn caller(&self) -> u64 {
-        let slot = arch::return_slot(&self.0);
+        let slot = self.slot(arch::RETURN_SLOT);
         if arch::RETURN_IN_REGISTER {
             return slot;
         }
         unsafe { bpf_probe_read_user(slot as *const u64) }.unwrap_or(0)
     }
-}
-
-/// First four arguments of the current task's syscall.
-#[inline(always)]
-pub fn syscall_args() -> Option<[u64; 4]> {
-    Regs::read().map(|r| r.args())
 }

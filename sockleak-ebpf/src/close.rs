@@ -1,16 +1,18 @@
 //! Socket fds going away: close, close_range.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::generated::bpf_loop, macros::tracepoint, programs::TracePointContext};
 use sockleak_common::{
     event::{EventKind, Syscall},
     socket::{SockKey, SocketRecord},
-    target::state,
 };
 
 use crate::{
-    args::{SYSCALL_ARG0, SYSCALL_RET, syscall_args},
-    emit::{Header, send},
-    filter::{current, target_state},
+    args::{Regs, syscall_arg0, syscall_ret},
+    emit::{Header, send, send_full},
+    fdtable::FdTable,
+    filter::{Traced, current, traced},
     maps::LIVE,
 };
 
@@ -23,60 +25,123 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 fn try_close(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let st = target_state(task.tgid)?;
-    let fd: u64 = unsafe { ctx.read_at(SYSCALL_ARG0) }.ok()?;
-    let key = SockKey {
-        tgid: task.tgid,
-        fd: fd as u32,
-    };
-    // Only sockets cost an event, except while a forked child's inherited fds are not yet in
-    // LIVE: then userspace decides.
-    // arg 1: the kernel held the entry; 0: userspace must check its own copy.
-    let removed = LIVE.remove(key).is_ok();
-    if removed || st == state::FORK_PENDING {
+    let t = traced(task.tgid)?;
+    let fd = syscall_arg0(ctx) as u32;
+    let removed = LIVE
+        .remove(SockKey {
+            tgid: task.tgid,
+            fd,
+        })
+        .is_ok();
+    if removed {
+        t.closed();
+    }
+    // While userspace seeds a forked child from /proc, it must hear of every close: the fd may
+    // be one it is about to copy in. arg 1: the kernel held (and counted) the entry itself.
+    if t.pending() {
         send(
             ctx,
             task,
-            Header {
-                kind: EventKind::Close,
-                syscall: Syscall::Close,
-                fd: fd as i32,
-                arg: removed as i64,
-                flags: 0,
-            },
+            Header::of(EventKind::Close, fd as i32, removed as i64),
             &SocketRecord::EMPTY,
         );
     }
     Some(())
 }
 
-/// close_range(first, last, flags): the range may span every fd, which a BPF program cannot
-/// walk, so userspace applies it to its copy of LIVE.
+/// A bpf_loop context. Counts go straight into the target's entry: a counter kept here would
+/// be a known constant to the verifier, which then never sees the loop body converge.
+#[repr(C)]
+struct Range {
+    t: Traced,
+    tgid: u32,
+    first: u32,
+}
+
+/// bpf_loop body: forget LIVE[(tgid, first + i)].
+unsafe extern "C" fn forget_fd(i: u64, ctx: *mut c_void) -> i64 {
+    let r = unsafe { &*(ctx as *const Range) };
+    let key = SockKey {
+        tgid: r.tgid,
+        fd: r.first.wrapping_add(i as u32),
+    };
+    if LIVE.remove(key).is_ok() {
+        r.t.closed();
+    }
+    0
+}
+
+/// Removes (and counts closed) LIVE entries of `tgid` for fds in [first, last].
+#[inline(always)]
+fn forget_range(t: Traced, tgid: u32, first: u32, last: u32) {
+    if last < first {
+        return;
+    }
+    let mut r = Range { t, tgid, first };
+    unsafe {
+        bpf_loop(
+            last - first + 1,
+            forget_fd as *mut c_void,
+            (&raw mut r).cast(),
+            0,
+        )
+    };
+}
+
+/// close_range(first, last, flags): every fd in the range is gone. The fd table bounds the
+/// range (a program cannot walk ~0U fds); without its offsets userspace applies the range.
 #[tracepoint]
 pub fn sys_exit_close_range(ctx: TracePointContext) -> u32 {
     let _ = try_close_range(&ctx);
     0
 }
 
+const CLOSE_RANGE_UNSHARE: u64 = 2;
+const CLOSE_RANGE_CLOEXEC: u64 = 4;
+/// With CLOSE_RANGE_UNSHARE the table is a new, possibly smaller one: look this far at least
+/// (reconciliation catches what lies beyond).
+const UNSHARE_REACH: u32 = 4096;
+
 fn try_close_range(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    if ret != 0 {
+    let t = traced(task.tgid)?;
+    if syscall_ret(ctx) != 0 {
         return None;
     }
-    let [first, last, flags, _] = syscall_args()?;
-    send(
-        ctx,
-        task,
-        Header {
+    let [first, last, flags, _] = Regs::current()?.args();
+    if flags & CLOSE_RANGE_CLOEXEC != 0 {
+        // Nothing closes now; exec removes them (see lifecycle).
+        return None;
+    }
+    let (first, last) = (first as u32, last as u32);
+    let handled = match FdTable::current() {
+        Some(fdt) if fdt.max_fds > 0 => {
+            let mut bound = fdt.max_fds;
+            if flags & CLOSE_RANGE_UNSHARE != 0 && bound < UNSHARE_REACH {
+                bound = UNSHARE_REACH;
+            }
+            let top = if last >= bound { bound - 1 } else { last };
+            forget_range(t, task.tgid, first, top);
+            true
+        }
+        _ => false,
+    };
+    if !handled || t.pending() {
+        let h = Header {
             kind: EventKind::CloseRange,
             syscall: Syscall::CloseRange,
-            fd: first as u32 as i32,
-            arg: last as u32 as i64,
-            flags: flags as u16,
-        },
-        &SocketRecord::EMPTY,
-    );
+            fd: first as i32,
+            arg: last as i64,
+        };
+        send_full(
+            ctx,
+            task,
+            h,
+            flags as u16,
+            handled as u64,
+            0,
+            &SocketRecord::EMPTY,
+        );
+    }
     Some(())
 }

@@ -1,20 +1,23 @@
-//! connect(2): the remote endpoint of a live socket, or a failure with its destination.
+//! connect(2): the remote endpoint of a live socket and a per-destination connect count (what
+//! TIME_WAIT churn and self-connects are judged by), or a failure with its destination.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sockleak_common::{
-    event::{EventKind, Syscall},
-    socket::{SockKey, SocketRecord},
-    target::state,
+    event::Syscall,
+    socket::{DestKey, DestStats, Endpoint, SockKey, SocketRecord},
 };
 
 use crate::{
-    args::{Regs, SYSCALL_RET},
-    emit::{Header, failure, read_sockaddr, send},
-    filter::{current, target_state},
-    maps::LIVE,
+    args::{Regs, syscall_ret},
+    atomic::add_u64,
+    emit::{failure, now, read_sockaddr},
+    filter::{current, traced},
+    maps::{DESTS, LIVE},
 };
 
 const EINPROGRESS: i64 = 115;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
@@ -24,15 +27,15 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 fn try_connect(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let st = target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let regs = Regs::read()?;
-    let [fd, addr, _addrlen, _] = regs.args();
+    let _t = traced(task.tgid)?;
+    let ret = syscall_ret(ctx);
+    let regs = Regs::current()?;
+    let [fd, addr, addrlen, _] = regs.args();
     let key = SockKey {
         tgid: task.tgid,
         fd: fd as u32,
     };
-    let remote = read_sockaddr(addr);
+    let remote = read_sockaddr(addr, addrlen);
     if ret < 0 && ret != -EINPROGRESS {
         let mut rec = match unsafe { LIVE.get(key) } {
             Some(r) => *r,
@@ -50,27 +53,36 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
         );
         return None;
     }
-    let mut rec = SocketRecord::EMPTY;
-    match LIVE.get_ptr_mut(key) {
-        Some(p) => unsafe {
-            (*p).remote = remote;
-            rec.remote = remote;
-        },
-        // Possibly an fd inherited at fork that userspace has not copied into LIVE yet.
-        None if st == state::FORK_PENDING => rec.remote = remote,
-        None => return None,
+    if let Some(p) = LIVE.get_ptr_mut(key) {
+        unsafe { (*p).remote = remote };
     }
-    send(
-        ctx,
-        task,
-        Header {
-            kind: EventKind::Connect,
-            syscall: Syscall::Connect,
-            fd: fd as i32,
-            arg: 0,
-            flags: 0,
-        },
-        &rec,
-    );
+    count_dest(task.tgid, &remote);
     Some(())
+}
+
+#[inline(always)]
+fn count_dest(tgid: u32, ep: &Endpoint) {
+    if ep.family != AF_INET && ep.family != AF_INET6 {
+        return;
+    }
+    let mut key = DestKey {
+        tgid,
+        family: ep.family,
+        port: ep.port,
+        addr: [0; 16],
+    };
+    key.addr.copy_from_slice(&ep.addr[..16]);
+    match DESTS.get_ptr_mut(key) {
+        Some(d) => add_u64(unsafe { &raw mut (*d).connects }, 1),
+        None => {
+            let _ = DESTS.insert(
+                key,
+                DestStats {
+                    connects: 1,
+                    first_ns: now(),
+                },
+                0,
+            );
+        }
+    }
 }

@@ -4,14 +4,15 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sockleak_common::{
     event::{EventKind, Syscall},
     socket::{Origin, SockKey, SocketRecord},
-    target::state,
 };
 
 use crate::{
-    args::{Regs, SYSCALL_RET},
-    emit::{Header, capture_site, now, send},
-    filter::{current, target_state},
+    args::{Regs, syscall_ret},
+    emit::{Header, now, send},
+    filter::{current, traced},
     maps::LIVE,
+    open::track_new_fd,
+    stack,
 };
 
 const F_DUPFD: u64 = 0;
@@ -41,34 +42,14 @@ pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Tells userspace `newfd` is a copy of `oldfd` (`rec.origin` 0: userspace resolves it).
-#[inline(always)]
-fn send_dup(
-    ctx: &TracePointContext,
-    task: crate::filter::Task,
-    syscall: Syscall,
-    oldfd: i32,
-    newfd: u32,
-    rec: &SocketRecord,
-) {
-    let h = Header {
-        kind: EventKind::Dup,
-        syscall,
-        fd: oldfd,
-        arg: newfd as i64,
-        flags: 0,
-    };
-    send(ctx, task, h, rec);
-}
-
 fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
     let task = current();
-    let st = target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
+    let t = traced(task.tgid)?;
+    let ret = syscall_ret(ctx);
     if ret < 0 {
         return None;
     }
-    let regs = Regs::read()?;
+    let regs = Regs::current()?;
     let [oldfd, cmd, _, _] = regs.args();
     if syscall == Syscall::Fcntl && cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
         return None;
@@ -85,6 +66,10 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
         tgid: task.tgid,
         fd: newfd,
     };
+    // dup2/dup3 over a socket closes that socket first.
+    if LIVE.remove(new).is_ok() {
+        t.closed();
+    }
     match unsafe { LIVE.get(old) } {
         Some(src) => {
             // The copy is a new fd with its own creation site (where a dup'd fd leaks, the dup
@@ -93,25 +78,25 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             rec.created_ns = now();
             rec.tid = task.tid;
             rec.origin = Origin::Dup as u8;
-            capture_site(ctx, &regs, &mut rec);
-            // Overwrites a socket dup2/dup3 implicitly closed at `newfd`; the Dup event tells
-            // userspace to replace it.
-            let _ = LIVE.insert(new, rec, 0);
-            send_dup(ctx, task, syscall, oldfd as i32, newfd, &rec);
+            rec.flags = 0;
+            stack::capture(ctx, &regs, task, &mut rec);
+            track_new_fd(ctx, &t, task, newfd, &rec);
         }
-        None => {
-            if LIVE.remove(new).is_ok() || st == state::FORK_PENDING {
-                // dup2 over a socket with a non-socket, or an fd userspace may know from the
-                // parent: an empty record (origin 0) asks userspace to resolve it.
-                let mut rec = SocketRecord::EMPTY;
-                if st == state::FORK_PENDING {
-                    rec.created_ns = now();
-                    rec.tid = task.tid;
-                    capture_site(ctx, &regs, &mut rec);
-                }
-                send_dup(ctx, task, syscall, oldfd as i32, newfd, &rec);
-            }
+        None if t.pending() => {
+            // Possibly a copy of an inherited fd userspace has not seeded yet: it decides.
+            let mut rec = SocketRecord::EMPTY;
+            rec.created_ns = now();
+            rec.tid = task.tid;
+            stack::capture(ctx, &regs, task, &mut rec);
+            let h = Header {
+                kind: EventKind::Dup,
+                syscall,
+                fd: oldfd as i32,
+                arg: newfd as i64,
+            };
+            send(ctx, task, h, &rec);
         }
+        None => {}
     }
     Some(())
 }

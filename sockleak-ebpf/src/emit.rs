@@ -1,24 +1,22 @@
-//! Building and sending events; stack capture.
+//! Building and sending the (rare) events, failures, and reading socket addresses.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_USER_STACK,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user},
     programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::warn;
 use sockleak_common::{
     counters::LossCause,
     event::{Event, EventKind, Syscall},
-    socket::{ENDPOINT_ADDR_LEN, Endpoint, NO_STACK, SAMPLED_OUT, SocketRecord},
+    socket::{ENDPOINT_ADDR_LEN, Endpoint, SocketRecord},
 };
 
 use crate::{
     args::Regs,
     filter::Task,
-    maps::{
-        EVENTS, SAMPLE_COUNTER, STACKS, capture_stacks, count_loss, stack_sample, wakeup_bytes,
-    },
+    maps::{EVENTS, count_loss, wakeup_bytes},
+    stack,
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -30,50 +28,58 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Captures the user call site into `rec`: stack id (or NO_STACK) and the leaf caller.
-#[inline(always)]
-pub fn capture_site<C: StackIdContext>(ctx: &C, regs: &Regs, rec: &mut SocketRecord) {
-    if !capture_stacks() {
-        rec.stack_id = NO_STACK;
-        return;
-    }
-    rec.caller = regs.caller();
-    // Sampling: the stack walk is most of the cost; skipped sockets keep their leaf caller.
-    let n = stack_sample();
-    if n > 1
-        && let Some(c) = SAMPLE_COUNTER.get_ptr_mut(0)
-    {
-        let v = unsafe {
-            *c = (*c).wrapping_add(1);
-            *c
-        };
-        // The first creation on each CPU is sampled, then every n-th.
-        if v % n != 1 {
-            rec.stack_id = SAMPLED_OUT;
-            return;
-        }
-    }
-    rec.stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            count_loss(LossCause::StackLost);
-            NO_STACK
-        }
-    };
-}
-
 /// What an event says besides who and which socket.
 pub struct Header {
     pub kind: EventKind,
     pub syscall: Syscall,
     pub fd: i32,
     pub arg: i64,
-    pub flags: u16,
+}
+
+impl Header {
+    #[inline(always)]
+    pub fn of(kind: EventKind, fd: i32, arg: i64) -> Header {
+        Header {
+            kind,
+            syscall: Syscall::None,
+            fd,
+            arg,
+        }
+    }
 }
 
 /// Sends one event; counts it as lost when the ring buffer is full.
 #[inline(always)]
 pub fn send<C: EbpfContext>(ctx: &C, task: Task, h: Header, record: &SocketRecord) {
+    send_full(ctx, task, h, 0, 0, 0, record)
+}
+
+#[inline(always)]
+pub fn send_full<C: EbpfContext>(
+    ctx: &C,
+    task: Task,
+    h: Header,
+    flags: u16,
+    arg2: u64,
+    arg3: u64,
+    record: &SocketRecord,
+) {
+    if !submit(task, h, flags, arg2, arg3, record) {
+        warn!(ctx, "sockleak: ring buffer full, events are being dropped");
+    }
+}
+
+/// Sends one event without a program context (bpf_loop bodies). False the first time an event
+/// is lost on this CPU, so the caller can log once.
+#[inline(always)]
+pub fn submit(
+    task: Task,
+    h: Header,
+    flags: u16,
+    arg2: u64,
+    arg3: u64,
+    record: &SocketRecord,
+) -> bool {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(Event {
@@ -82,9 +88,11 @@ pub fn send<C: EbpfContext>(ctx: &C, task: Task, h: Header, record: &SocketRecor
                 tid: task.tid,
                 kind: h.kind as u8,
                 syscall: h.syscall as u8,
-                flags: h.flags,
+                flags,
                 fd: h.fd,
                 arg: h.arg,
+                arg2,
+                arg3,
                 record: *record,
             });
             // Batch: wake the reader only once enough is queued (it also drains on a timer).
@@ -94,12 +102,9 @@ pub fn send<C: EbpfContext>(ctx: &C, task: Task, h: Header, record: &SocketRecor
                 BPF_RB_NO_WAKEUP
             };
             entry.submit(flags);
+            true
         }
-        None => {
-            if count_loss(LossCause::RingBufFull) {
-                warn!(ctx, "sockleak: ring buffer full, events are being dropped");
-            }
-        }
+        None => !count_loss(LossCause::RingBufFull),
     }
 }
 
@@ -127,7 +132,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     if benign(errno) {
         return;
     }
-    capture_site(ctx, regs, record);
+    stack::capture(ctx, regs, task, record);
     record.tid = task.tid;
     record.created_ns = now();
     let h = Header {
@@ -135,51 +140,49 @@ pub fn failure<C: EbpfContext + StackIdContext>(
         syscall,
         fd,
         arg: errno,
-        flags: 0,
     };
     send(ctx, task, h, record);
 }
 
-/// Reads a sockaddr the process passed in or got back. Unknown families keep only the family.
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// Bytes of a sockaddr kept: family, then port and address (inet) or the path (unix).
+const SOCKADDR_MAX: usize = 2 + ENDPOINT_ADDR_LEN;
+
+/// Reads a sockaddr the process passed in or got back, in one user read bounded by its length.
+/// Unknown families keep only the family.
 #[inline(always)]
-pub fn read_sockaddr(ptr: u64) -> Endpoint {
+pub fn read_sockaddr(ptr: u64, len: u64) -> Endpoint {
     let mut ep = Endpoint::UNKNOWN;
-    if ptr == 0 {
+    if ptr == 0 || len < 2 {
         return ep;
     }
-    let p = ptr as *const u8;
-    let Ok(family) = (unsafe { bpf_probe_read_user(p as *const u16) }) else {
-        return ep;
+    let mut raw = [0u8; SOCKADDR_MAX];
+    let n = if len > SOCKADDR_MAX as u64 {
+        SOCKADDR_MAX as u32
+    } else {
+        len as u32
     };
-    ep.family = family;
-    const AF_UNIX: u16 = 1;
-    const AF_INET: u16 = 2;
-    const AF_INET6: u16 = 10;
-    unsafe {
-        match family {
-            AF_INET => {
-                // sockaddr_in: family, port (network order), addr.
-                if let Ok(raw) = bpf_probe_read_user(p.add(2) as *const [u8; 6]) {
-                    ep.port = u16::from_be_bytes([raw[0], raw[1]]);
-                    ep.addr[..4].copy_from_slice(&raw[2..6]);
-                }
-            }
-            AF_INET6 => {
-                // sockaddr_in6: family, port, flowinfo, addr[16].
-                if let Ok(port) = bpf_probe_read_user(p.add(2) as *const [u8; 2]) {
-                    ep.port = u16::from_be_bytes(port);
-                }
-                if let Ok(addr) = bpf_probe_read_user(p.add(8) as *const [u8; 16]) {
-                    ep.addr[..16].copy_from_slice(&addr);
-                }
-            }
-            AF_UNIX => {
-                if let Ok(path) = bpf_probe_read_user(p.add(2) as *const [u8; ENDPOINT_ADDR_LEN]) {
-                    ep.addr = path;
-                }
-            }
-            _ => {}
+    if unsafe { bpf_probe_read_user(raw.as_mut_ptr().cast(), n, ptr as *const core::ffi::c_void) }
+        != 0
+    {
+        return ep;
+    }
+    ep.family = u16::from_ne_bytes([raw[0], raw[1]]);
+    match ep.family {
+        // sockaddr_in: family, port (network order), addr.
+        AF_INET if n >= 8 => {
+            ep.port = u16::from_be_bytes([raw[2], raw[3]]);
+            ep.addr[..4].copy_from_slice(&raw[4..8]);
         }
+        // sockaddr_in6: family, port, flowinfo, addr[16].
+        AF_INET6 if n >= 24 => {
+            ep.port = u16::from_be_bytes([raw[2], raw[3]]);
+            ep.addr[..16].copy_from_slice(&raw[8..24]);
+        }
+        AF_UNIX => ep.addr[..ENDPOINT_ADDR_LEN].copy_from_slice(&raw[2..SOCKADDR_MAX]),
+        _ => {}
     }
     ep
 }

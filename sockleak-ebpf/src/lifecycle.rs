@@ -1,17 +1,22 @@
-//! Process lifecycle: fork (children inherit fds), exec (close-on-exec fds vanish), exit.
+//! Process lifecycle: fork (children inherit fds), exec (close-on-exec fds vanish), exit (the
+//! sockets held at exit are handed to userspace, then forgotten).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::generated::bpf_loop, macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::debug;
 use sockleak_common::{
-    event::{EventKind, Syscall},
-    socket::SocketRecord,
-    target::state,
+    event::EventKind,
+    socket::{SockKey, SocketRecord},
+    target::{Target, state},
 };
 
 use crate::{
-    emit::{Header, send},
-    filter::{current, target_state},
-    maps::TARGETS,
+    args::{ctx_u8_at, ctx_u32, ctx_u64},
+    emit::{Header, send, send_full, submit},
+    fdtable::FdTable,
+    filter::{Task, Traced, current, mark, traced},
+    maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
 /// `task:task_newtask`: pid at 8, clone_flags at 32. Fires in the parent, before the child runs,
@@ -19,12 +24,6 @@ use crate::{
 const NEWTASK_PID: usize = 8;
 const NEWTASK_CLONE_FLAGS: usize = 32;
 const CLONE_THREAD: u64 = 0x0001_0000;
-
-/// Offset of `group_dead` in `sched:sched_process_exit` (true when the last thread exits),
-/// read by userspace from the tracepoint's format; 0 on kernels without the field, where the
-/// group leader's exit stands in for the process's.
-#[unsafe(no_mangle)]
-static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
@@ -34,49 +33,104 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 fn try_newtask(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    target_state(task.tgid)?;
-    let flags: u64 = unsafe { ctx.read_at(NEWTASK_CLONE_FLAGS) }.ok()?;
-    if flags & CLONE_THREAD != 0 {
+    let parent = traced(task.tgid)?;
+    if ctx_u64(ctx, NEWTASK_CLONE_FLAGS) & CLONE_THREAD != 0 {
         return None;
     }
-    let child: i32 = unsafe { ctx.read_at(NEWTASK_PID) }.ok()?;
-    let _ = TARGETS.insert(child as u32, state::FORK_PENDING, 0);
+    let child = ctx_u32(ctx, NEWTASK_PID);
+    // Pending until userspace has copied the inherited sockets in (it asks through CONTROL).
+    let _ = TARGETS.insert(
+        child,
+        Target::new(state::FORK_PENDING, parent.stack_mode()),
+        0,
+    );
+    mark(child);
     debug!(ctx, "sockleak: tracing child {} of {}", child, task.tgid);
     send(
         ctx,
         task,
-        Header {
-            kind: EventKind::Fork,
-            syscall: Syscall::None,
-            fd: -1,
-            arg: child as i64,
-            flags: 0,
-        },
+        Header::of(EventKind::Fork, -1, child as i64),
         &SocketRecord::EMPTY,
     );
     Some(())
 }
 
-#[tracepoint]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let task = current();
-    if target_state(task.tgid).is_some() {
-        send(
-            &ctx,
-            task,
-            Header {
-                kind: EventKind::Exec,
-                syscall: Syscall::None,
-                fd: -1,
-                arg: 0,
-                flags: 0,
-            },
-            &SocketRecord::EMPTY,
-        );
+/// A bpf_loop context (counts go to the target's entry, see close.rs).
+#[repr(C)]
+struct ExecScan {
+    t: Traced,
+    fdt: FdTable,
+    tgid: u32,
+}
+
+/// bpf_loop body: a LIVE entry whose fd is no longer open was closed on exec.
+unsafe extern "C" fn drop_if_closed(i: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &*(ctx as *const ExecScan) };
+    let key = SockKey {
+        tgid: s.tgid,
+        fd: i as u32,
+    };
+    if unsafe { LIVE.get(key) }.is_some() && !s.fdt.is_open(i as u32) && LIVE.remove(key).is_ok() {
+        s.t.closed();
     }
     0
 }
 
+/// At `sched_process_exec` close-on-exec fds are already closed and no new one is open yet:
+/// every LIVE entry without an open fd behind it went with the old image.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &TracePointContext) -> Option<()> {
+    let task = current();
+    let t = traced(task.tgid)?;
+    let mut handled = -1i64;
+    if let Some(fdt) = FdTable::current() {
+        let mut s = ExecScan {
+            t,
+            fdt,
+            tgid: task.tgid,
+        };
+        unsafe {
+            bpf_loop(
+                fdt.max_fds,
+                drop_if_closed as *mut c_void,
+                (&raw mut s).cast(),
+                0,
+            )
+        };
+        handled = 0;
+    }
+    // arg -1: the fd table could not be read; userspace reconciles with /proc.
+    send(
+        ctx,
+        task,
+        Header::of(EventKind::Exec, -1, handled),
+        &SocketRecord::EMPTY,
+    );
+    Some(())
+}
+
+/// bpf_loop body: hand a socket held at exit to userspace and forget it.
+unsafe extern "C" fn hand_over(i: u64, ctx: *mut c_void) -> i64 {
+    let task = unsafe { *(ctx as *const Task) };
+    let key = SockKey {
+        tgid: task.tgid,
+        fd: i as u32,
+    };
+    if let Some(rec) = unsafe { LIVE.get(key) } {
+        let rec = *rec;
+        let h = Header::of(EventKind::ExitSocket, i as i32, 0);
+        submit(task, h, 0, 0, 0, &rec);
+        let _ = LIVE.remove(key);
+    }
+    0
+}
+
+/// `sched:sched_process_exit` fires per thread, before the fd table is released.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = try_exit(&ctx);
@@ -85,27 +139,41 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
+    let offset = exit_group_dead_offset() as usize;
     let group_dead = if offset == 0 {
         task.tid == task.tgid
     } else {
-        unsafe { ctx.read_at::<u8>(offset) }.ok()? != 0
+        ctx_u8_at(ctx, offset)? != 0
     };
     if !group_dead {
         return None;
     }
-    target_state(task.tgid)?;
+    let t = traced(task.tgid)?;
+    let final_counts = t.entry();
+    // arg2 of Exit says whether the kernel handed over every socket; if not (no fd-table
+    // offsets), userspace collects what is left in LIVE.
+    let mut handed = 0u64;
+    if let Some(fdt) = FdTable::current() {
+        let mut s = task;
+        unsafe {
+            bpf_loop(
+                fdt.max_fds,
+                hand_over as *mut c_void,
+                (&raw mut s).cast(),
+                0,
+            )
+        };
+        handed = 1;
+    }
     let _ = TARGETS.remove(task.tgid);
-    send(
+    let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);
+    send_full(
         ctx,
         task,
-        Header {
-            kind: EventKind::Exit,
-            syscall: Syscall::None,
-            fd: -1,
-            arg: 0,
-            flags: 0,
-        },
+        h,
+        handed as u16,
+        final_counts.closed,
+        (u64::from(final_counts.direct_opened) << 32) | u64::from(final_counts.direct_closed),
         &SocketRecord::EMPTY,
     );
     Some(())

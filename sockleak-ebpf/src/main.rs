@@ -1,22 +1,29 @@
-//! sockleak's kernel half: tracepoint programs that keep a live-socket map per traced process
-//! and stream lifecycle events to userspace.
+//! sockleak's kernel half: tracepoint programs that keep a live-socket map and counters per
+//! traced process, and send userspace only the rare events (fork, exec, exit, failures, new call
+//! sites).
 //!
-//! Only syscall and scheduler tracepoints are used: kprobes and fentry are not available
-//! everywhere sockleak must run. Results are read at syscall exit, so failed calls (EMFILE on
-//! accept4, EADDRNOTAVAIL on connect) are seen too.
+//! Only syscall, scheduler and io_uring tracepoints are used: kprobes and fentry are not
+//! available everywhere sockleak must run. Results are read at syscall exit, so failed calls
+//! (EMFILE on accept4, EADDRNOTAVAIL on connect) are seen too.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod args;
+mod atomic;
 mod close;
 mod connect;
 mod dup;
 mod emit;
+mod fdtable;
 mod filter;
 mod lifecycle;
 mod maps;
 mod open;
-mod tcp_state;
+mod received;
+mod stack;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]

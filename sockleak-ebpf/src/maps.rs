@@ -1,4 +1,4 @@
-//! Maps and load-time globals. Userspace may resize LIVE and STACKS at load time.
+//! Maps and load-time globals. Userspace may resize LIVE, STACKS and EVENTS at load time.
 
 use aya_ebpf::{
     macros::map,
@@ -6,68 +6,83 @@ use aya_ebpf::{
 };
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
-    socket::{SockKey, SocketRecord, StateChange},
-    target::{CgroupTarget, MAX_CGROUPS},
+    kernel::{Offsets, UringKey, UringSite},
+    socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
+    target::{CgroupTarget, Control, FILTER_WORDS, MAX_CGROUPS, Target},
 };
 
-/// Set by userspace before load; `read_volatile` keeps the compiler from folding the defaults.
-#[unsafe(no_mangle)]
-static TRACE_ALL: u8 = 0;
-#[unsafe(no_mangle)]
-static CAPTURE_STACKS: u8 = 1;
+/// Reads a global userspace set before load. `read_volatile` keeps the compiler from folding
+/// the default; the verifier still sees the frozen value as a constant.
+macro_rules! global {
+    ($name:ident: $ty:ty = $default:expr, $getter:ident) => {
+        #[unsafe(no_mangle)]
+        static $name: $ty = $default;
+        #[inline(always)]
+        pub fn $getter() -> $ty {
+            unsafe { core::ptr::read_volatile(&$name) }
+        }
+    };
+}
+
+global!(TRACE_ALL: u8 = 0, trace_all_raw);
+global!(CAPTURE_STACKS: u8 = 1, capture_stacks_raw);
+global!(N_CGROUPS: u32 = 0, n_cgroups);
+global!(WAKEUP_BYTES: u64 = 0, wakeup_bytes);
+global!(STACK_SAMPLE: u32 = 1, stack_sample);
+global!(STACK_COPY_BYTES: u32 = 0, stack_copy_bytes);
+global!(EXIT_GROUP_DEAD_OFFSET: u32 = 0, exit_group_dead_offset);
+global!(
+    OFFSETS: Offsets = Offsets {
+        valid: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        fdt_open_fds: 0,
+        file_inode: 0,
+        file_private: 0,
+        inode_mode: 0,
+        pid_numbers: 0,
+        req_opcode: 0,
+        req_cmd: 0,
+        accept_file_slot: 0,
+        socket_file_slot: 0,
+        close_fd: 0,
+        close_file_slot: 0,
+    },
+    offsets
+);
 
 #[inline(always)]
 pub fn trace_all() -> bool {
-    unsafe { core::ptr::read_volatile(&TRACE_ALL) != 0 }
+    trace_all_raw() != 0
 }
-
-#[unsafe(no_mangle)]
-static N_CGROUPS: u32 = 0;
-
-/// Unread bytes in EVENTS past which a submit wakes the reader (userspace sets ring size / 8).
-/// Below it events are batched: a wakeup per event costs more than the rest of the hot path.
-#[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 0;
 
 #[inline(always)]
-pub fn wakeup_bytes() -> u64 {
-    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+pub fn capture_stacks() -> bool {
+    capture_stacks_raw() != 0
 }
 
-/// Number of cgroup subtrees traced (`--cgroup`, `--container`).
-#[inline(always)]
-pub fn n_cgroups() -> u32 {
-    unsafe { core::ptr::read_volatile(&N_CGROUPS) }
-}
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// tgid -> what is traced and counted for it. Changes only when processes come and go, so it
+/// is not preallocated: memory follows the number of traced processes.
+#[map]
+pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// tgid -> a change userspace asks for (TARGETS entries are only written by the kernel once
+/// they exist, so their counters never race with a userspace rewrite).
+#[map]
+pub static CONTROL: HashMap<u32, Control> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// One bit per `tgid % FILTER_BITS`: clear means "not traced", so untraced processes skip
+/// the TARGETS lookup. Bits are only ever set during a session.
+#[map]
+pub static TRACED_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1, 0);
 
 /// Traced cgroup subtrees, filled by userspace before attach.
 #[map]
 pub static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
-
-/// Capture a stack for 1 in this many creations (per CPU); 1 or 0: every one.
-#[unsafe(no_mangle)]
-static STACK_SAMPLE: u32 = 1;
-
-#[inline(always)]
-pub fn stack_sample() -> u32 {
-    unsafe { core::ptr::read_volatile(&STACK_SAMPLE) }
-}
-
-/// Per-CPU creation counter for stack sampling.
-#[map]
-pub static SAMPLE_COUNTER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-pub fn capture_stacks() -> bool {
-    unsafe { core::ptr::read_volatile(&CAPTURE_STACKS) != 0 }
-}
-
-/// tgid -> target state (see `sockleak_common::target::state`). Changes only at fork, exit and
-/// start-up, so it is not preallocated: memory follows the number of targets.
-#[map]
-pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-
-const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Live socket fds of traced processes. Preallocated: an allocation per insert cost more on
 /// the hot path than the memory saved (userspace sizes it with --max-sockets).
@@ -80,12 +95,29 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
-/// Socket cookie -> when the TCP socket entered its current state (host-wide, bounded).
+/// (tgid, hash of the frame-pointer chain) -> stack id: a stack seen before costs a chain walk
+/// and a lookup instead of the kernel's full stack capture.
 #[map]
-pub static TCP_STATES: LruHashMap<u64, StateChange> = LruHashMap::with_max_entries(65536, 0);
+pub static STACK_CACHE: LruHashMap<StackKey, i32> = LruHashMap::with_max_entries(16384, 0);
+
+/// (tgid, leaf caller) -> the latest walked stack id, for `--stack-sample`.
+#[map]
+pub static LAST_STACK: LruHashMap<StackKey, i32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Connects per (process, destination): what TIME_WAIT churn and self-connects are judged by.
+#[map]
+pub static DESTS: LruHashMap<DestKey, DestStats> = LruHashMap::with_max_entries(16384, 0);
+
+/// In-flight io_uring socket-making requests, from submission to (last) completion.
+#[map]
+pub static URING_SITES: LruHashMap<UringKey, UringSite> = LruHashMap::with_max_entries(8192, 0);
 
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
+
+/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter.
+#[map]
+pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
 /// Counts something the kernel side could not record. Returns true the first time on this CPU,
 /// so callers can log once instead of flooding.
@@ -97,5 +129,31 @@ pub fn count_loss(cause: LossCause) -> bool {
             *p == 1
         },
         None => false,
+    }
+}
+
+/// Whether exactly one loss of `cause` was counted on this CPU so far (log it once).
+#[inline(always)]
+pub fn first_loss(cause: LossCause) -> bool {
+    LOSSES.get(cause as u32).is_some_and(|n| *n == 1)
+}
+
+/// Counts `n` losses of one cause.
+#[inline(always)]
+pub fn count_loss_n(cause: LossCause, n: u64) {
+    if let Some(p) = LOSSES.get_ptr_mut(cause as u32) {
+        unsafe { *p += n };
+    }
+}
+
+/// Increments a per-CPU tick counter and returns its new value.
+#[inline(always)]
+pub fn tick(i: u32) -> u32 {
+    match TICKS.get_ptr_mut(i) {
+        Some(p) => unsafe {
+            *p = (*p).wrapping_add(1);
+            *p
+        },
+        None => 0,
     }
 }

@@ -1,47 +1,62 @@
-//! Socket fds appearing: socket, socketpair, accept, accept4 (and their failures).
+//! Socket fds appearing: socket, socketpair, accept, accept4 (and their failures). A new socket
+//! costs a LIVE insert and a counter increment: no event.
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use aya_log_ebpf::warn;
 use sockleak_common::{
     counters::LossCause,
-    event::{EventKind, Syscall},
+    event::Syscall,
     socket::{Origin, SockKey, SocketRecord},
 };
 
 use crate::{
-    args::{Regs, SYSCALL_RET},
-    emit::{Header, capture_site, failure, now, read_sockaddr, send},
-    filter::{Task, current, target_state},
-    maps::{LIVE, count_loss},
+    args::{Regs, syscall_ret},
+    emit::{failure, now, read_sockaddr},
+    filter::{Task, Traced, current, traced_or_new},
+    maps::{LIVE, count_loss, first_loss},
+    stack,
 };
 
-/// Records a new socket fd in the live map and tells userspace.
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
+/// Records a new socket fd in the live map and counts it. An entry already at that fd is a
+/// socket that went away without a close the kernel saw (a copy userspace seeded just as the
+/// process closed it): it is replaced and counted closed. False when the map is full.
 #[inline(always)]
-pub fn track_new_fd(ctx: &TracePointContext, task: Task, fd: u32, rec: &SocketRecord) {
+pub fn track_new_fd_quiet(t: &Traced, task: Task, fd: u32, rec: &SocketRecord) -> bool {
     let key = SockKey {
         tgid: task.tgid,
         fd,
     };
-    if LIVE.insert(key, rec, 0).is_err() && count_loss(LossCause::LiveMapFull) {
+    match LIVE.insert(key, rec, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST && LIVE.insert(key, rec, 0).is_ok() => t.closed(),
+        Err(_) => {
+            count_loss(LossCause::LiveMapFull);
+            return false;
+        }
+    }
+    t.opened();
+    true
+}
+
+/// `track_new_fd_quiet`, logging (once per CPU) when the map is full.
+#[inline(always)]
+pub fn track_new_fd<C: aya_ebpf::EbpfContext>(
+    ctx: &C,
+    t: &Traced,
+    task: Task,
+    fd: u32,
+    rec: &SocketRecord,
+) {
+    if !track_new_fd_quiet(t, task, fd, rec) && first_loss(LossCause::LiveMapFull) {
         warn!(ctx, "sockleak: live-socket map full, sockets go untracked");
     }
-    // The event goes out even when the map is full: userspace still counts the socket.
-    send(
-        ctx,
-        task,
-        Header {
-            kind: EventKind::Open,
-            syscall: Syscall::None,
-            fd: fd as i32,
-            arg: 0,
-            flags: 0,
-        },
-        rec,
-    );
 }
 
 #[inline(always)]
-fn new_record(task: Task, origin: Origin) -> SocketRecord {
+pub fn new_record(task: Task, origin: Origin) -> SocketRecord {
     let mut rec = SocketRecord::EMPTY;
     rec.created_ns = now();
     rec.tid = task.tid;
@@ -51,11 +66,11 @@ fn new_record(task: Task, origin: Origin) -> SocketRecord {
 
 /// A record from socket(2)/socketpair(2)'s (family, type, protocol) arguments.
 #[inline(always)]
-fn socket_record(task: Task, origin: Origin, family: u64, ty: u64, protocol: u64) -> SocketRecord {
+fn socket_record(task: Task, origin: Origin, args: [u64; 4]) -> SocketRecord {
     let mut rec = new_record(task, origin);
-    rec.family = family as u16;
-    rec.sock_type = ty as u32;
-    rec.protocol = protocol as u16;
+    rec.family = args[0] as u16;
+    rec.sock_type = args[1] as u32;
+    rec.protocol = args[2] as u16;
     rec
 }
 
@@ -67,17 +82,16 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
 
 fn try_socket(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let regs = Regs::read()?;
-    let [family, ty, protocol, _] = regs.args();
-    let mut rec = socket_record(task, Origin::Socket, family, ty, protocol);
+    let t = traced_or_new(task.tgid)?;
+    let ret = syscall_ret(ctx);
+    let regs = Regs::current()?;
+    let mut rec = socket_record(task, Origin::Socket, regs.args());
     if ret < 0 {
         failure(ctx, &regs, Syscall::Socket, task, -ret, -1, &mut rec);
         return None;
     }
-    capture_site(ctx, &regs, &mut rec);
-    track_new_fd(ctx, task, ret as u32, &rec);
+    stack::capture(ctx, &regs, task, &mut rec);
+    track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }
 
@@ -89,19 +103,19 @@ pub fn sys_exit_socketpair(ctx: TracePointContext) -> u32 {
 
 fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let regs = Regs::read()?;
-    let [family, ty, protocol, sv] = regs.args();
-    let mut rec = socket_record(task, Origin::Socketpair, family, ty, protocol);
+    let t = traced_or_new(task.tgid)?;
+    let ret = syscall_ret(ctx);
+    let regs = Regs::current()?;
+    let args = regs.args();
+    let mut rec = socket_record(task, Origin::Socketpair, args);
     if ret < 0 {
         failure(ctx, &regs, Syscall::Socketpair, task, -ret, -1, &mut rec);
         return None;
     }
-    let fds: [i32; 2] = unsafe { bpf_probe_read_user(sv as *const [i32; 2]) }.ok()?;
-    capture_site(ctx, &regs, &mut rec);
-    track_new_fd(ctx, task, fds[0] as u32, &rec);
-    track_new_fd(ctx, task, fds[1] as u32, &rec);
+    let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
+    stack::capture(ctx, &regs, task, &mut rec);
+    track_new_fd(ctx, &t, task, fds[0] as u32, &rec);
+    track_new_fd(ctx, &t, task, fds[1] as u32, &rec);
     Some(())
 }
 
@@ -119,9 +133,9 @@ pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
 
 fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Option<()> {
     let task = current();
-    target_state(task.tgid)?;
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.ok()?;
-    let regs = Regs::read()?;
+    let t = traced_or_new(task.tgid)?;
+    let ret = syscall_ret(ctx);
+    let regs = Regs::current()?;
     let [listener, addr, _addrlen, flags] = regs.args();
     let mut rec = new_record(task, origin);
     // The accepted socket shares the listener's family, type and protocol.
@@ -138,11 +152,11 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
         failure(ctx, &regs, syscall, task, -ret, listener as i32, &mut rec);
         return None;
     }
-    rec.remote = read_sockaddr(addr);
+    rec.remote = read_sockaddr(addr, 2 + sockleak_common::socket::ENDPOINT_ADDR_LEN as u64);
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    capture_site(ctx, &regs, &mut rec);
-    track_new_fd(ctx, task, ret as u32, &rec);
+    stack::capture(ctx, &regs, task, &mut rec);
+    track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }

@@ -139,6 +139,7 @@ impl Config {
                         _pad: 0,
                     })
                     .collect(),
+                offsets: Default::default(),
             },
             cgroups,
             all: a.all,

@@ -1,11 +1,13 @@
 //! sockleak's userspace: loads the kernel programs, mirrors each traced process's live
 //! sockets from their events, and reports leak suspects and failed calls.
 
+pub mod batch;
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod kernel_offsets;
 pub mod limits;
 pub mod metrics;
 pub mod netns;
@@ -16,6 +18,7 @@ pub mod report;
 pub mod serve;
 pub mod sockdiag;
 pub mod stacks;
+pub mod tcp_ages;
 pub mod trace;
 pub mod tracker;
 
@@ -32,6 +35,7 @@ pub fn exercise_parsers(s: &str) {
     let _ = procfs::parse_stat_ppid(s);
     let _ = procfs::parse_socket_link(s);
     let _ = procfs::parse_maps(s);
+    let _ = procfs::table_has_inode(s, 9, 1);
     let _ = cgroup::parse_cgroup2_mount(s);
     let _ = cgroup::parse_proc_cgroup(s);
     let _ = cgroup::container_id(s);
@@ -39,4 +43,32 @@ pub fn exercise_parsers(s: &str) {
     let _ = netns::parse_file_nr(s);
     let _ = preflight::parse_cap_eff(s);
     let _ = bpf::parse_field_offset(s, "group_dead");
+}
+
+/// Applies any event sequence, however inconsistent, to a fresh tracker and checks what must
+/// hold whatever the input: no panic, a fork always yields the child, an exit always finalizes
+/// the process. Shared by the proptest property and the cargo-fuzz target.
+#[doc(hidden)]
+pub fn exercise_tracker(events: impl IntoIterator<Item = sockleak_common::event::Event>) {
+    use sockleak_common::event::EventKind;
+    let mut t = tracker::Tracker::default();
+    let mut actions = Vec::new();
+    for (i, ev) in events.into_iter().enumerate() {
+        let Some(kind) = EventKind::from_u8(ev.kind) else {
+            continue;
+        };
+        t.apply(&ev, kind, &mut actions);
+        for a in actions.drain(..) {
+            t.forgot(a, i % 2 == 0);
+        }
+        match kind {
+            EventKind::Fork => assert!(t.procs.contains_key(&(ev.arg as u32))),
+            EventKind::Exit if t.exited.len() < tracker::MAX_EXITED => {
+                assert!(!t.procs.contains_key(&ev.tgid));
+                let last = t.exited.last().map(|p| (p.tgid, p.exited_ns));
+                assert_eq!(last, Some((ev.tgid, Some(ev.ts_ns))));
+            }
+            _ => {}
+        }
+    }
 }

@@ -129,6 +129,36 @@ pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
     target.to_str().and_then(parse_socket_link)
 }
 
+/// What kind of socket an inode is, from the tables in the process's network namespace
+/// (/proc/PID/net/*). For rare diagnostics only: it reads several files.
+pub fn socket_kind(pid: u32, inode: u64) -> Option<&'static str> {
+    const TABLES: [(&str, &str, usize); 9] = [
+        ("tcp", "tcp", 9),
+        ("tcp6", "tcp", 9),
+        ("udp", "udp", 9),
+        ("udp6", "udp", 9),
+        ("raw", "raw", 9),
+        ("raw6", "raw", 9),
+        ("unix", "unix", 6),
+        ("packet", "packet", 8),
+        ("netlink", "netlink", 9),
+    ];
+    TABLES.iter().find_map(|(file, kind, col)| {
+        let text = fs::read_to_string(proc_path(pid, &format!("net/{file}"))).ok()?;
+        table_has_inode(&text, *col, inode).then_some(*kind)
+    })
+}
+
+/// Whether a /proc/net table lists `inode` in column `col` (0-based, whitespace separated).
+pub fn table_has_inode(text: &str, col: usize, inode: u64) -> bool {
+    text.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(col)
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(inode)
+    })
+}
+
 /// Number of open fds of any kind.
 pub fn open_fd_count(pid: u32) -> Option<u64> {
     Some(fs::read_dir(proc_path(pid, "fd")).ok()?.count() as u64)
@@ -261,6 +291,17 @@ mod tests {
         assert_eq!(parse_stat_start_time(s), Some(98765));
         assert_eq!(parse_stat_ppid(s), Some(1));
         assert_eq!(parse_stat_start_time("12 (x"), None);
+    }
+
+    #[test]
+    fn net_tables() {
+        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+                    0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/x.sock\n";
+        assert!(table_has_inode(unix, 6, 31337));
+        assert!(!table_has_inode(unix, 6, 1));
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+                   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n";
+        assert!(table_has_inode(tcp, 9, 4242));
     }
 
     #[test]

@@ -8,7 +8,35 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use log::{info, warn};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::{config::ServeOptions, error::UserError};
+
+/// Binds the listener and serves in a task of its own; requests reach the session through `tx`.
+pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| UserError::Listen {
+            addr: opts.listen,
+            reason: e.to_string(),
+        })?;
+    let bound = listener.local_addr().unwrap_or(opts.listen);
+    if !opts.listen.ip().is_loopback() {
+        warn!(
+            "serving on non-loopback {}: anyone who can reach it sees process names and endpoints",
+            opts.listen
+        );
+    }
+    let app = router(tx);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!("HTTP server stopped: {e}");
+        }
+    });
+    info!("serving /metrics, /report and /healthz on http://{bound}");
+    Ok(())
+}
 
 /// What a handler asks the session for.
 pub enum Request {

@@ -22,6 +22,8 @@ pub struct SockInfo {
     pub kind: &'static str,
     /// TCP state name (`ESTABLISHED`, `CLOSE_WAIT`, ...); None for non-TCP sockets.
     pub state: Option<&'static str>,
+    /// The kernel's number for `state`.
+    pub state_code: Option<u8>,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     /// Milliseconds since data was last sent or received (TCP only).
@@ -63,15 +65,59 @@ pub fn tcp_state_name(state: u8) -> &'static str {
     }
 }
 
+/// A sock_diag socket. It answers for the network namespace it was opened in, wherever it is
+/// used from later.
+pub fn open() -> Result<Socket> {
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG).context("opening a NETLINK_SOCK_DIAG socket")?;
+    sock.bind_auto().context("binding the sock_diag socket")?;
+    sock.connect(&NlAddr::new(0, 0))
+        .context("connecting the sock_diag socket")?;
+    Ok(sock)
+}
+
+/// TCP states whose start a report dates (see `tcp_ages`): the closing states and SYN_SENT.
+/// Few sockets are in them on a healthy host, so polling them every interval is cheap.
+pub fn dated_states() -> StateFlags {
+    StateFlags::SYN_SENT
+        | StateFlags::FIN_WAIT1
+        | StateFlags::FIN_WAIT2
+        | StateFlags::CLOSE_WAIT
+        | StateFlags::LAST_ACK
+        | StateFlags::CLOSING
+}
+
+/// (cookie, state) of every TCP socket in `states`, IPv4 and IPv6.
+pub fn tcp_in_states(sock: &Socket, states: StateFlags) -> Result<Vec<(u64, u8)>> {
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        let req = SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: states.clone(),
+            socket_id: if family == AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
+        });
+        dump_one(sock, req, |msg| {
+            if let SockDiagMessage::InetResponse(r) = msg {
+                out.push((
+                    u64::from_ne_bytes(r.header.socket_id.cookie),
+                    r.header.state,
+                ));
+            }
+        })?;
+    }
+    Ok(out)
+}
+
 impl SocketTable {
     /// Dumps TCP and UDP over IPv4 and IPv6, and AF_UNIX sockets.
     pub fn dump() -> Result<SocketTable> {
         let mut t = SocketTable::default();
-        let mut sock =
-            Socket::new(NETLINK_SOCK_DIAG).context("opening a NETLINK_SOCK_DIAG socket")?;
-        sock.bind_auto().context("binding the sock_diag socket")?;
-        sock.connect(&NlAddr::new(0, 0))
-            .context("connecting the sock_diag socket")?;
+        let sock = open()?;
         for family in [AF_INET, AF_INET6] {
             for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
                 let req = SockDiagMessage::InetRequest(InetRequest {
@@ -105,6 +151,7 @@ impl SocketTable {
                     SockInfo {
                         kind: "unix",
                         state: None,
+                        state_code: None,
                         local: None,
                         remote: None,
                         idle_ms: None,
@@ -143,6 +190,7 @@ impl SocketTable {
             SockInfo {
                 kind: if tcp { "tcp" } else { "udp" },
                 state,
+                state_code: tcp.then_some(h.state),
                 local: Some(local),
                 remote: connected.then_some(remote),
                 idle_ms,

@@ -1,20 +1,21 @@
-//! The live-socket mirror: applies kernel events to per-process socket sets and counters.
+//! The userspace picture of every traced process: its sockets, counts, failures and history.
 //!
-//! The kernel's LIVE map decides which closes matter (only socket fds cost an event); this
-//! mirror is what reports are built from. Events the kernel cannot resolve alone (close_range
-//! over arbitrary ranges, close-on-exec at exec, fds inherited at fork) are resolved here, and
-//! the kernel-map or /proc work they need is returned as [`Action`]s so this module stays pure.
+//! The kernel keeps the live-socket map (LIVE) and per-process counters; a socket's open and
+//! close are not events. This module mirrors LIVE from periodic dumps ([`Tracker::sync_live`]),
+//! takes the counters ([`Tracker::set_counters`]) and applies the rare events (fork, exec,
+//! exit, failures, and the closes and dups of a forked child whose inherited fds userspace is
+//! still copying in). Kernel-map and /proc work is returned as [`Action`]s so this module stays
+//! pure.
 
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use sockleak_common::{
     event::{Event, EventKind, Syscall},
-    socket::{Origin, SAMPLED_OUT, SocketRecord},
+    socket::{Origin, SocketRecord},
+    target::Target,
 };
 
-/// close_range(2) flag: mark close-on-exec instead of closing.
-const CLOSE_RANGE_CLOEXEC: u16 = 4;
 /// Samples kept per process for growth estimates.
 const MAX_SAMPLES: usize = 512;
 /// Exited processes kept for the report; beyond this the least interesting go first.
@@ -26,14 +27,18 @@ pub const GROWTH_WINDOW_NS: u64 = 60_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Delete LIVE[(tgid, fd)] unless that entry was created after `not_after_ns` (then the fd
-    /// number was reused by a newer socket, which must stay).
-    ForgetKernel {
+    /// number was reused by a newer socket, which must stay), then report the outcome with
+    /// [`Tracker::forgot`]. `kernel_removed`: the kernel had already removed (and counted) its
+    /// own entry, so whatever is deleted now is a copy userspace seeded too late.
+    Forget {
         tgid: u32,
         fd: u32,
         not_after_ns: u64,
+        kernel_removed: bool,
     },
-    /// Put a socket the kernel could not know (a dup of an inherited fd) into LIVE.
-    InsertKernel {
+    /// Put a copy of a seeded socket into LIVE (a dup the kernel could not resolve); report with
+    /// [`Tracker::inserted`].
+    Insert {
         tgid: u32,
         fd: u32,
         record: SocketRecord,
@@ -44,12 +49,31 @@ pub enum Action {
         child: u32,
         fork_ns: u64,
     },
-    /// Close-on-exec fds vanished: reconcile with /proc.
-    ReconcileExec { tgid: u32, exec_ns: u64 },
+    /// The kernel could not apply a close_range (no fd-table offsets): remove the process's LIVE
+    /// entries in [first, last] made before `ts_ns`.
+    CloseRange {
+        tgid: u32,
+        first: u32,
+        last: u32,
+        ts_ns: u64,
+    },
+    /// exec replaced the image: re-read its name; `reconcile` when the kernel could not drop
+    /// close-on-exec sockets itself.
+    Exec { tgid: u32, reconcile: bool },
     /// A failure was recorded: the loop notes the open-fd count while it is fresh.
     FailureSeen { tgid: u32, key: FailureKey },
-    /// The process exited; its kernel state is gone.
-    Exited { tgid: u32 },
+    /// A call site not seen before: symbolize it while the process is alive.
+    NewStack {
+        tgid: u32,
+        site: crate::stacks::Site,
+    },
+    /// The process exited; `collect`: the kernel could not hand over its sockets, so its LIVE
+    /// entries made before `ts_ns` are to be collected (with [`Tracker::exit_leftovers`]).
+    Exited {
+        tgid: u32,
+        collect: bool,
+        ts_ns: u64,
+    },
 }
 
 /// One live socket fd.
@@ -60,6 +84,16 @@ pub struct Socket {
     pub inode: Option<u64>,
     /// Process whose address space `record.stack_id` belongs to (the parent, for inherited fds).
     pub stack_pid: u32,
+}
+
+impl Socket {
+    pub fn new(record: SocketRecord, stack_pid: u32) -> Socket {
+        Socket {
+            record,
+            inode: None,
+            stack_pid,
+        }
+    }
 }
 
 /// What /proc says about a process, refreshed every interval and kept after it exits.
@@ -97,6 +131,8 @@ pub struct FailureStats {
     pub open_fds: Option<u64>,
     /// Destination of a failed connect.
     pub remote: sockleak_common::socket::Endpoint,
+    /// Failure times in the last few seconds (for the spin-rate judgement).
+    pub recent: VecDeque<u64>,
 }
 
 /// A point of the live-count history.
@@ -107,6 +143,53 @@ pub struct Sample {
     pub open_fds: Option<u64>,
 }
 
+/// Socket counts over a process's life. `live = preexisting + opened + unseen_opened - closed -
+/// unseen_closed`, with what the kernel counted and what userspace did kept apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The kernel's own counts (its TARGETS entry; at exit, the Exit event).
+    pub kernel: Target,
+    /// Seeded from /proc: open at start, or inherited at fork.
+    pub preexisting: u64,
+    /// Userspace inserts (dups of seeded sockets the kernel could not resolve).
+    pub user_opened: u64,
+    /// Userspace removals (seeded sockets a forked child closed before the kernel knew them).
+    pub user_closed: u64,
+    /// Found in /proc without sockleak seeing them made, and gone without a close it saw.
+    pub unseen_opened: u64,
+    pub unseen_closed: u64,
+}
+
+impl Counts {
+    pub fn opened(&self) -> u64 {
+        self.kernel.opened + self.user_opened
+    }
+
+    pub fn closed(&self) -> u64 {
+        self.kernel.closed + self.user_closed
+    }
+
+    /// A seeded copy was removed again: a socket the process closed (counted), or, when the
+    /// kernel had already removed and counted its own entry, a copy that arrived too late (it
+    /// was never open: uncounted).
+    fn forgot_seed(&mut self, kernel_removed: bool) {
+        if kernel_removed {
+            self.preexisting = self.preexisting.saturating_sub(1);
+        } else {
+            self.user_closed += 1;
+        }
+    }
+
+    /// io_uring fixed-file sockets open now (not fds).
+    pub fn direct_live(&self) -> u64 {
+        u64::from(
+            self.kernel
+                .direct_opened
+                .saturating_sub(self.kernel.direct_closed),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Process {
     pub tgid: u32,
@@ -115,12 +198,15 @@ pub struct Process {
     pub since_ns: u64,
     pub exited_ns: Option<u64>,
     pub sockets: HashMap<u32, Socket>,
-    pub opened: u64,
-    pub closed: u64,
-    pub preexisting: u64,
+    pub counts: Counts,
     pub failures: HashMap<FailureKey, FailureStats>,
     pub samples: VecDeque<Sample>,
     pub meta: Meta,
+    /// Sockets the kernel handed over at exit, until the Exit event closes the list.
+    exiting: Vec<(u32, SocketRecord)>,
+    /// Closes userspace could not apply to LIVE (fd, close time, kernel_removed): the seeded
+    /// copy may be on its way back in an ExitSocket event.
+    tombstones: Vec<(u32, u64, bool)>,
 }
 
 impl Process {
@@ -131,12 +217,12 @@ impl Process {
             since_ns,
             exited_ns: None,
             sockets: HashMap::new(),
-            opened: 0,
-            closed: 0,
-            preexisting: 0,
+            counts: Counts::default(),
             failures: HashMap::new(),
             samples: VecDeque::new(),
             meta: Meta::default(),
+            exiting: Vec::new(),
+            tombstones: Vec::new(),
         }
     }
 
@@ -144,24 +230,12 @@ impl Process {
         self.sockets.len() as u64
     }
 
-    fn add(&mut self, fd: u32, record: SocketRecord, inode: Option<u64>, stack_pid: u32) {
-        let s = Socket {
-            record,
-            inode,
-            stack_pid,
-        };
-        if self.sockets.insert(fd, s).is_some() {
-            // The fd number was reused without a close sockleak saw: the old socket is gone.
-            self.closed += 1;
-        }
+    pub fn opened(&self) -> u64 {
+        self.counts.opened()
     }
 
-    fn remove(&mut self, fd: u32) -> Option<Socket> {
-        let s = self.sockets.remove(&fd);
-        if s.is_some() {
-            self.closed += 1;
-        }
-        s
+    pub fn closed(&self) -> u64 {
+        self.counts.closed()
     }
 
     pub fn sample(&mut self, t_ns: u64, open_fds: Option<u64>) {
@@ -195,44 +269,22 @@ impl Process {
             .filter(move |s| end.saturating_sub(s.t_ns) <= GROWTH_WINDOW_NS)
     }
 
-    /// Re-aligns the mirror with the kernel's LIVE entries after lost events: sockets the
-    /// kernel no longer has were closed unseen; sockets only the kernel has were opened unseen.
-    /// Entries newer than `cutoff_ns` are left alone (their events may still be queued).
-    pub fn resync(&mut self, kernel: &HashMap<u32, SocketRecord>, cutoff_ns: u64) {
-        let gone: Vec<u32> = self
-            .sockets
-            .iter()
-            .filter(|(fd, s)| s.record.created_ns <= cutoff_ns && !kernel.contains_key(*fd))
-            .map(|(fd, _)| *fd)
-            .collect();
-        for fd in gone {
-            self.remove(fd);
-        }
-        for (fd, rec) in kernel {
-            let known = self.sockets.get(fd).map(|s| s.record.created_ns);
-            if rec.created_ns <= cutoff_ns && known != Some(rec.created_ns) {
-                self.add(*fd, *rec, None, self.tgid);
-                self.opened += 1;
-            }
-        }
-    }
-
-    /// Removes sockets that /proc no longer shows after exec. `present` holds the socket fds
-    /// /proc lists now; sockets made after the exec are left to their own events.
-    pub fn reconcile_exec(&mut self, present: &[u32], exec_ns: u64, actions: &mut Vec<Action>) {
-        let gone: Vec<u32> = self
-            .sockets
-            .iter()
-            .filter(|(fd, s)| s.record.created_ns <= exec_ns && !present.contains(fd))
-            .map(|(fd, _)| *fd)
-            .collect();
-        for fd in gone {
-            self.remove(fd);
-            actions.push(Action::ForgetKernel {
-                tgid: self.tgid,
-                fd,
-                not_after_ns: exec_ns,
-            });
+    /// Replaces the mirror with what LIVE holds for this process, keeping known inodes of the
+    /// same sockets.
+    fn sync(&mut self, entries: &[(u32, SocketRecord)]) {
+        let old = std::mem::take(&mut self.sockets);
+        for (fd, rec) in entries {
+            let prev = old
+                .get(fd)
+                .filter(|s| s.record.created_ns == rec.created_ns);
+            self.sockets.insert(
+                *fd,
+                Socket {
+                    record: *rec,
+                    inode: prev.and_then(|s| s.inode),
+                    stack_pid: prev.map_or(self.tgid, |s| s.stack_pid),
+                },
+            );
         }
     }
 }
@@ -254,6 +306,10 @@ pub fn slope(points: impl Iterator<Item = (u64, f64)>) -> f64 {
     sxy / sxx
 }
 
+/// How long a failure stays in `FailureStats::recent`.
+const RECENT_FAILURES_NS: u64 = 5_000_000_000;
+const MAX_RECENT_FAILURES: usize = 256;
+
 #[derive(Debug, Default)]
 pub struct Tracker {
     pub procs: HashMap<u32, Process>,
@@ -265,8 +321,6 @@ pub struct Tracker {
     pub user_losses: [u64; sockleak_common::counters::LOSS_CAUSES as usize],
     /// Exited processes dropped to bound memory (pids, for the caller to clean up after).
     pub dropped_exited: Vec<u32>,
-    /// With stack sampling: the latest sampled stack per (process, leaf caller).
-    sampled: HashMap<(u32, u64), i32>,
 }
 
 impl Tracker {
@@ -276,91 +330,119 @@ impl Tracker {
             .or_insert_with(|| Process::new(tgid, None, now_ns))
     }
 
-    /// Adds a socket found in /proc (at start, or inherited at fork). Returns false when the
-    /// fd is already known (a socket made after tracing began wins).
+    /// Adds a socket found in /proc (at start, or inherited at fork) that userspace put into
+    /// LIVE itself. Returns false when the fd is already known (a socket made after tracing
+    /// began wins).
     pub fn seed(&mut self, tgid: u32, fd: u32, seeded: Socket, now_ns: u64) -> bool {
         let p = self.process(tgid, now_ns);
         if p.sockets.contains_key(&fd) {
             return false;
         }
         p.sockets.insert(fd, seeded);
-        p.preexisting += 1;
+        p.counts.preexisting += 1;
         true
     }
 
-    /// Stack sampling (`--stack-sample`): a socket whose stack walk was skipped takes the
-    /// latest sampled stack with the same leaf caller in the same process, so a large leak keeps
-    /// its call site; a sampled one updates that.
-    fn attribute(&mut self, tgid: u32, rec: &mut SocketRecord) {
-        if rec.stack_id == SAMPLED_OUT {
-            // Unknown yet: stays SAMPLED_OUT and is resolved at report time.
-            if let Some(id) = self.sampled.get(&(tgid, rec.caller)) {
-                rec.stack_id = *id;
-            }
-        } else if rec.stack_id >= 0 && rec.caller != 0 {
-            self.sampled.insert((tgid, rec.caller), rec.stack_id);
+    /// A socket found in /proc that no hooked path made, adopted into LIVE.
+    pub fn adopt(&mut self, tgid: u32, fd: u32, s: Socket) {
+        if let Some(p) = self.procs.get_mut(&tgid)
+            && p.sockets.insert(fd, s).is_none()
+        {
+            p.counts.unseen_opened += 1;
         }
     }
 
-    /// The latest sampled stack of a (process, leaf caller), for sockets still SAMPLED_OUT.
-    pub fn sampled_stack(&self, tgid: u32, caller: u64) -> Option<i32> {
-        self.sampled.get(&(tgid, caller)).copied()
+    /// A LIVE entry whose fd vanished without a close sockleak saw, removed.
+    pub fn vanished(&mut self, tgid: u32, fd: u32) {
+        if let Some(p) = self.procs.get_mut(&tgid)
+            && p.sockets.remove(&fd).is_some()
+        {
+            p.counts.unseen_closed += 1;
+        }
     }
 
-    /// Sampled stacks of a process (they must be symbolized even when their socket closed).
-    pub fn sampled_stacks(&self, tgid: u32) -> impl Iterator<Item = (u64, i32)> + '_ {
-        self.sampled
-            .iter()
-            .filter(move |((p, _), _)| *p == tgid)
-            .map(|((_, c), id)| (*c, *id))
+    /// The outcome of an [`Action::Forget`]: `deleted` when a LIVE entry went.
+    pub fn forgot(&mut self, forget: Action, deleted: bool) {
+        let Action::Forget {
+            tgid,
+            fd,
+            not_after_ns,
+            kernel_removed,
+        } = forget
+        else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&tgid) else {
+            return;
+        };
+        if deleted {
+            p.counts.forgot_seed(kernel_removed);
+        } else {
+            p.tombstones.push((fd, not_after_ns, kernel_removed));
+        }
+    }
+
+    /// The outcome of an [`Action::Insert`].
+    pub fn inserted(&mut self, tgid: u32, ok: bool) {
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            if ok {
+                p.counts.user_opened += 1;
+            } else {
+                self.user_losses[sockleak_common::counters::LossCause::LiveMapFull as usize] += 1;
+            }
+        }
+    }
+
+    /// The kernel's counters for a live process.
+    pub fn set_counters(&mut self, tgid: u32, t: Target) {
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            p.counts.kernel = t;
+        }
+    }
+
+    /// Replaces every live process's mirror with LIVE's entries (grouped by process).
+    pub fn sync_live(&mut self, by_tgid: &HashMap<u32, Vec<(u32, SocketRecord)>>) {
+        let empty = Vec::new();
+        for p in self.procs.values_mut() {
+            p.sync(by_tgid.get(&p.tgid).unwrap_or(&empty));
+            // LIVE is read after every queued close was applied: nothing is on its way back.
+            p.tombstones.clear();
+        }
+    }
+
+    /// LIVE entries of an exited process the kernel could not hand over, collected late.
+    pub fn exit_leftovers(&mut self, tgid: u32, entries: &[(u32, SocketRecord)]) {
+        if let Some(p) = self.exited.iter_mut().rev().find(|p| p.tgid == tgid) {
+            for (fd, rec) in entries {
+                p.sockets.insert(*fd, Socket::new(*rec, tgid));
+            }
+        }
     }
 
     /// Applies one kernel event.
     pub fn apply(&mut self, ev: &Event, kind: EventKind, actions: &mut Vec<Action>) {
         let tgid = ev.tgid;
-        let mut ev = *ev;
-        if matches!(kind, EventKind::Open | EventKind::Dup | EventKind::Failure) {
-            self.attribute(tgid, &mut ev.record);
-        }
-        let ev = &ev;
         match kind {
-            EventKind::Open => {
-                let p = self.process(tgid, ev.ts_ns);
-                p.add(ev.fd as u32, ev.record, None, tgid);
-                p.opened += 1;
-            }
             EventKind::Close => {
                 let Some(p) = self.procs.get_mut(&tgid) else {
                     return;
                 };
-                // arg 0: the kernel had no entry (fork-pending child); if userspace seeded
-                // one meanwhile, it must go too.
-                if p.remove(ev.fd as u32).is_some() && ev.arg == 0 {
-                    actions.push(Action::ForgetKernel {
-                        tgid,
-                        fd: ev.fd as u32,
-                        not_after_ns: ev.ts_ns,
-                    });
-                }
-            }
-            EventKind::Connect => {
-                if let Some(s) = self
-                    .procs
-                    .get_mut(&tgid)
-                    .and_then(|p| p.sockets.get_mut(&(ev.fd as u32)))
-                {
-                    s.record.remote = ev.record.remote;
-                }
+                let fd = ev.fd as u32;
+                p.sockets.remove(&fd);
+                actions.push(Action::Forget {
+                    tgid,
+                    fd,
+                    not_after_ns: ev.ts_ns,
+                    kernel_removed: ev.arg != 0,
+                });
             }
             EventKind::Dup => self.apply_dup(ev, actions),
             EventKind::CloseRange => {
-                if ev.flags & CLOSE_RANGE_CLOEXEC != 0 {
-                    return; // nothing closes now; exec reconciliation handles it
-                }
+                let (first, last) = (ev.fd as u32, ev.arg as u32);
+                let handled = ev.arg2 != 0;
                 let Some(p) = self.procs.get_mut(&tgid) else {
                     return;
                 };
-                let (first, last) = (ev.fd as u32, ev.arg as u32);
                 let gone: Vec<u32> = p
                     .sockets
                     .keys()
@@ -368,11 +450,22 @@ impl Tracker {
                     .filter(|fd| (first..=last).contains(fd))
                     .collect();
                 for fd in gone {
-                    p.remove(fd);
-                    actions.push(Action::ForgetKernel {
+                    p.sockets.remove(&fd);
+                    // The kernel does not say which entries it removed itself: a copy still
+                    // in LIVE counts as a socket the range closed.
+                    actions.push(Action::Forget {
                         tgid,
                         fd,
                         not_after_ns: ev.ts_ns,
+                        kernel_removed: false,
+                    });
+                }
+                if !handled {
+                    actions.push(Action::CloseRange {
+                        tgid,
+                        first,
+                        last,
+                        ts_ns: ev.ts_ns,
                     });
                 }
             }
@@ -393,26 +486,53 @@ impl Tracker {
             }
             EventKind::Exec => {
                 if self.procs.contains_key(&tgid) {
-                    actions.push(Action::ReconcileExec {
+                    actions.push(Action::Exec {
                         tgid,
-                        exec_ns: ev.ts_ns,
+                        reconcile: ev.arg < 0,
                     });
                 }
             }
+            EventKind::ExitSocket => {
+                let p = self.process(tgid, ev.ts_ns);
+                p.exiting.push((ev.fd as u32, ev.record));
+            }
             EventKind::Exit => {
-                let Some(mut p) = self.procs.remove(&tgid) else {
-                    return;
-                };
+                let mut p = self
+                    .procs
+                    .remove(&tgid)
+                    .unwrap_or_else(|| Process::new(tgid, None, ev.ts_ns));
                 p.exited_ns = Some(ev.ts_ns);
-                for fd in p.sockets.keys() {
-                    actions.push(Action::ForgetKernel {
-                        tgid,
-                        fd: *fd,
-                        not_after_ns: ev.ts_ns,
-                    });
+                let exiting = std::mem::take(&mut p.exiting);
+                let old = std::mem::take(&mut p.sockets);
+                for (fd, rec) in exiting {
+                    // A seeded copy of a socket the process had already closed.
+                    if let Some(i) = p
+                        .tombstones
+                        .iter()
+                        .position(|(f, ts, _)| *f == fd && rec.created_ns <= *ts)
+                    {
+                        let (_, _, kernel_removed) = p.tombstones.swap_remove(i);
+                        p.counts.forgot_seed(kernel_removed);
+                        continue;
+                    }
+                    let stack_pid = old
+                        .get(&fd)
+                        .filter(|s| s.record.created_ns == rec.created_ns)
+                        .map_or(tgid, |s| s.stack_pid);
+                    p.sockets.insert(fd, Socket::new(rec, stack_pid));
                 }
-                actions.push(Action::Exited { tgid });
+                p.counts.kernel.opened = ev.arg as u64;
+                p.counts.kernel.closed = ev.arg2;
+                p.counts.kernel.direct_opened = (ev.arg3 >> 32) as u32;
+                p.counts.kernel.direct_closed = ev.arg3 as u32;
+                let collect = ev.flags == 0;
                 self.exited.push(p);
+                self.bound_exited();
+                actions.push(Action::Exited {
+                    tgid,
+                    collect,
+                    ts_ns: ev.ts_ns,
+                });
             }
             EventKind::Failure => {
                 let syscall = Syscall::from_u8(ev.syscall).unwrap_or(Syscall::None);
@@ -432,6 +552,7 @@ impl Tracker {
                     unstreamed: 0,
                     open_fds: None,
                     remote: ev.record.remote,
+                    recent: VecDeque::new(),
                 });
                 f.count += 1;
                 f.unstreamed += 1;
@@ -439,27 +560,42 @@ impl Tracker {
                 f.last_ns = ev.ts_ns;
                 f.tid = ev.tid;
                 f.remote = ev.record.remote;
+                while f
+                    .recent
+                    .front()
+                    .is_some_and(|t| ev.ts_ns.saturating_sub(*t) > RECENT_FAILURES_NS)
+                    || f.recent.len() >= MAX_RECENT_FAILURES
+                {
+                    f.recent.pop_front();
+                }
+                f.recent.push_back(ev.ts_ns);
                 actions.push(Action::FailureSeen { tgid, key });
+            }
+            EventKind::NewStack => {
+                if ev.record.stack_id >= 0 {
+                    actions.push(Action::NewStack {
+                        tgid,
+                        site: crate::stacks::Site::of(&ev.record),
+                    });
+                }
             }
         }
     }
 
-    /// Finalizes a process that exited: it keeps the sockets it held as its final state.
+    /// Finalizes a process that exited without an exit event (lost, or the pid now names
+    /// another process): it keeps the sockets it held as its final state.
     pub fn exit(&mut self, tgid: u32, ts_ns: u64, actions: &mut Vec<Action>) {
         let Some(mut p) = self.procs.remove(&tgid) else {
             return;
         };
         p.exited_ns = Some(ts_ns);
-        for fd in p.sockets.keys() {
-            actions.push(Action::ForgetKernel {
-                tgid,
-                fd: *fd,
-                not_after_ns: ts_ns,
-            });
-        }
-        actions.push(Action::Exited { tgid });
         self.exited.push(p);
         self.bound_exited();
+        actions.push(Action::Exited {
+            tgid,
+            collect: true,
+            ts_ns,
+        });
     }
 
     /// Keeps at most MAX_EXITED exited processes: first drops those that left nothing behind
@@ -476,310 +612,73 @@ impl Tracker {
         }
     }
 
+    /// A fork-pending child duplicated an fd the kernel did not know: a seeded socket (copy
+    /// it) or not a socket (the target fd, if it was a seeded socket, is gone).
     fn apply_dup(&mut self, ev: &Event, actions: &mut Vec<Action>) {
         let tgid = ev.tgid;
         let (oldfd, newfd) = (ev.fd as u32, ev.arg as u32);
-        let p = self.process(tgid, ev.ts_ns);
-        if ev.record.origin != 0 {
-            // The kernel knew the source socket and already updated LIVE.
-            p.add(newfd, ev.record, None, tgid);
-            p.opened += 1;
+        let Some(p) = self.procs.get_mut(&tgid) else {
             return;
+        };
+        if p.sockets.remove(&newfd).is_some() {
+            actions.push(Action::Forget {
+                tgid,
+                fd: newfd,
+                not_after_ns: ev.ts_ns,
+                kernel_removed: false,
+            });
         }
-        match p.sockets.get(&oldfd).copied() {
-            Some(src) => {
-                // A dup of a socket the kernel did not know yet (inherited, being seeded).
-                let mut record = src.record;
-                record.origin = Origin::Dup as u8;
-                record.created_ns = ev.ts_ns;
-                record.tid = ev.tid;
-                record.stack_id = ev.record.stack_id;
-                record.caller = ev.record.caller;
-                p.add(newfd, record, src.inode, tgid);
-                p.opened += 1;
-                actions.push(Action::InsertKernel {
-                    tgid,
-                    fd: newfd,
+        if let Some(src) = p.sockets.get(&oldfd).copied() {
+            let mut record = src.record;
+            record.origin = Origin::Dup as u8;
+            record.created_ns = ev.ts_ns;
+            record.tid = ev.tid;
+            record.stack_id = ev.record.stack_id;
+            record.caller = ev.record.caller;
+            p.sockets.insert(
+                newfd,
+                Socket {
                     record,
-                });
-            }
-            None => {
-                // The new fd is not a socket: whatever socket it replaced is closed.
-                if p.remove(newfd).is_some() {
-                    actions.push(Action::ForgetKernel {
-                        tgid,
-                        fd: newfd,
-                        not_after_ns: ev.ts_ns,
-                    });
-                }
-            }
+                    inode: src.inode,
+                    stack_pid: tgid,
+                },
+            );
+            actions.push(Action::Insert {
+                tgid,
+                fd: newfd,
+                record,
+            });
         }
     }
+}
+
+/// What reconciling one process with /proc found. `unseen`: socket fds /proc lists that LIVE
+/// lacks (with their inode); `vanished`: LIVE fds /proc does not list. Both are candidates:
+/// the caller re-checks them a moment later, since a socket's fd is visible in /proc just
+/// before the syscall-exit program records it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconcile {
+    pub unseen: Vec<(u32, u64)>,
+    pub vanished: Vec<u32>,
+}
+
+/// Compares a process's LIVE entries (as of a dump taken before the /proc read) with the socket
+/// fds /proc lists.
+pub fn reconcile(live: &HashMap<u32, Socket>, proc_fds: &[(u32, u64)]) -> Reconcile {
+    let mut r = Reconcile::default();
+    for (fd, inode) in proc_fds {
+        if !live.contains_key(fd) {
+            r.unseen.push((*fd, *inode));
+        }
+    }
+    for fd in live.keys() {
+        if !proc_fds.iter().any(|(f, _)| f == fd) {
+            r.vanished.push(*fd);
+        }
+    }
+    r.vanished.sort_unstable();
+    r
 }
 
 #[cfg(test)]
-mod tests {
-    use sockleak_common::socket::NO_STACK;
-
-    use super::*;
-
-    fn ev(kind: EventKind, tgid: u32, ts: u64, fd: i32, arg: i64) -> Event {
-        Event {
-            ts_ns: ts,
-            tgid,
-            tid: tgid,
-            kind: kind as u8,
-            syscall: 0,
-            flags: 0,
-            fd,
-            arg,
-            record: SocketRecord::EMPTY,
-        }
-    }
-
-    fn open(tgid: u32, ts: u64, fd: i32, stack: i32) -> Event {
-        let mut e = ev(EventKind::Open, tgid, ts, fd, 0);
-        e.record.origin = Origin::Socket as u8;
-        e.record.created_ns = ts;
-        e.record.stack_id = stack;
-        e
-    }
-
-    fn apply(t: &mut Tracker, e: Event) -> Vec<Action> {
-        let mut a = Vec::new();
-        let kind = EventKind::from_u8(e.kind).unwrap();
-        t.apply(&e, kind, &mut a);
-        a
-    }
-
-    fn invariant(p: &Process) {
-        assert_eq!(p.live(), p.preexisting + p.opened - p.closed);
-    }
-
-    #[test]
-    fn open_close_counts() {
-        let mut t = Tracker::default();
-        for fd in 3..8 {
-            apply(&mut t, open(10, fd as u64, fd, 1));
-        }
-        apply(&mut t, ev(EventKind::Close, 10, 20, 4, 1));
-        apply(&mut t, ev(EventKind::Close, 10, 21, 99, 1)); // unknown fd: ignored
-        let p = &t.procs[&10];
-        assert_eq!((p.live(), p.opened, p.closed), (4, 5, 1));
-        invariant(p);
-    }
-
-    #[test]
-    fn close_of_seeded_fd_while_pending_forgets_kernel_entry() {
-        let mut t = Tracker::default();
-        let s = Socket {
-            record: SocketRecord::EMPTY,
-            inode: Some(77),
-            stack_pid: 10,
-        };
-        assert!(t.seed(10, 5, s, 1));
-        assert!(!t.seed(10, 5, s, 1), "a known fd is not seeded twice");
-        let a = apply(&mut t, ev(EventKind::Close, 10, 9, 5, 0));
-        assert_eq!(
-            a,
-            vec![Action::ForgetKernel {
-                tgid: 10,
-                fd: 5,
-                not_after_ns: 9
-            }]
-        );
-        invariant(&t.procs[&10]);
-    }
-
-    #[test]
-    fn dup_known_and_unknown() {
-        let mut t = Tracker::default();
-        apply(&mut t, open(10, 1, 3, 7));
-        // Kernel-resolved dup: record carried in the event.
-        let mut d = ev(EventKind::Dup, 10, 2, 3, 9);
-        d.record = t.procs[&10].sockets[&3].record;
-        d.record.origin = Origin::Dup as u8;
-        apply(&mut t, d);
-        assert_eq!(t.procs[&10].live(), 2);
-        // dup2 of a non-socket over fd 9: 9 is closed.
-        let a = apply(&mut t, ev(EventKind::Dup, 10, 3, 0, 9));
-        assert_eq!(t.procs[&10].live(), 1);
-        assert_eq!(a.len(), 1);
-        // Unresolved dup (origin 0) of a known socket: userspace copies and tells the kernel.
-        let a = apply(&mut t, ev(EventKind::Dup, 10, 4, 3, 11));
-        assert!(matches!(a[0], Action::InsertKernel { fd: 11, .. }));
-        let p = &t.procs[&10];
-        assert_eq!(p.sockets[&11].record.origin, Origin::Dup as u8);
-        assert_eq!(p.live(), 2);
-        invariant(p);
-    }
-
-    #[test]
-    fn close_range_respects_bounds_and_cloexec_flag() {
-        let mut t = Tracker::default();
-        for fd in 3..10 {
-            apply(&mut t, open(10, 1, fd, NO_STACK));
-        }
-        let mut cloexec = ev(EventKind::CloseRange, 10, 5, 3, u32::MAX as i64);
-        cloexec.flags = CLOSE_RANGE_CLOEXEC;
-        assert!(apply(&mut t, cloexec).is_empty());
-        assert_eq!(t.procs[&10].live(), 7);
-        let a = apply(&mut t, ev(EventKind::CloseRange, 10, 6, 5, 7));
-        assert_eq!(a.len(), 3);
-        let mut left: Vec<u32> = t.procs[&10].sockets.keys().copied().collect();
-        left.sort();
-        assert_eq!(left, vec![3, 4, 8, 9]);
-        invariant(&t.procs[&10]);
-    }
-
-    #[test]
-    fn fork_exec_exit() {
-        let mut t = Tracker::default();
-        apply(&mut t, open(10, 1, 3, 1));
-        let a = apply(&mut t, ev(EventKind::Fork, 10, 2, -1, 11));
-        assert_eq!(
-            a,
-            vec![Action::SeedChild {
-                parent: 10,
-                child: 11,
-                fork_ns: 2
-            }]
-        );
-        assert_eq!(t.procs[&11].parent, Some(10));
-        let a = apply(&mut t, ev(EventKind::Exec, 10, 3, -1, 0));
-        assert_eq!(
-            a,
-            vec![Action::ReconcileExec {
-                tgid: 10,
-                exec_ns: 3
-            }]
-        );
-        // /proc shows fd 3 gone after exec; a socket made after exec stays.
-        apply(&mut t, open(10, 4, 4, 1));
-        let mut acts = Vec::new();
-        t.procs
-            .get_mut(&10)
-            .unwrap()
-            .reconcile_exec(&[4], 3, &mut acts);
-        assert_eq!(acts.len(), 1);
-        assert_eq!(t.procs[&10].live(), 1);
-        let a = apply(&mut t, ev(EventKind::Exit, 10, 9, -1, 0));
-        assert!(a.contains(&Action::Exited { tgid: 10 }));
-        assert!(!t.procs.contains_key(&10));
-        assert_eq!(t.exited[0].exited_ns, Some(9));
-        assert_eq!(
-            t.exited[0].live(),
-            1,
-            "final state keeps what it held at exit"
-        );
-    }
-
-    #[test]
-    fn resync_after_lost_events() {
-        let mut t = Tracker::default();
-        for fd in 3..6 {
-            apply(&mut t, open(10, 1, fd, 1));
-        }
-        // The kernel says: fd 4 was closed, fd 9 was opened (both events lost), fd 7 is too new.
-        let mut kernel = HashMap::new();
-        for (fd, created) in [(3u32, 1u64), (5, 1), (9, 2), (7, 50)] {
-            let mut r = SocketRecord::EMPTY;
-            r.created_ns = created;
-            r.origin = Origin::Socket as u8;
-            kernel.insert(fd, r);
-        }
-        let p = t.procs.get_mut(&10).unwrap();
-        p.resync(&kernel, 10);
-        let mut fds: Vec<u32> = p.sockets.keys().copied().collect();
-        fds.sort();
-        assert_eq!(fds, vec![3, 5, 9]);
-        invariant(p);
-        // Idempotent.
-        p.resync(&kernel, 10);
-        assert_eq!(p.live(), 3);
-        invariant(p);
-    }
-
-    #[test]
-    fn sampled_out_sockets_take_the_latest_stack_of_their_caller() {
-        let mut t = Tracker::default();
-        let mut a = open(10, 1, 3, 7);
-        a.record.caller = 0x100;
-        apply(&mut t, a);
-        let mut b = open(10, 2, 4, SAMPLED_OUT);
-        b.record.caller = 0x100;
-        apply(&mut t, b);
-        let mut c = open(10, 3, 5, SAMPLED_OUT);
-        c.record.caller = 0x200; // no sample yet for this caller
-        apply(&mut t, c);
-        let p = &t.procs[&10];
-        assert_eq!(p.sockets[&4].record.stack_id, 7);
-        assert_eq!(
-            p.sockets[&5].record.stack_id, SAMPLED_OUT,
-            "resolved at report time"
-        );
-        assert_eq!(t.sampled_stack(10, 0x100), Some(7));
-        assert_eq!(t.sampled_stack(10, 0x200), None);
-    }
-
-    #[test]
-    fn exited_processes_are_bounded() {
-        let mut t = Tracker::default();
-        let mut a = Vec::new();
-        // One process that left a socket open, then many that left nothing.
-        apply(&mut t, open(1, 1, 3, 1));
-        t.exit(1, 2, &mut a);
-        for pid in 2..(MAX_EXITED as u32 + 10) {
-            t.process(pid, 3);
-            t.exit(pid, 4, &mut a);
-        }
-        assert_eq!(t.exited.len(), MAX_EXITED);
-        assert!(t.exited.iter().any(|p| p.tgid == 1), "the leaker is kept");
-        assert_eq!(t.dropped_exited.len(), 9);
-    }
-
-    #[test]
-    fn pid_reuse_does_not_merge() {
-        let mut t = Tracker::default();
-        apply(&mut t, open(11, 1, 3, 1));
-        apply(&mut t, ev(EventKind::Fork, 10, 5, -1, 11));
-        assert_eq!(t.procs[&11].live(), 0);
-        assert_eq!(t.exited.len(), 1);
-    }
-
-    #[test]
-    fn failures_aggregate_per_site() {
-        let mut t = Tracker::default();
-        for ts in [5, 6, 7] {
-            let mut e = ev(EventKind::Failure, 10, ts, 3, 24);
-            e.syscall = Syscall::Accept4 as u8;
-            e.record.stack_id = 4;
-            apply(&mut t, e);
-        }
-        let p = &t.procs[&10];
-        assert_eq!(p.failures.len(), 1);
-        let (k, f) = p.failures.iter().next().unwrap();
-        assert_eq!(
-            (k.syscall, k.errno, f.count, f.first_ns, f.last_ns),
-            (Syscall::Accept4, 24, 3, 5, 7)
-        );
-    }
-
-    #[test]
-    fn growth_slope() {
-        let mut p = Process::new(1, None, 0);
-        for i in 0..10u64 {
-            for fd in 0..(i * 3) as u32 {
-                p.sockets.entry(fd).or_insert(Socket {
-                    record: SocketRecord::EMPTY,
-                    inode: None,
-                    stack_pid: 1,
-                });
-            }
-            p.sample(i * 1_000_000_000, Some(i * 3 + 10));
-        }
-        assert!((p.growth_per_s() - 3.0).abs() < 1e-9);
-        assert!((p.fd_growth_per_s() - 3.0).abs() < 1e-9);
-        assert_eq!(slope(std::iter::once((0, 1.0))), 0.0);
-    }
-}
+mod tests;

@@ -28,5 +28,11 @@ pub fn build_ebpf(release: bool) -> Result<()> {
     if release {
         c.arg("--release");
     }
+    // BTF (func_info for bpf_loop callbacks) comes from debug info, which every crate of the
+    // object needs, the build-std ones included (memcpy and friends).
+    c.env(
+        "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
+        "-C debuginfo=2 -C link-arg=--btf",
+    );
     run(&mut c)
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hashbrown::HashMap;
 use sockleak_common::{
     event::Syscall,
-    socket::{NO_STACK, Origin, SAMPLED_OUT, StateChange},
+    socket::{NO_STACK, Origin, SAMPLED_OUT},
 };
 
 use super::{
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     limits, netns, procfs,
-    sockdiag::{NetView, tcp_state_name},
+    sockdiag::NetView,
     stacks::{Site, Stacks},
     tracker::{FailureKey, FailureStats, Process},
 };
@@ -35,8 +35,8 @@ pub struct BuildCtx<'a> {
     /// Network namespace of each process, where known; others use `default_netns`.
     pub netns: &'a HashMap<u32, u64>,
     pub default_netns: Option<u64>,
-    /// When the TCP socket with this cookie entered its current state.
-    pub state_since: &'a dyn Fn(u64) -> Option<StateChange>,
+    /// When the TCP socket with this cookie was first seen in this state.
+    pub state_since: &'a dyn Fn(u64, u8) -> Option<crate::tcp_ages::Seen>,
     /// Stack sampling: the latest sampled stack id of a (process, leaf caller).
     pub sampled: &'a dyn Fn(u32, u64) -> Option<i32>,
     pub now_ns: u64,
@@ -82,8 +82,8 @@ pub fn snapshot_process(p: &Process) -> SnapshotProcess {
         pid: p.tgid,
         comm: p.meta.comm.clone(),
         live_sockets: p.live(),
-        opened: p.opened,
-        closed: p.closed,
+        opened: p.opened(),
+        closed: p.closed(),
         open_fds: p.meta.open_fds,
         fd_limit: fd_limit_json(p),
         growth_per_s: p.growth_per_s(),
@@ -101,6 +101,7 @@ struct Group {
     locals: HashMap<String, u64>,
     states: BTreeMap<String, u64>,
     state_age_ns: BTreeMap<String, u64>,
+    state_age_at_least: Vec<String>,
     max_idle_ms: Option<u32>,
 }
 
@@ -180,14 +181,17 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             && let Some(st) = i.state
         {
             *g.states.entry(st.to_string()).or_insert(0) += 1;
-            // Time in state, where sockleak saw the socket enter it.
+            // Time in state, from the polled socket tables.
             if i.cookie != 0
-                && let Some(c) = (ctx.state_since)(i.cookie)
-                && tcp_state_name(c.state as u8) == st
+                && let Some(code) = i.state_code
+                && let Some(c) = (ctx.state_since)(i.cookie, code)
             {
-                let a = end_ns.saturating_sub(c.ts_ns);
+                let a = end_ns.saturating_sub(c.since_ns);
                 let e = g.state_age_ns.entry(st.to_string()).or_insert(0);
                 *e = (*e).max(a);
+                if c.at_start && !g.state_age_at_least.iter().any(|s| s == st) {
+                    g.state_age_at_least.push(st.to_string());
+                }
             }
         }
         if let Some(idle) = info.and_then(|i| i.idle_ms) {
@@ -225,6 +229,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                     .into_iter()
                     .map(|(k, v)| (k, secs(v)))
                     .collect(),
+                state_age_at_least: g.state_age_at_least,
                 call_site: None,
                 stack: ctx.stacks.frames(stack_pid, site),
             }
@@ -290,9 +295,12 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         fd_limit: fd_limit_json(p),
         open_fds: p.meta.open_fds,
         live_sockets: p.live(),
-        opened: p.opened,
-        closed: p.closed,
-        preexisting: p.preexisting,
+        opened: p.opened(),
+        closed: p.closed(),
+        preexisting: p.counts.preexisting,
+        unseen_opened: p.counts.unseen_opened,
+        unseen_closed: p.counts.unseen_closed,
+        direct_sockets: p.counts.direct_live(),
         growth_per_s: p.growth_per_s(),
         seconds_to_fd_limit: if alive { seconds_to_fd_limit(p) } else { None },
         fd_usage_ratio,
@@ -466,7 +474,7 @@ mod tests {
         }
     }
 
-    fn no_states(_: u64) -> Option<StateChange> {
+    fn no_states(_: u64, _: u8) -> Option<crate::tcp_ages::Seen> {
         None
     }
 
@@ -542,6 +550,7 @@ mod tests {
         let info = |state, idle_ms| SockInfo {
             kind: "tcp",
             state: Some(state),
+            state_code: None,
             local: None,
             remote: None,
             idle_ms,

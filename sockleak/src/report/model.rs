@@ -32,9 +32,11 @@ pub struct Suspect {
     pub states: BTreeMap<String, u64>,
     /// Longest idle time (no data sent or received) among the group's TCP sockets.
     pub max_idle_s: Option<f64>,
-    /// Per TCP state, the longest time one of the group's sockets has been in it (only where
-    /// sockleak saw the socket enter that state).
+    /// Per TCP state (the closing states and SYN_SENT), the longest time one of the group's
+    /// sockets has been in it, to within one interval.
     pub state_age_s: BTreeMap<String, f64>,
+    /// States whose age is a lower bound: a socket was already in it when tracing began.
+    pub state_age_at_least: Vec<String>,
     /// The first application frame of `stack` ("symbol (file:line)").
     pub call_site: Option<String>,
     pub stack: Vec<Frame>,
@@ -136,6 +138,12 @@ pub struct ProcessReport {
     pub opened: u64,
     pub closed: u64,
     pub preexisting: u64,
+    /// Sockets that appeared (adopted from /proc) or went away without sockleak seeing the
+    /// syscall: non-zero is a path sockleak does not hook yet.
+    pub unseen_opened: u64,
+    pub unseen_closed: u64,
+    /// io_uring fixed-file ("direct") sockets open now: not fds, not in `live_sockets`.
+    pub direct_sockets: u64,
     pub growth_per_s: f64,
     pub seconds_to_fd_limit: Option<f64>,
     /// open_fds / soft limit.
@@ -159,6 +167,9 @@ pub struct Report {
     pub lost: BTreeMap<&'static str, u64>,
     /// True when events were lost: counts are then lower bounds.
     pub counts_are_lower_bounds: bool,
+    /// Sum of the processes' `unseen_opened` / `unseen_closed`.
+    pub unseen_opened: u64,
+    pub unseen_closed: u64,
     /// TIME_WAIT per destination in the host's and the traced processes' network namespaces.
     pub time_wait: Vec<TimeWait>,
     pub processes: Vec<ProcessReport>,

@@ -1,0 +1,194 @@
+//! Call sites. A socket's user stack is named by a hash of its frame-pointer chain: a chain
+//! seen before in the process maps to its stack id through STACK_CACHE (a few user reads and a
+//! lookup); only a new one pays for the kernel's full capture into STACKS, and userspace hears
+//! of it (NewStack) to symbolize it while the process is alive.
+
+use aya_ebpf::{
+    EbpfContext, bindings::BPF_F_USER_STACK, helpers::bpf_probe_read_user,
+    programs::tracing::StackIdContext,
+};
+use sockleak_common::{
+    counters::LossCause,
+    event::{EventKind, Syscall},
+    socket::{NO_STACK, REC_SAMPLED, SAMPLED_OUT, SocketRecord, StackKey},
+};
+
+use crate::{
+    args::Regs,
+    emit::{Header, send},
+    filter::Task,
+    maps::{LAST_STACK, STACK_CACHE, STACKS, capture_stacks, count_loss, stack_sample, tick},
+};
+
+/// Frames hashed at most (the stack map keeps as many).
+const MAX_FRAMES: usize = 64;
+/// Bytes of user stack read at once: one read usually covers the leaf's caller and the first
+/// frames, so most chains cost one or two reads.
+const WINDOW_WORDS: usize = 64;
+/// A frame larger than this ends the walk: the "frame pointer" is some other value.
+const MAX_FRAME_BYTES: u64 = 1 << 20;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline(always)]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(FNV_PRIME)
+}
+
+#[inline(always)]
+fn read_window(buf: &mut [u64; WINDOW_WORDS], at: u64) -> bool {
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            buf.as_mut_ptr().cast(),
+            (WINDOW_WORDS * 8) as u32,
+            at as *const core::ffi::c_void,
+        ) == 0
+    }
+}
+
+/// Per-CPU scratch for stack windows (too big for the 512-byte BPF stack).
+#[aya_ebpf::macros::map]
+static WINDOW: aya_ebpf::maps::PerCpuArray<[u64; WINDOW_WORDS]> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+/// State of a frame-pointer walk (a bpf_loop context: the verifier checks one step, not 64).
+#[repr(C)]
+struct Walk {
+    hash: u64,
+    sp: u64,
+    fp: u64,
+    /// Start of the window in WINDOW; `have`: it holds user memory from there.
+    base: u64,
+    have: u64,
+}
+
+/// Hash of the syscall's ip, the leaf caller and every return address on the frame-pointer
+/// chain. Deterministic for a call path in a process (return addresses, not stack positions).
+#[inline(always)]
+fn chain_hash(regs: &Regs, caller: u64) -> u64 {
+    let sp = regs.sp();
+    let mut w = Walk {
+        hash: mix(mix(FNV_OFFSET, regs.ip()), caller),
+        sp,
+        fp: regs.fp(),
+        base: sp,
+        have: 0,
+    };
+    if let Some(buf) = WINDOW.get_ptr_mut(0) {
+        w.have = read_window(unsafe { &mut *buf }, sp) as u64;
+    }
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_FRAMES as u32,
+            walk_step as *mut core::ffi::c_void,
+            (&raw mut w).cast(),
+            0,
+        )
+    };
+    w.hash
+}
+
+/// One frame: hash its return address and move to the caller's frame. Returns 1 to stop.
+unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    let Some(buf) = WINDOW.get_ptr_mut(0) else {
+        return 1;
+    };
+    let buf = unsafe { &mut *buf };
+    let fp = w.fp;
+    if fp <= w.sp || fp & 7 != 0 {
+        return 1;
+    }
+    let mut off = fp.wrapping_sub(w.base);
+    if w.have == 0 || off > ((WINDOW_WORDS - 2) * 8) as u64 {
+        w.base = fp;
+        w.have = read_window(buf, fp) as u64;
+        if w.have == 0 {
+            // Near the end of the mapping: read just this frame's two words.
+            match unsafe { bpf_probe_read_user(fp as *const [u64; 2]) } {
+                Ok(v) => {
+                    buf[0] = v[0];
+                    buf[1] = v[1];
+                }
+                Err(_) => return 1,
+            }
+        }
+        off = 0;
+    }
+    let i = ((off / 8) as usize) & (WINDOW_WORDS - 1);
+    if i + 1 >= WINDOW_WORDS {
+        return 1;
+    }
+    let next = buf[i];
+    w.hash = mix(w.hash, buf[i + 1]);
+    if next <= fp || next - fp > MAX_FRAME_BYTES {
+        return 1;
+    }
+    // After the two-word fallback `have` stays 0: the next frame needs its own read.
+    w.fp = next;
+    0
+}
+
+/// Captures the user call site into `rec`: stack id (or NO_STACK) and the leaf caller.
+#[inline(always)]
+pub fn capture<C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    regs: &Regs,
+    task: Task,
+    rec: &mut SocketRecord,
+) {
+    if !capture_stacks() {
+        rec.stack_id = NO_STACK;
+        return;
+    }
+    rec.caller = regs.caller();
+    let sample = stack_sample();
+    let last = StackKey {
+        hash: rec.caller,
+        tgid: task.tgid,
+        _pad: 0,
+    };
+    // Sampling: skip the walk, take the latest walked stack with the same leaf caller.
+    if sample > 1 && tick(0) % sample != 1 {
+        rec.flags |= REC_SAMPLED;
+        rec.stack_id = match unsafe { LAST_STACK.get(last) } {
+            Some(id) => *id,
+            None => SAMPLED_OUT,
+        };
+        return;
+    }
+    let key = StackKey {
+        hash: chain_hash(regs, rec.caller),
+        tgid: task.tgid,
+        _pad: 0,
+    };
+    rec.stack_id = match unsafe { STACK_CACHE.get(key) } {
+        Some(id) => *id,
+        None => match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => {
+                let id = id as i32;
+                let _ = STACK_CACHE.insert(key, id, 0);
+                let mut r = SocketRecord::EMPTY;
+                r.stack_id = id;
+                r.caller = rec.caller;
+                r.tid = task.tid;
+                let h = Header {
+                    kind: EventKind::NewStack,
+                    syscall: Syscall::None,
+                    fd: -1,
+                    arg: 0,
+                };
+                send(ctx, task, h, &r);
+                id
+            }
+            Err(_) => {
+                count_loss(LossCause::StackLost);
+                NO_STACK
+            }
+        },
+    };
+    if sample > 1 && rec.stack_id >= 0 {
+        let _ = LAST_STACK.insert(last, rec.stack_id, 0);
+    }
+}

@@ -1,0 +1,288 @@
+//! `sockleak trace` and `sockleak serve`: attach, follow the kernel, print snapshots, report.
+//!
+//! The [`Session`] is a dispatcher: the event loop is here, and each job it dispatches lives in
+//! its own module (`seed`: copying sockets from /proc into the kernel map; `events`: applying
+//! the kernel's events; `sync`: reading the kernel's maps every interval; `refresh`: /proc
+//! facts per process; `reconcile`: the /proc safety net; `present`: snapshots, reports and
+//! answers to `serve`).
+
+mod events;
+mod present;
+mod reconcile;
+mod refresh;
+mod seed;
+mod sync;
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use hashbrown::HashMap;
+use log::{info, warn};
+use sockleak_common::target::state;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::Instant,
+};
+
+use crate::{
+    bpf::Tracer, cgroup, config::Config, error::UserError, kernel_offsets, preflight, procfs,
+    serve, stacks::Stacks, tcp_ages::StateAges, tracker::Tracker,
+};
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The few events (fork, exec, exit, failures, new call sites) are batched in the kernel (see
+/// WAKEUP_BYTES); this bounds their delay.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+pub struct Session {
+    cfg: Config,
+    tracer: Tracer,
+    tracker: Tracker,
+    stacks: Stacks,
+    start_ns: u64,
+    /// TCP state ages from the polled socket tables.
+    ages: StateAges,
+    /// sock_diag sockets, one per network namespace (by inode) in use.
+    diag: HashMap<u64, netlink_sys::Socket>,
+    /// Per-process /proc bookkeeping (refresh and reconciliation cursors).
+    refresh: refresh::Refresh,
+    reconciler: reconcile::Reconciler,
+    /// Exits and close_ranges the kernel could not finish: done at the next sync.
+    sync_todo: sync::Todo,
+    /// Lines of the last live summary, to redraw it in place on a terminal.
+    drawn_lines: usize,
+    /// stdout was closed (`| head`): stop quietly.
+    closed: bool,
+    /// Kernel events decoded so far.
+    events_seen: u64,
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+/// Runs a trace to completion. Returns Ok also when stdout was closed under us.
+pub fn run(mut cfg: Config) -> Result<()> {
+    preflight::check_privileges()?;
+    preflight::check_btf(Path::new(preflight::BTF))?;
+    let tracefs = preflight::ensure_tracefs()?;
+    preflight::raise_memlock();
+    if let Some(out) = &cfg.output {
+        check_output_path(out)?;
+    }
+    let degraded = load_offsets(&mut cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        // Before attaching: a Ctrl-C right after "attached" must give a report, not kill us.
+        let signals = Signals {
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+        };
+        let mut session = Session::start(cfg, &tracefs, degraded)?;
+        session.run(signals).await
+    })
+}
+
+/// Kernel struct offsets from BTF; what cannot be found degrades with a warning.
+fn load_offsets(cfg: &mut Config) -> Vec<String> {
+    match btf_rs::Btf::from_file(preflight::BTF) {
+        Ok(btf) => {
+            let (o, missing) = kernel_offsets::read(&btf);
+            cfg.load.offsets = o;
+            missing
+                .into_iter()
+                .map(|m| format!("kernel BTF lacks {m}: sockets passed that way are found only by reconciliation"))
+                .collect()
+        }
+        Err(e) => vec![format!(
+            "cannot parse kernel BTF ({e}): received and io_uring sockets are found only by reconciliation"
+        )],
+    }
+}
+
+fn check_output_path(p: &Path) -> Result<(), UserError> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(UserError::Output {
+            path: p.to_path_buf(),
+            reason: format!("directory {} does not exist", dir.display()),
+        });
+    }
+    if p.is_dir() {
+        return Err(UserError::Output {
+            path: p.to_path_buf(),
+            reason: "is a directory; give a file name".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Session {
+    fn start(cfg: Config, tracefs: &Path, degraded: Vec<String>) -> Result<Session> {
+        let mut tracer = Tracer::load(&cfg.load, tracefs)?;
+        // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
+        // every close, so a socket closed mid-seed is not kept as live.
+        let mut initial: Vec<u32> = if cfg.all {
+            procfs::all_pids()
+        } else {
+            cfg.pids.clone()
+        };
+        for c in &cfg.cgroups {
+            initial.extend(cgroup::pids_in(&c.dir));
+        }
+        initial.retain(|p| *p != std::process::id());
+        initial.sort_unstable();
+        initial.dedup();
+        for pid in &initial {
+            tracer.add_target(*pid, state::FORK_PENDING)?;
+        }
+        tracer.attach()?;
+        for d in degraded.iter().chain(&tracer.degraded) {
+            warn!("{d}");
+        }
+        let start_ns = mono_ns();
+        let mut s = Session {
+            cfg,
+            tracer,
+            tracker: Tracker::default(),
+            stacks: Stacks::default(),
+            start_ns,
+            ages: StateAges::default(),
+            diag: HashMap::new(),
+            refresh: refresh::Refresh::default(),
+            reconciler: reconcile::Reconciler::default(),
+            sync_todo: sync::Todo::default(),
+            drawn_lines: 0,
+            closed: false,
+            events_seen: 0,
+        };
+        let mut alive = 0;
+        for pid in initial {
+            s.tracker.process(pid, start_ns);
+            if s.seed(pid, None, start_ns) {
+                alive += 1;
+                s.tracer.control(pid, Some(state::ACTIVE), None);
+            } else {
+                s.tracker.procs.remove(&pid);
+                s.tracer.remove_target(pid);
+            }
+        }
+        if alive == 0 && s.cfg.pids_only() {
+            return Err(UserError::NoSuchPid(s.cfg.pids[0]).into());
+        }
+        let pids = s.tracker.procs.keys().copied().collect::<Vec<_>>();
+        for pid in pids {
+            s.refresh_meta(pid, start_ns);
+        }
+        s.poll_states(start_ns);
+        let what = if s.cfg.all {
+            format!("all {alive} processes")
+        } else {
+            let mut w = format!("{alive} process(es)");
+            if !s.cfg.pids.is_empty() {
+                w += &format!(", pids {:?}", s.cfg.pids);
+            }
+            for c in &s.cfg.cgroups {
+                w += &format!(", cgroup {}", c.path);
+            }
+            w
+        };
+        info!("attached: tracing {what}; Ctrl-C for the report");
+        Ok(s)
+    }
+
+    async fn run(&mut self, mut sig: Signals) -> Result<()> {
+        let ring = self
+            .tracer
+            .events
+            .take()
+            .context("event ring buffer already taken")?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns: it stays
+        // open and the same for as long as it is registered.
+        let mut events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick fires at once
+        let deadline = self.cfg.duration.map(|d| Instant::now() + d);
+        let far = Duration::from_secs(86400 * 365);
+        let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
+        tokio::pin!(stop);
+        let mut requests = self.start_server().await?;
+        loop {
+            tokio::select! {
+                guard = events.readable_mut() => {
+                    let mut g = guard.context("waiting for events")?;
+                    self.drain(g.get_inner_mut());
+                    g.clear_ready();
+                }
+                _ = tick.tick() => {
+                    // Events are batched in the kernel: apply them before looking.
+                    self.drain(events.get_mut());
+                    if self.tick().is_err() {
+                        self.closed = true;
+                    }
+                }
+                _ = drain.tick() => self.drain(events.get_mut()),
+                Some(req) = requests.recv() => {
+                    self.drain(events.get_mut());
+                    self.answer(req);
+                }
+                _ = &mut stop => break,
+                _ = sig.int.recv() => break,
+                _ = sig.term.recv() => break,
+            }
+            if self.closed {
+                break;
+            }
+            if self.cfg.serve.is_none() && self.cfg.pids_only() && self.tracker.procs.is_empty() {
+                info!("every traced process has exited");
+                break;
+            }
+        }
+        // Events already in the ring belong to the report.
+        self.drain(events.get_mut());
+        self.tracer.flush_logs();
+        if self.closed {
+            return Ok(());
+        }
+        self.finish()
+    }
+
+    /// `serve`: the HTTP server runs as its own task and asks this loop for answers.
+    async fn start_server(&mut self) -> Result<tokio::sync::mpsc::Receiver<serve::Request>> {
+        let (req_tx, requests) = tokio::sync::mpsc::channel::<serve::Request>(16);
+        if let Some(opts) = self.cfg.serve.clone() {
+            serve::spawn(opts, req_tx).await?;
+        }
+        Ok(requests)
+    }
+
+    /// Requested targets always; others once they have had a socket or a failure.
+    fn reportable(&self, p: &crate::tracker::Process) -> bool {
+        (self.cfg.pids.contains(&p.tgid) || (!self.cfg.cgroups.is_empty() && p.parent.is_none()))
+            || p.opened() + p.counts.preexisting + p.counts.unseen_opened > 0
+            || p.live() > 0
+            || !p.failures.is_empty()
+    }
+}

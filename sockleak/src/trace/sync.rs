@@ -1,0 +1,126 @@
+//! Reading the kernel's maps every interval: the live sockets (one batched dump of LIVE), each
+//! process's counters (TARGETS), processes the kernel started tracking by itself, and the
+//! leftovers of exits and close_ranges it could not finish.
+
+use hashbrown::HashMap;
+use sockleak_common::{
+    socket::{SockKey, SocketRecord},
+    target::state,
+};
+
+use super::Session;
+use crate::procfs;
+
+/// Work the kernel left to userspace (kernels without the fd-table offsets).
+#[derive(Debug, Default)]
+pub struct Todo {
+    /// (tgid, exit time): collect its LIVE entries as its final state.
+    pub exits: Vec<(u32, u64)>,
+    /// (tgid, first, last, time): remove its LIVE entries in the range.
+    pub close_ranges: Vec<(u32, u32, u32, u64)>,
+}
+
+/// LIVE grouped by process.
+pub type ByTgid = HashMap<u32, Vec<(u32, SocketRecord)>>;
+
+pub fn group(live: Vec<(SockKey, SocketRecord)>) -> ByTgid {
+    let mut out: ByTgid = HashMap::new();
+    for (k, v) in live {
+        out.entry(k.tgid).or_default().push((k.fd, v));
+    }
+    out
+}
+
+impl Session {
+    /// Brings the tracker up to the kernel's state.
+    pub(super) fn sync(&mut self, now_ns: u64) {
+        let me = std::process::id();
+        for (tgid, t) in self.tracer.targets() {
+            if tgid == me {
+                continue;
+            }
+            if !self.tracker.procs.contains_key(&tgid) {
+                // Started by the kernel: a first socket under --all/--cgroup, or a child whose
+                // fork event was lost (still pending: seed it like one).
+                self.tracker.process(tgid, now_ns);
+                if t.state == state::FORK_PENDING {
+                    self.seed(tgid, None, now_ns);
+                    self.tracer.control(tgid, Some(state::ACTIVE), None);
+                }
+                self.refresh_meta(tgid, now_ns);
+            }
+            self.tracker.set_counters(tgid, t);
+        }
+        let mut by_tgid = group(self.tracer.live());
+        self.finish_todo(&mut by_tgid);
+        self.tracker.sync_live(&by_tgid);
+    }
+
+    fn finish_todo(&mut self, by_tgid: &mut ByTgid) {
+        for (tgid, ts) in std::mem::take(&mut self.sync_todo.exits) {
+            let Some(entries) = by_tgid.get_mut(&tgid) else {
+                continue;
+            };
+            let (old, newer): (Vec<_>, Vec<_>) =
+                entries.drain(..).partition(|(_, r)| r.created_ns <= ts);
+            *entries = newer;
+            for (fd, _) in &old {
+                self.tracer.forget(tgid, *fd, ts);
+            }
+            self.tracker.exit_leftovers(tgid, &old);
+        }
+        for (tgid, first, last, ts) in std::mem::take(&mut self.sync_todo.close_ranges) {
+            let Some(entries) = by_tgid.get_mut(&tgid) else {
+                continue;
+            };
+            entries.retain(|(fd, r)| {
+                let gone = (first..=last).contains(fd) && r.created_ns <= ts;
+                if gone {
+                    let forget = crate::tracker::Action::Forget {
+                        tgid,
+                        fd: *fd,
+                        not_after_ns: ts,
+                        kernel_removed: false,
+                    };
+                    let deleted = self.tracer.forget(tgid, *fd, ts);
+                    self.tracker.forgot(forget, deleted);
+                }
+                !gone
+            });
+        }
+    }
+
+    /// Finalizes processes whose exit event was lost: gone from /proc, or the pid now names a
+    /// newer process. `kill(pid, 0)` is one cheap syscall per process; start times are only
+    /// compared when events were lost.
+    pub(super) fn reap(&mut self, now_ns: u64, events_lost: bool) {
+        let gone: Vec<u32> = self
+            .tracker
+            .procs
+            .values()
+            .filter(|p| {
+                // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+                let exists = unsafe { libc::kill(p.tgid as i32, 0) } == 0
+                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+                if !exists {
+                    return true;
+                }
+                events_lost
+                    && p.meta.start_time.is_some()
+                    && procfs::start_time(p.tgid) != p.meta.start_time
+            })
+            .map(|p| p.tgid)
+            .collect();
+        let mut actions = Vec::new();
+        for pid in gone {
+            self.tracker.exit(pid, now_ns, &mut actions);
+        }
+        for a in actions {
+            if let crate::tracker::Action::Exited { tgid, ts_ns, .. } = a {
+                self.tracer.remove_target(tgid);
+                self.refresh.forget(tgid);
+                self.sync_todo.exits.push((tgid, ts_ns));
+            }
+        }
+    }
+}
