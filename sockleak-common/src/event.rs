@@ -19,9 +19,9 @@ pub enum EventKind {
     /// Process `tgid` called execve successfully; `arg` 0: the kernel dropped the sockets
     /// closed on exec, -1: it could not (userspace reconciles with /proc).
     Exec = 7,
-    /// The last thread of process `tgid` exited: `arg` sockets opened and `arg2` closed over its
-    /// life (kernel counts), `arg3` io_uring direct sockets opened << 32 | closed. Its
-    /// `ExitSocket` events came first.
+    /// The last thread of process `tgid` exited: `arg` sockets the kernel opened over its life,
+    /// `arg3` io_uring direct sockets opened << 32 | closed; `flags` 1: every socket it held was
+    /// handed over in the `ExitSocket` events that came first.
     Exit = 8,
     /// `syscall` failed with errno `arg`; `fd` is the socket for connect, the listener for accept.
     Failure = 9,
@@ -134,7 +134,7 @@ pub struct Event {
     /// Kind-specific: new fd (Dup), last fd (CloseRange), child pid (Fork), errno (Failure),
     /// sockets opened (Exit).
     pub arg: i64,
-    /// Kind-specific (Exit: sockets closed).
+    /// Kind-specific (CloseRange: 1 when the kernel applied it).
     pub arg2: u64,
     /// Kind-specific (Exit: direct sockets).
     pub arg3: u64,

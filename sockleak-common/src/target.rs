@@ -23,13 +23,14 @@ pub mod stack_mode {
 /// the kernel (fork, first socket under `--all`/`--cgroup`); after creation only the kernel
 /// writes it, so its counters never race with a userspace rewrite: userspace asks for changes
 /// through the CONTROL map instead.
+///
+/// Closes are not counted: a socket's close only costs its LIVE delete, and userspace derives
+/// the count (everything that was open minus what still is).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Target {
     /// Socket fds the kernel added to the live map for this process.
     pub opened: u64,
-    /// Socket fds the kernel removed from the live map for this process.
-    pub closed: u64,
     /// io_uring fixed-file ("direct") sockets made and closed: they are not fds.
     pub direct_opened: u32,
     pub direct_closed: u32,
@@ -37,17 +38,12 @@ pub struct Target {
     pub stack_mode: u8,
     pub _pad: [u8; 6],
 }
-crate::assert_layout!(
-    Target,
-    size = 32,
-    fields = [u64, u64, u32, u32, u8, u8, [u8; 6]]
-);
+crate::assert_layout!(Target, size = 24, fields = [u64, u32, u32, u8, u8, [u8; 6]]);
 
 impl Target {
     pub const fn new(state: u8, stack_mode: u8) -> Target {
         Target {
             opened: 0,
-            closed: 0,
             direct_opened: 0,
             direct_closed: 0,
             state,
@@ -71,10 +67,17 @@ pub struct Control {
 }
 crate::assert_layout!(Control, size = 8, fields = [u8, u8, [u8; 6]]);
 
-/// Bits in the TRACED_BITS filter: `tgid % FILTER_BITS` set means "maybe traced". A clear bit
-/// lets every untraced process skip the hash lookup.
-pub const FILTER_BITS: u32 = 16384;
+/// TRACED_BITS holds one bit per pid, set while the process is traced: an untraced process
+/// pays one bit test instead of a hash lookup. PENDING_BITS, same shape, marks processes whose
+/// inherited sockets userspace is still copying in (`state::FORK_PENDING`). Each array entry
+/// covers FILTER_BITS pids.
+pub const FILTER_BITS: u32 = 4096;
 pub const FILTER_WORDS: usize = (FILTER_BITS / 64) as usize;
+
+/// TRACED_BITS entries for pids below `pid_max`.
+pub const fn filter_entries(pid_max: u32) -> u32 {
+    pid_max.div_ceil(FILTER_BITS)
+}
 
 /// Names of the read-only globals userspace sets at load time.
 pub mod global {
@@ -90,17 +93,46 @@ pub mod global {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// Number of entries used in the CGROUPS array.
     pub const N_CGROUPS: &str = "N_CGROUPS";
+    /// sockleak's own pid, which `--all` leaves out.
+    pub const SELF_TGID: &str = "SELF_TGID";
     /// Offset of `group_dead` in sched_process_exit records; 0 when the kernel lacks it.
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     /// Kernel struct offsets read from BTF (see [`crate::kernel::Offsets`]).
     pub const OFFSETS: &str = "OFFSETS";
+    /// How to turn jiffies into CLOCK_MONOTONIC ns (see [`Clock`]).
+    pub const CLOCK: &str = "CLOCK";
 }
+
+/// Timestamps of new sockets come from jiffies (almost free) instead of bpf_ktime_get_ns (a
+/// clock read, most of a socket's remaining cost): ns = base_ns + (jiffies - base_jiffies) *
+/// 1e9 / hz, which lags the true time by at most one tick plus calibration error. A socket's age
+/// is reported in seconds, so that is plenty; where an order against an event matters (a
+/// fork-pending child), the kernel uses the precise clock. `hz` 0: always the precise clock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clock {
+    pub hz: u64,
+    pub base_jiffies: u64,
+    pub base_ns: u64,
+}
+crate::assert_layout!(Clock, size = 24, fields = [u64, u64, u64]);
+
+/// What the calibration probe writes: jiffies and CLOCK_MONOTONIC ns read together.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+crate::assert_layout!(ClockSample, size = 16, fields = [u64, u64]);
 
 /// Map names, shared so the loader cannot drift from the object.
 pub mod map {
     pub const TARGETS: &str = "TARGETS";
     pub const CONTROL: &str = "CONTROL";
     pub const TRACED_BITS: &str = "TRACED_BITS";
+    pub const PENDING_BITS: &str = "PENDING_BITS";
+    pub const CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
     pub const LIVE: &str = "LIVE";
     pub const EVENTS: &str = "EVENTS";
     pub const STACKS: &str = "STACKS";
@@ -132,4 +164,6 @@ mod user {
     unsafe impl aya::Pod for super::CgroupTarget {}
     unsafe impl aya::Pod for super::Target {}
     unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::Clock {}
+    unsafe impl aya::Pod for super::ClockSample {}
 }

@@ -137,10 +137,16 @@ impl Regs {
     /// The return address of the function that made the syscall (see `SocketRecord::caller`).
     #[inline(always)]
     pub fn caller(&self) -> u64 {
-        let slot = self.slot(arch::RETURN_SLOT);
-        if arch::RETURN_IN_REGISTER {
-            return slot;
+        match self.caller_in_register() {
+            Some(c) => c,
+            None => unsafe { bpf_probe_read_user(self.sp() as *const u64) }.unwrap_or(0),
         }
-        unsafe { bpf_probe_read_user(slot as *const u64) }.unwrap_or(0)
+    }
+
+    /// The caller when a register holds it (arm64's link register); on x86_64 it is the word at
+    /// the stack pointer, which a stack read starting at `sp` already has.
+    #[inline(always)]
+    pub fn caller_in_register(&self) -> Option<u64> {
+        arch::RETURN_IN_REGISTER.then(|| self.slot(arch::RETURN_SLOT))
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     args::{Regs, syscall_arg0, syscall_ret},
     emit::{Header, send, send_full},
     fdtable::FdTable,
-    filter::{Traced, current, traced},
+    filter::{current, is_traced, pending},
     maps::LIVE,
 };
 
@@ -25,7 +25,9 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 fn try_close(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let t = traced(task.tgid)?;
+    if !is_traced(task.tgid) {
+        return None;
+    }
     let fd = syscall_arg0(ctx) as u32;
     let removed = LIVE
         .remove(SockKey {
@@ -33,12 +35,9 @@ fn try_close(ctx: &TracePointContext) -> Option<()> {
             fd,
         })
         .is_ok();
-    if removed {
-        t.closed();
-    }
     // While userspace seeds a forked child from /proc, it must hear of every close: the fd may
-    // be one it is about to copy in. arg 1: the kernel held (and counted) the entry itself.
-    if t.pending() {
+    // be one it is about to copy in. arg 1: the kernel held the entry itself.
+    if pending(task.tgid) {
         send(
             ctx,
             task,
@@ -49,11 +48,10 @@ fn try_close(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// A bpf_loop context. Counts go straight into the target's entry: a counter kept here would
-/// be a known constant to the verifier, which then never sees the loop body converge.
+/// A bpf_loop context. (No counter here: a counter would be a known constant to the verifier,
+/// which then never sees the loop body converge; closes are not counted anyway.)
 #[repr(C)]
 struct Range {
-    t: Traced,
     tgid: u32,
     first: u32,
 }
@@ -65,19 +63,17 @@ unsafe extern "C" fn forget_fd(i: u64, ctx: *mut c_void) -> i64 {
         tgid: r.tgid,
         fd: r.first.wrapping_add(i as u32),
     };
-    if LIVE.remove(key).is_ok() {
-        r.t.closed();
-    }
+    let _ = LIVE.remove(key);
     0
 }
 
-/// Removes (and counts closed) LIVE entries of `tgid` for fds in [first, last].
+/// Removes LIVE entries of `tgid` for fds in [first, last].
 #[inline(always)]
-fn forget_range(t: Traced, tgid: u32, first: u32, last: u32) {
+fn forget_range(tgid: u32, first: u32, last: u32) {
     if last < first {
         return;
     }
-    let mut r = Range { t, tgid, first };
+    let mut r = Range { tgid, first };
     unsafe {
         bpf_loop(
             last - first + 1,
@@ -104,7 +100,9 @@ const UNSHARE_REACH: u32 = 4096;
 
 fn try_close_range(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let t = traced(task.tgid)?;
+    if !is_traced(task.tgid) {
+        return None;
+    }
     if syscall_ret(ctx) != 0 {
         return None;
     }
@@ -121,12 +119,12 @@ fn try_close_range(ctx: &TracePointContext) -> Option<()> {
                 bound = UNSHARE_REACH;
             }
             let top = if last >= bound { bound - 1 } else { last };
-            forget_range(t, task.tgid, first, top);
+            forget_range(task.tgid, first, top);
             true
         }
         _ => false,
     };
-    if !handled || t.pending() {
+    if !handled || pending(task.tgid) {
         let h = Header {
             kind: EventKind::CloseRange,
             syscall: Syscall::CloseRange,

@@ -10,8 +10,9 @@ use sockleak_common::{
 use crate::{
     args::{Regs, syscall_ret},
     atomic::add_u64,
-    emit::{failure, now, read_sockaddr},
-    filter::{current, traced},
+    clock::now,
+    emit::{failure, read_sockaddr},
+    filter::{current, is_traced},
     maps::{DESTS, LIVE},
 };
 
@@ -27,7 +28,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 fn try_connect(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let _t = traced(task.tgid)?;
+    if !is_traced(task.tgid) {
+        return None;
+    }
     let ret = syscall_ret(ctx);
     let regs = Regs::current()?;
     let [fd, addr, addrlen, _] = regs.args();

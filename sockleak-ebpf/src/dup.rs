@@ -8,8 +8,9 @@ use sockleak_common::{
 
 use crate::{
     args::{Regs, syscall_ret},
-    emit::{Header, now, send},
-    filter::{current, traced},
+    clock::{coarse_now, now},
+    emit::{Header, send},
+    filter::{current, is_traced, pending, traced},
     maps::LIVE,
     open::track_new_fd,
     stack,
@@ -44,7 +45,9 @@ pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
 
 fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
     let task = current();
-    let t = traced(task.tgid)?;
+    if !is_traced(task.tgid) {
+        return None;
+    }
     let ret = syscall_ret(ctx);
     if ret < 0 {
         return None;
@@ -67,22 +70,21 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
         fd: newfd,
     };
     // dup2/dup3 over a socket closes that socket first.
-    if LIVE.remove(new).is_ok() {
-        t.closed();
-    }
+    let _ = LIVE.remove(new);
     match unsafe { LIVE.get(old) } {
         Some(src) => {
+            let t = traced(task.tgid)?;
             // The copy is a new fd with its own creation site (where a dup'd fd leaks, the dup
             // is the culprit) but keeps what the original knew about the peer.
             let mut rec = *src;
-            rec.created_ns = now();
+            rec.created_ns = if t.pending() { now() } else { coarse_now() };
             rec.tid = task.tid;
             rec.origin = Origin::Dup as u8;
             rec.flags = 0;
             stack::capture(ctx, &regs, task, &mut rec);
             track_new_fd(ctx, &t, task, newfd, &rec);
         }
-        None if t.pending() => {
+        None if pending(task.tgid) => {
             // Possibly a copy of an inherited fd userspace has not seeded yet: it decides.
             let mut rec = SocketRecord::EMPTY;
             rec.created_ns = now();

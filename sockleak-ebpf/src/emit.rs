@@ -1,9 +1,7 @@
 //! Building and sending the (rare) events, failures, and reading socket addresses.
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user},
-    programs::tracing::StackIdContext,
+    EbpfContext, helpers::generated::bpf_probe_read_user, programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::warn;
 use sockleak_common::{
@@ -14,6 +12,7 @@ use sockleak_common::{
 
 use crate::{
     args::Regs,
+    clock::now,
     filter::Task,
     maps::{EVENTS, count_loss, wakeup_bytes},
     stack,
@@ -22,11 +21,6 @@ use crate::{
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-
-#[inline(always)]
-pub fn now() -> u64 {
-    unsafe { bpf_ktime_get_ns() }
-}
 
 /// What an event says besides who and which socket.
 pub struct Header {

@@ -1,11 +1,18 @@
-//! Which tasks cost map work. An untraced process pays one bit test; a traced one a hash lookup
-//! whose entry also holds its counters, so the filter and the bookkeeping are one lookup.
+//! Which tasks cost map work. Every path first tests the process's bit in TRACED_BITS: an
+//! untraced process pays that and nothing else. Paths that count (a new socket) look up the
+//! process's TARGETS entry; paths that only remove (close) do not, unless the process is
+//! fork-pending (PENDING_BITS), where userspace needs to hear of them.
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid};
-use sockleak_common::target::{FILTER_BITS, MAX_CGROUPS, Target, UNCHANGED, state};
+use aya_ebpf::{
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid},
+    maps::Array,
+};
+use sockleak_common::target::{FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UNCHANGED, state};
 
-use crate::atomic::{add_u32, add_u64, or_u64};
-use crate::maps::{CGROUPS, CONTROL, TARGETS, TRACED_BITS, n_cgroups, tick, trace_all};
+use crate::{
+    atomic::{add_u32, add_u64, and_u64, or_u64},
+    maps::{CGROUPS, CONTROL, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups, tick, trace_all},
+};
 
 /// The current task, split.
 #[repr(C)]
@@ -31,13 +38,8 @@ pub struct Traced(*mut Target);
 
 impl Traced {
     #[inline(always)]
-    pub fn state(&self) -> u8 {
-        unsafe { (*self.0).state }
-    }
-
-    #[inline(always)]
     pub fn pending(&self) -> bool {
-        self.state() == state::FORK_PENDING
+        unsafe { (*self.0).state == state::FORK_PENDING }
     }
 
     #[inline(always)]
@@ -49,11 +51,6 @@ impl Traced {
     #[inline(always)]
     pub fn opened(&self) {
         add_u64(unsafe { &raw mut (*self.0).opened }, 1);
-    }
-
-    #[inline(always)]
-    pub fn closed(&self) {
-        add_u64(unsafe { &raw mut (*self.0).closed }, 1);
     }
 
     #[inline(always)]
@@ -72,36 +69,65 @@ impl Traced {
     }
 }
 
+/// (array entry, word, bit) of a pid in a bit filter.
 #[inline(always)]
-fn bit(tgid: u32) -> (u32, u64) {
+fn bit(tgid: u32) -> (u32, usize, u64) {
     let b = tgid % FILTER_BITS;
-    (b / 64, 1u64 << (b % 64))
+    (tgid / FILTER_BITS, (b / 64) as usize, 1u64 << (b % 64))
 }
 
-/// False when `tgid` is certainly not traced.
 #[inline(always)]
-fn maybe_traced(tgid: u32) -> bool {
-    let (word, mask) = bit(tgid);
-    match TRACED_BITS.get(0) {
-        Some(bits) => bits.get(word as usize).is_some_and(|w| w & mask != 0),
-        // No filter: fall through to the lookup.
+fn test(bits: &Array<[u64; FILTER_WORDS]>, tgid: u32) -> bool {
+    let (entry, word, mask) = bit(tgid);
+    match bits.get(entry) {
+        Some(b) => b.get(word).is_some_and(|w| w & mask != 0),
+        // A pid beyond the filter (pid_max raised since start): the lookup decides.
         None => true,
     }
 }
 
-/// Marks `tgid` as maybe traced.
 #[inline(always)]
-pub fn mark(tgid: u32) {
-    let (word, mask) = bit(tgid);
-    if let Some(bits) = TRACED_BITS.get_ptr_mut(0)
-        && let Some(w) = unsafe { (*bits).get_mut(word as usize) }
+fn set(bits: &Array<[u64; FILTER_WORDS]>, tgid: u32, on: bool) {
+    let (entry, word, mask) = bit(tgid);
+    if let Some(b) = bits.get_ptr_mut(entry)
+        && let Some(w) = unsafe { (*b).get_mut(word) }
     {
-        or_u64(w, mask);
+        if on {
+            or_u64(w, mask);
+        } else {
+            and_u64(w, !mask);
+        }
     }
 }
 
-/// Applies a change userspace asked for: on every event of a fork-pending process (its seeding
-/// finishing is what it waits for), otherwise on one event in 64 per CPU.
+/// False when `tgid` is certainly not traced.
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    test(&TRACED_BITS, tgid)
+}
+
+/// Whether `tgid` may be fork-pending (then `traced` tells for sure).
+#[inline(always)]
+pub fn maybe_pending(tgid: u32) -> bool {
+    test(&PENDING_BITS, tgid)
+}
+
+/// Marks a process as traced, and as pending or not.
+#[inline(always)]
+pub fn mark(tgid: u32, pending: bool) {
+    set(&TRACED_BITS, tgid, true);
+    set(&PENDING_BITS, tgid, pending);
+}
+
+/// Clears a process from the filters (it exited).
+#[inline(always)]
+pub fn unmark(tgid: u32) {
+    set(&TRACED_BITS, tgid, false);
+    set(&PENDING_BITS, tgid, false);
+}
+
+/// Applies a change userspace asked for: on every lookup while the process is fork-pending
+/// (its seeding finishing is what it waits for), otherwise on one in 64 per CPU.
 #[inline(always)]
 fn apply_control(tgid: u32, t: *mut Target) {
     if unsafe { (*t).state } != state::FORK_PENDING && tick(1) % 64 != 0 {
@@ -114,6 +140,7 @@ fn apply_control(tgid: u32, t: *mut Target) {
     unsafe {
         if c.state != UNCHANGED {
             (*t).state = c.state;
+            set(&PENDING_BITS, tgid, c.state == state::FORK_PENDING);
         }
         if c.stack_mode != UNCHANGED {
             (*t).stack_mode = c.stack_mode;
@@ -122,16 +149,22 @@ fn apply_control(tgid: u32, t: *mut Target) {
     let _ = CONTROL.remove(tgid);
 }
 
-/// The entry of a traced process, for paths that only matter when it already holds sockets
-/// (close, dup, connect, exit).
+/// The entry of a traced process.
 #[inline(always)]
 pub fn traced(tgid: u32) -> Option<Traced> {
-    if !maybe_traced(tgid) {
+    if !is_traced(tgid) {
         return None;
     }
     let t = TARGETS.get_ptr_mut(tgid)?;
     apply_control(tgid, t);
     Some(Traced(t))
+}
+
+/// Whether a traced process is fork-pending. The bit test first: an active process needs no
+/// lookup.
+#[inline(always)]
+pub fn pending(tgid: u32) -> bool {
+    maybe_pending(tgid) && traced(tgid).is_some_and(|t| t.pending())
 }
 
 /// The entry of a process about to get a socket: an existing one, or a new one when `--all`
@@ -153,12 +186,12 @@ pub fn creatable() -> bool {
 /// A new entry for a process `--all` or a traced cgroup covers.
 #[inline(always)]
 pub fn create(tgid: u32) -> Option<Traced> {
-    if !creatable() {
+    if !creatable() || tgid == crate::maps::self_tgid() {
         return None;
     }
     // No entry: the process held no socket sockleak knows, so nothing is pending for it.
     let _ = TARGETS.insert(tgid, Target::new(state::ACTIVE, 0), BPF_NOEXIST);
-    mark(tgid);
+    mark(tgid, false);
     TARGETS.get_ptr_mut(tgid).map(Traced)
 }
 

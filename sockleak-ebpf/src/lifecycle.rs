@@ -15,7 +15,7 @@ use crate::{
     args::{ctx_u8_at, ctx_u32, ctx_u64},
     emit::{Header, send, send_full, submit},
     fdtable::FdTable,
-    filter::{Task, Traced, current, mark, traced},
+    filter::{Task, current, is_traced, mark, traced, unmark},
     maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
@@ -44,7 +44,7 @@ fn try_newtask(ctx: &TracePointContext) -> Option<()> {
         Target::new(state::FORK_PENDING, parent.stack_mode()),
         0,
     );
-    mark(child);
+    mark(child, true);
     debug!(ctx, "sockleak: tracing child {} of {}", child, task.tgid);
     send(
         ctx,
@@ -55,10 +55,9 @@ fn try_newtask(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// A bpf_loop context (counts go to the target's entry, see close.rs).
+/// A bpf_loop context (see close.rs).
 #[repr(C)]
 struct ExecScan {
-    t: Traced,
     fdt: FdTable,
     tgid: u32,
 }
@@ -70,8 +69,8 @@ unsafe extern "C" fn drop_if_closed(i: u64, ctx: *mut c_void) -> i64 {
         tgid: s.tgid,
         fd: i as u32,
     };
-    if unsafe { LIVE.get(key) }.is_some() && !s.fdt.is_open(i as u32) && LIVE.remove(key).is_ok() {
-        s.t.closed();
+    if unsafe { LIVE.get(key) }.is_some() && !s.fdt.is_open(i as u32) {
+        let _ = LIVE.remove(key);
     }
     0
 }
@@ -86,11 +85,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     let task = current();
-    let t = traced(task.tgid)?;
+    if !is_traced(task.tgid) {
+        return None;
+    }
     let mut handled = -1i64;
     if let Some(fdt) = FdTable::current() {
         let mut s = ExecScan {
-            t,
             fdt,
             tgid: task.tgid,
         };
@@ -166,13 +166,14 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         handed = 1;
     }
     let _ = TARGETS.remove(task.tgid);
+    unmark(task.tgid);
     let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);
     send_full(
         ctx,
         task,
         h,
         handed as u16,
-        final_counts.closed,
+        0,
         (u64::from(final_counts.direct_opened) << 32) | u64::from(final_counts.direct_closed),
         &SocketRecord::EMPTY,
     );

@@ -12,6 +12,7 @@
 
 mod args;
 mod atomic;
+mod clock;
 mod close;
 mod connect;
 mod dup;

@@ -8,7 +8,7 @@ use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::{Offsets, UringKey, UringSite},
     socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
-    target::{CgroupTarget, Control, FILTER_WORDS, MAX_CGROUPS, Target},
+    target::{CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, Target},
 };
 
 /// Reads a global userspace set before load. `read_volatile` keeps the compiler from folding
@@ -31,6 +31,8 @@ global!(WAKEUP_BYTES: u64 = 0, wakeup_bytes);
 global!(STACK_SAMPLE: u32 = 1, stack_sample);
 global!(STACK_COPY_BYTES: u32 = 0, stack_copy_bytes);
 global!(EXIT_GROUP_DEAD_OFFSET: u32 = 0, exit_group_dead_offset);
+// sockleak's own pid: `--all` leaves it out.
+global!(SELF_TGID: u32 = 0, self_tgid);
 global!(
     OFFSETS: Offsets = Offsets {
         valid: 0,
@@ -75,10 +77,22 @@ pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(65536, BPF_
 #[map]
 pub static CONTROL: HashMap<u32, Control> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
 
-/// One bit per `tgid % FILTER_BITS`: clear means "not traced", so untraced processes skip
-/// the TARGETS lookup. Bits are only ever set during a session.
+/// One bit per pid, set while the process is traced (see `target::FILTER_BITS`); userspace
+/// sizes it for the host's pid_max. Userspace sets bits only before attach, the kernel after.
 #[map]
-pub static TRACED_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1, 0);
+pub static TRACED_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1024, 0);
+
+/// One bit per pid, set while the process is fork-pending (same shape and rules).
+#[map]
+pub static PENDING_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1024, 0);
+
+/// Jiffies to ns (see `target::Clock`), written by userspace before attach.
+#[map]
+pub static CLOCK: Array<Clock> = Array::with_max_entries(1, 0);
+
+/// Calibration: the clock probe's last reading.
+#[map]
+pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);
 
 /// Traced cgroup subtrees, filled by userspace before attach.
 #[map]

@@ -11,9 +11,10 @@ use sockleak_common::{
 
 use crate::{
     args::{Regs, syscall_ret},
-    emit::{failure, now, read_sockaddr},
+    clock::{coarse_now, now},
+    emit::{failure, read_sockaddr},
     filter::{Task, Traced, current, traced_or_new},
-    maps::{LIVE, count_loss, first_loss},
+    maps::{LIVE, capture_stacks, count_loss, first_loss},
     stack,
 };
 
@@ -22,16 +23,17 @@ const EEXIST: i32 = 17;
 
 /// Records a new socket fd in the live map and counts it. An entry already at that fd is a
 /// socket that went away without a close the kernel saw (a copy userspace seeded just as the
-/// process closed it): it is replaced and counted closed. False when the map is full.
+/// process closed it): it is replaced. False when the map is full.
 #[inline(always)]
 pub fn track_new_fd_quiet(t: &Traced, task: Task, fd: u32, rec: &SocketRecord) -> bool {
     let key = SockKey {
         tgid: task.tgid,
         fd,
     };
+    // A replaced entry needs no counting: closes are derived from what is still open.
     match LIVE.insert(key, rec, BPF_NOEXIST) {
         Ok(()) => {}
-        Err(e) if e == -EEXIST && LIVE.insert(key, rec, 0).is_ok() => t.closed(),
+        Err(e) if e == -EEXIST && LIVE.insert(key, rec, 0).is_ok() => {}
         Err(_) => {
             count_loss(LossCause::LiveMapFull);
             return false;
@@ -55,10 +57,12 @@ pub fn track_new_fd<C: aya_ebpf::EbpfContext>(
     }
 }
 
+/// A record of a socket made now. A fork-pending process's sockets get the precise clock
+/// (userspace orders them against its events); others the cheap one.
 #[inline(always)]
-pub fn new_record(task: Task, origin: Origin) -> SocketRecord {
+pub fn new_record(t: &Traced, task: Task, origin: Origin) -> SocketRecord {
     let mut rec = SocketRecord::EMPTY;
-    rec.created_ns = now();
+    rec.created_ns = if t.pending() { now() } else { coarse_now() };
     rec.tid = task.tid;
     rec.origin = origin as u8;
     rec
@@ -66,8 +70,8 @@ pub fn new_record(task: Task, origin: Origin) -> SocketRecord {
 
 /// A record from socket(2)/socketpair(2)'s (family, type, protocol) arguments.
 #[inline(always)]
-fn socket_record(task: Task, origin: Origin, args: [u64; 4]) -> SocketRecord {
-    let mut rec = new_record(task, origin);
+fn socket_record(t: &Traced, task: Task, origin: Origin, args: [u64; 4]) -> SocketRecord {
+    let mut rec = new_record(t, task, origin);
     rec.family = args[0] as u16;
     rec.sock_type = args[1] as u32;
     rec.protocol = args[2] as u16;
@@ -84,8 +88,15 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     let task = current();
     let t = traced_or_new(task.tgid)?;
     let ret = syscall_ret(ctx);
+    if ret >= 0 && !capture_stacks() {
+        // The cheapest path (`--no-stacks`): no register read; the socket's kind comes from
+        // the kernel's socket tables at report time instead of socket()'s arguments.
+        let rec = new_record(&t, task, Origin::Socket);
+        track_new_fd(ctx, &t, task, ret as u32, &rec);
+        return Some(());
+    }
     let regs = Regs::current()?;
-    let mut rec = socket_record(task, Origin::Socket, regs.args());
+    let mut rec = socket_record(&t, task, Origin::Socket, regs.args());
     if ret < 0 {
         failure(ctx, &regs, Syscall::Socket, task, -ret, -1, &mut rec);
         return None;
@@ -107,7 +118,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
     let ret = syscall_ret(ctx);
     let regs = Regs::current()?;
     let args = regs.args();
-    let mut rec = socket_record(task, Origin::Socketpair, args);
+    let mut rec = socket_record(&t, task, Origin::Socketpair, args);
     if ret < 0 {
         failure(ctx, &regs, Syscall::Socketpair, task, -ret, -1, &mut rec);
         return None;
@@ -137,7 +148,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
     let ret = syscall_ret(ctx);
     let regs = Regs::current()?;
     let [listener, addr, _addrlen, flags] = regs.args();
-    let mut rec = new_record(task, origin);
+    let mut rec = new_record(&t, task, origin);
     // The accepted socket shares the listener's family, type and protocol.
     let lkey = SockKey {
         tgid: task.tgid,

@@ -88,7 +88,7 @@ fn try_recvmsg(ctx: &TracePointContext, multi: bool) -> Option<()> {
         None => create(task.tgid)?,
     };
     let fdt = FdTable::current()?;
-    let mut rec = new_record(task, Origin::Received);
+    let mut rec = new_record(&t, task, Origin::Received);
     rec.via_fd = fd as i32;
     let mut m = Msgs {
         task,
@@ -219,7 +219,7 @@ fn try_pidfd_getfd(ctx: &TracePointContext) -> Option<()> {
     }
     let regs = Regs::current()?;
     let pidfd = regs.arg(0);
-    let mut rec = new_record(task, Origin::Received);
+    let mut rec = new_record(&t, task, Origin::Received);
     rec.via_fd = pidfd as i32;
     rec.peer_pid = fdt.file(pidfd as u32).map_or(0, pidfd_pid);
     stack::capture(ctx, &regs, task, &mut rec);

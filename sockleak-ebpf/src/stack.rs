@@ -63,21 +63,32 @@ struct Walk {
     have: u64,
 }
 
-/// Hash of the syscall's ip, the leaf caller and every return address on the frame-pointer
-/// chain. Deterministic for a call path in a process (return addresses, not stack positions).
+/// The leaf caller and the hash of the syscall's ip, that caller and every return address on
+/// the frame-pointer chain. Deterministic for a call path in a process (return addresses, not
+/// stack positions). One read of the stack from `sp` gives the caller (x86_64) and usually the
+/// first frames.
 #[inline(always)]
-fn chain_hash(regs: &Regs, caller: u64) -> u64 {
+fn caller_and_hash(regs: &Regs) -> (u64, u64) {
     let sp = regs.sp();
+    let mut have = 0;
+    let mut top = 0;
+    if let Some(buf) = WINDOW.get_ptr_mut(0) {
+        let buf = unsafe { &mut *buf };
+        have = read_window(buf, sp) as u64;
+        top = buf[0];
+    }
+    let caller = match regs.caller_in_register() {
+        Some(c) => c,
+        None if have != 0 => top,
+        None => regs.caller(),
+    };
     let mut w = Walk {
         hash: mix(mix(FNV_OFFSET, regs.ip()), caller),
         sp,
         fp: regs.fp(),
         base: sp,
-        have: 0,
+        have,
     };
-    if let Some(buf) = WINDOW.get_ptr_mut(0) {
-        w.have = read_window(unsafe { &mut *buf }, sp) as u64;
-    }
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_FRAMES as u32,
@@ -86,7 +97,7 @@ fn chain_hash(regs: &Regs, caller: u64) -> u64 {
             0,
         )
     };
-    w.hash
+    (caller, w.hash)
 }
 
 /// One frame: hash its return address and move to the caller's frame. Returns 1 to stop.
@@ -142,24 +153,26 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         rec.stack_id = NO_STACK;
         return;
     }
-    rec.caller = regs.caller();
     let sample = stack_sample();
-    let last = StackKey {
-        hash: rec.caller,
-        tgid: task.tgid,
-        _pad: 0,
-    };
     // Sampling: skip the walk, take the latest walked stack with the same leaf caller.
     if sample > 1 && tick(0) % sample != 1 {
+        rec.caller = regs.caller();
         rec.flags |= REC_SAMPLED;
+        let last = StackKey {
+            hash: rec.caller,
+            tgid: task.tgid,
+            _pad: 0,
+        };
         rec.stack_id = match unsafe { LAST_STACK.get(last) } {
             Some(id) => *id,
             None => SAMPLED_OUT,
         };
         return;
     }
+    let (caller, hash) = caller_and_hash(regs);
+    rec.caller = caller;
     let key = StackKey {
-        hash: chain_hash(regs, rec.caller),
+        hash,
         tgid: task.tgid,
         _pad: 0,
     };
@@ -189,6 +202,11 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         },
     };
     if sample > 1 && rec.stack_id >= 0 {
+        let last = StackKey {
+            hash: rec.caller,
+            tgid: task.tgid,
+            _pad: 0,
+        };
         let _ = LAST_STACK.insert(last, rec.stack_id, 0);
     }
 }

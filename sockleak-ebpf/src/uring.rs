@@ -47,7 +47,7 @@ fn try_submit(ctx: &TracePointContext) -> Option<()> {
     if opcode != uring_op::ACCEPT && opcode != uring_op::SOCKET {
         return None;
     }
-    traced_or_new(task.tgid)?;
+    let t = traced_or_new(task.tgid)?;
     let o = offsets();
     if o.valid & have::IO_URING == 0 {
         return None;
@@ -59,7 +59,7 @@ fn try_submit(ctx: &TracePointContext) -> Option<()> {
     } else {
         read_u32(cmd + u64::from(o.socket_file_slot))
     };
-    let mut rec = new_record(task, Origin::IoUring);
+    let mut rec = new_record(&t, task, Origin::IoUring);
     // The submitter's stack (none when a kernel SQPOLL thread submits).
     match Regs::current() {
         Some(regs) => stack::capture(ctx, &regs, task, &mut rec),
@@ -114,15 +114,10 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
                 t.direct_closed();
             } else {
                 let fd = read_u32(cmd + u64::from(o.close_fd));
-                if LIVE
-                    .remove(SockKey {
-                        tgid: task.tgid,
-                        fd,
-                    })
-                    .is_ok()
-                {
-                    t.closed();
-                }
+                let _ = LIVE.remove(SockKey {
+                    tgid: task.tgid,
+                    fd,
+                });
             }
         }
         uring_op::ACCEPT | uring_op::SOCKET => {
@@ -150,7 +145,7 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
                 return None;
             }
             // Family and type come from the socket tables at report time (joined by inode).
-            let mut rec = new_record(task, Origin::IoUring);
+            let mut rec = new_record(&t, task, Origin::IoUring);
             if let Some(s) = site {
                 rec.stack_id = s.stack_id;
                 rec.caller = s.caller;

@@ -9,14 +9,17 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use log::warn;
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::Offsets,
     socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
-    target::{CgroupTarget, Control, FILTER_WORDS, Target, UNCHANGED, global, map},
+    target::{
+        CgroupTarget, Clock, ClockSample, Control, FILTER_BITS, FILTER_WORDS, Target, UNCHANGED,
+        filter_entries, global, map,
+    },
 };
 
 use crate::{batch, error::UserError};
@@ -200,6 +203,10 @@ pub struct Tracer {
     targets: Map,
     control: HashMap<MapData, u32, Control>,
     bits: Array<MapData, [u64; FILTER_WORDS]>,
+    pending_bits: Array<MapData, [u64; FILTER_WORDS]>,
+    /// How the kernel turns jiffies into ns (hz 0: it uses the precise clock).
+    pub clock: Clock,
+    _clock_maps: ClockMaps,
     live: Map,
     dests: Map,
     last_stack: HashMap<MapData, StackKey, i32>,
@@ -243,9 +250,12 @@ impl Tracer {
             .override_global(global::WAKEUP_BYTES, &wakeup, true)
             .override_global(global::STACK_SAMPLE, &opts.stack_sample, true)
             .override_global(global::OFFSETS, &opts.offsets, true)
+            .override_global(global::SELF_TGID, &std::process::id(), true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
+            .map_max_entries(map::TRACED_BITS, filter_entries(pid_max()))
+            .map_max_entries(map::PENDING_BITS, filter_entries(pid_max()))
             .load(OBJECT)
             .context("loading sockleak's eBPF object into the kernel")?;
         // Kernel-side log records (aya-log) go to sockleak's logger.
@@ -258,13 +268,11 @@ impl Tracer {
         };
         let targets = take(&mut bpf, map::TARGETS)?;
         let control = HashMap::try_from(take(&mut bpf, map::CONTROL)?)?;
-        let mut bits: Array<MapData, [u64; FILTER_WORDS]> =
+        let bits: Array<MapData, [u64; FILTER_WORDS]> =
             Array::try_from(take(&mut bpf, map::TRACED_BITS)?)?;
-        if opts.trace_all {
-            // Everything is traced: the filter would only cost a lookup after the bit test.
-            bits.set(0, [u64::MAX; FILTER_WORDS], 0)
-                .context("filling the kernel's target filter")?;
-        }
+        let pending_bits: Array<MapData, [u64; FILTER_WORDS]> =
+            Array::try_from(take(&mut bpf, map::PENDING_BITS)?)?;
+        let (clock, clock_maps) = calibrate(&mut bpf)?;
         let live = take(&mut bpf, map::LIVE)?;
         let dests = take(&mut bpf, map::DESTS)?;
         let last_stack = HashMap::try_from(take(&mut bpf, "LAST_STACK")?)?;
@@ -283,6 +291,9 @@ impl Tracer {
             targets,
             control,
             bits,
+            pending_bits,
+            clock,
+            _clock_maps: clock_maps,
             live,
             dests,
             last_stack,
@@ -342,8 +353,7 @@ impl Tracer {
         Ok(())
     }
 
-    /// Makes `tgid` a target (before attach, or for a process the kernel cannot have created an
-    /// entry for). An existing entry is left alone: the kernel owns it.
+    /// Makes `tgid` a target before attach. An existing entry is left alone: the kernel owns it.
     pub fn add_target(&mut self, tgid: u32, state: u8) -> Result<()> {
         const BPF_NOEXIST: u64 = 1;
         let mut targets: HashMap<&mut MapData, u32, Target> = HashMap::try_from(&mut self.targets)?;
@@ -355,18 +365,10 @@ impl Tracer {
                     .context(format!("adding pid {tgid} to the kernel target map")));
             }
         }
-        self.mark(tgid)
-    }
-
-    /// Sets `tgid`'s bit in the kernel's target filter. Only before attach: afterwards the
-    /// kernel sets bits itself and a read-modify-write from here could lose one.
-    fn mark(&mut self, tgid: u32) -> Result<()> {
-        let b = tgid % sockleak_common::target::FILTER_BITS;
-        let mut words = self.bits.get(&0, 0).context("reading the target filter")?;
-        words[(b / 64) as usize] |= 1 << (b % 64);
-        self.bits
-            .set(0, words, 0)
-            .context("writing the target filter")?;
+        set_bit(&mut self.bits, tgid)?;
+        if state == sockleak_common::target::state::FORK_PENDING {
+            set_bit(&mut self.pending_bits, tgid)?;
+        }
         Ok(())
     }
 
@@ -486,6 +488,59 @@ impl Tracer {
             l.flush();
         }
     }
+}
+
+/// Sets a pid's bit in a kernel filter. Only before attach: afterwards the kernel sets bits
+/// itself and a read-modify-write from here could lose one.
+fn set_bit(bits: &mut Array<MapData, [u64; FILTER_WORDS]>, tgid: u32) -> Result<()> {
+    let (entry, b) = (tgid / FILTER_BITS, tgid % FILTER_BITS);
+    // A pid beyond the filter is looked up in TARGETS directly.
+    let Ok(mut words) = bits.get(&entry, 0) else {
+        return Ok(());
+    };
+    words[(b / 64) as usize] |= 1 << (b % 64);
+    bits.set(entry, words, 0)
+        .context("writing a target filter")?;
+    Ok(())
+}
+
+/// Runs the object's clock probe once and gives the kernel its jiffies conversion (see
+/// `clock`). A kernel where that fails keeps the precise clock.
+fn calibrate(bpf: &mut Ebpf) -> Result<(Clock, ClockMaps)> {
+    let sample: Array<MapData, ClockSample> = Array::try_from(take(bpf, map::CLOCK_SAMPLE)?)?;
+    let mut out: Array<MapData, Clock> = Array::try_from(take(bpf, global::CLOCK)?)?;
+    let prog: &mut RawTracePoint = bpf
+        .program_mut("clock_probe")
+        .context("program clock_probe missing from the eBPF object")?
+        .try_into()?;
+    let clock = match prog
+        .load()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(crate::clock::test_run(prog.fd()?)?))
+        .and_then(|()| Ok(sample.get(&0, 0)?))
+    {
+        Ok(s) => crate::clock::clock_from(s),
+        Err(e) => {
+            log::debug!(
+                "clock calibration failed ({e:#}): sockets are stamped with the precise clock"
+            );
+            Clock::default()
+        }
+    };
+    out.set(0, clock, 0)
+        .context("writing the kernel's clock conversion")?;
+    Ok((clock, (sample, out)))
+}
+
+/// The clock maps, held so their fds stay open until the programs are loaded.
+type ClockMaps = (Array<MapData, ClockSample>, Array<MapData, Clock>);
+
+/// The host's largest pid + 1 (kernel.pid_max); the maximum possible when unreadable.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 22)
 }
 
 fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod kernel_offsets;

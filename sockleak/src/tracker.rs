@@ -143,8 +143,8 @@ pub struct Sample {
     pub open_fds: Option<u64>,
 }
 
-/// Socket counts over a process's life. `live = preexisting + opened + unseen_opened - closed -
-/// unseen_closed`, with what the kernel counted and what userspace did kept apart.
+/// Socket counts over a process's life, with what the kernel counted and what userspace did
+/// kept apart. Closes are not counted anywhere: everything that was open minus what still is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// The kernel's own counts (its TARGETS entry; at exit, the Exit event).
@@ -153,8 +153,6 @@ pub struct Counts {
     pub preexisting: u64,
     /// Userspace inserts (dups of seeded sockets the kernel could not resolve).
     pub user_opened: u64,
-    /// Userspace removals (seeded sockets a forked child closed before the kernel knew them).
-    pub user_closed: u64,
     /// Found in /proc without sockleak seeing them made, and gone without a close it saw.
     pub unseen_opened: u64,
     pub unseen_closed: u64,
@@ -165,18 +163,18 @@ impl Counts {
         self.kernel.opened + self.user_opened
     }
 
-    pub fn closed(&self) -> u64 {
-        self.kernel.closed + self.user_closed
+    /// Closes seen, given how many sockets are open now.
+    pub fn closed(&self, live: u64) -> u64 {
+        (self.preexisting + self.opened() + self.unseen_opened)
+            .saturating_sub(self.unseen_closed + live)
     }
 
-    /// A seeded copy was removed again: a socket the process closed (counted), or, when the
-    /// kernel had already removed and counted its own entry, a copy that arrived too late (it
-    /// was never open: uncounted).
+    /// A seeded copy was removed again. When the kernel had already removed its own entry for
+    /// that fd, the copy arrived too late and never was open in the process: it is uncounted.
+    /// Otherwise it was a socket the process closed, which the derived count includes.
     fn forgot_seed(&mut self, kernel_removed: bool) {
         if kernel_removed {
             self.preexisting = self.preexisting.saturating_sub(1);
-        } else {
-            self.user_closed += 1;
         }
     }
 
@@ -235,7 +233,7 @@ impl Process {
     }
 
     pub fn closed(&self) -> u64 {
-        self.counts.closed()
+        self.counts.closed(self.live())
     }
 
     pub fn sample(&mut self, t_ns: u64, open_fds: Option<u64>) {
@@ -522,7 +520,6 @@ impl Tracker {
                     p.sockets.insert(fd, Socket::new(rec, stack_pid));
                 }
                 p.counts.kernel.opened = ev.arg as u64;
-                p.counts.kernel.closed = ev.arg2;
                 p.counts.kernel.direct_opened = (ev.arg3 >> 32) as u32;
                 p.counts.kernel.direct_closed = ev.arg3 as u32;
                 let collect = ev.flags == 0;
