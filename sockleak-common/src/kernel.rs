@@ -5,7 +5,8 @@
 pub mod have {
     /// task_struct -> files_struct -> fdtable -> file -> inode: walking a process's fd table.
     pub const FDTABLE: u32 = 1;
-    /// file -> private_data -> pid -> numbers[0].nr: the process behind a pidfd.
+    /// file -> f_inode -> i_private (pidfs; older kernels: file -> private_data) -> pid ->
+    /// numbers[0].nr: the process behind a pidfd.
     pub const PIDFD: u32 = 2;
     /// io_kiocb and the accept/socket/close commands inside it.
     pub const IO_URING: u32 = 4;
@@ -30,6 +31,8 @@ pub struct Offsets {
     pub file_inode: u32,
     /// file.private_data
     pub file_private: u32,
+    /// inode.i_private
+    pub inode_private: u32,
     /// inode.i_mode (umode_t)
     pub inode_mode: u32,
     /// pid.numbers (the first upid's `nr` is the pid in the initial namespace)
@@ -44,12 +47,13 @@ pub struct Offsets {
     /// io_close.fd (int), io_close.file_slot (u32)
     pub close_fd: u32,
     pub close_file_slot: u32,
+    pub _pad: u32,
 }
 crate::assert_layout!(
     Offsets,
-    size = 64,
+    size = 72,
     fields = [
-        u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32
+        u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32, u32
     ]
 );
 

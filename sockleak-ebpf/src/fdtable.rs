@@ -76,7 +76,10 @@ pub fn pidfd_pid(file: u64) -> u32 {
     if o.valid & have::PIDFD == 0 {
         return 0;
     }
-    let Some(pid) = read_ptr(file + u64::from(o.file_private)) else {
+    // pidfs keeps the pid in the inode; before it, the file held it.
+    let in_inode = read_ptr(file + u64::from(o.file_inode))
+        .and_then(|inode| read_ptr(inode + u64::from(o.inode_private)));
+    let Some(pid) = in_inode.or_else(|| read_ptr(file + u64::from(o.file_private))) else {
         return 0;
     };
     unsafe { bpf_probe_read_kernel((pid + u64::from(o.pid_numbers)) as *const i32) }

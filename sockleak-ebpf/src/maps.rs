@@ -43,6 +43,7 @@ global!(
         fdt_open_fds: 0,
         file_inode: 0,
         file_private: 0,
+        inode_private: 0,
         inode_mode: 0,
         pid_numbers: 0,
         req_opcode: 0,
@@ -51,6 +52,7 @@ global!(
         socket_file_slot: 0,
         close_fd: 0,
         close_file_slot: 0,
+        _pad: 0,
     },
     offsets
 );

@@ -90,13 +90,18 @@ pub fn read(btf: &Btf) -> (Offsets, Vec<&'static str>) {
         }
         _ => missing.push("the fd table (task_struct.files ... inode.i_mode)"),
     }
-    match (f("file", "private_data"), f("pid", "numbers")) {
-        (Some(a), Some(b)) if o.valid & have::FDTABLE != 0 => {
+    match (
+        f("file", "private_data"),
+        f("inode", "i_private"),
+        f("pid", "numbers"),
+    ) {
+        (Some(a), Some(b), Some(c)) if o.valid & have::FDTABLE != 0 => {
             o.file_private = a;
-            o.pid_numbers = b;
+            o.inode_private = b;
+            o.pid_numbers = c;
             o.valid |= have::PIDFD;
         }
-        _ => missing.push("pidfd senders (file.private_data, pid.numbers)"),
+        _ => missing.push("pidfd senders (file.private_data, inode.i_private, pid.numbers)"),
     }
     match (
         f("io_kiocb", "opcode"),

@@ -36,7 +36,7 @@ pub fn exercise_parsers(s: &str) {
     let _ = procfs::parse_stat_ppid(s);
     let _ = procfs::parse_socket_link(s);
     let _ = procfs::parse_maps(s);
-    let _ = procfs::table_has_inode(s, 9, 1);
+    let _ = procfs::kind_of_protocol(s);
     let _ = cgroup::parse_cgroup2_mount(s);
     let _ = cgroup::parse_proc_cgroup(s);
     let _ = cgroup::container_id(s);

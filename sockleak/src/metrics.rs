@@ -282,6 +282,7 @@ mod tests {
                 max_idle_s: None,
                 state_age_s: BTreeMap::new(),
                 state_age_at_least: vec![],
+                senders: vec![],
                 call_site: Some("leak (a.c:1)".into()),
                 stack: vec![],
             }],

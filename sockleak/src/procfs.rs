@@ -129,34 +129,38 @@ pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
     target.to_str().and_then(parse_socket_link)
 }
 
-/// What kind of socket an inode is, from the tables in the process's network namespace
-/// (/proc/PID/net/*). For rare diagnostics only: it reads several files.
-pub fn socket_kind(pid: u32, inode: u64) -> Option<&'static str> {
-    const TABLES: [(&str, &str, usize); 9] = [
-        ("tcp", "tcp", 9),
-        ("tcp6", "tcp", 9),
-        ("udp", "udp", 9),
-        ("udp6", "udp", 9),
-        ("raw", "raw", 9),
-        ("raw6", "raw", 9),
-        ("unix", "unix", 6),
-        ("packet", "packet", 8),
-        ("netlink", "netlink", 9),
-    ];
-    TABLES.iter().find_map(|(file, kind, col)| {
-        let text = fs::read_to_string(proc_path(pid, &format!("net/{file}"))).ok()?;
-        table_has_inode(&text, *col, inode).then_some(*kind)
-    })
+/// What kind of socket an fd is (tcp, udp, unix, ...), from the socket's protocol name, which
+/// sockfs gives as the `system.sockprotoname` attribute of the fd. Works for sockets no socket
+/// table lists (an unbound UDP socket, a socket not yet connected).
+pub fn socket_kind(pid: u32, fd: u32) -> Option<&'static str> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let name = c"system.sockprotoname";
+    let mut buf = [0u8; 64];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length passed.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?.min(buf.len());
+    Some(kind_of_protocol(std::str::from_utf8(&buf[..n]).ok()?))
 }
 
-/// Whether a /proc/net table lists `inode` in column `col` (0-based, whitespace separated).
-pub fn table_has_inode(text: &str, col: usize, inode: u64) -> bool {
-    text.lines().skip(1).any(|l| {
-        l.split_whitespace()
-            .nth(col)
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(inode)
-    })
+/// sockfs protocol names ("TCP", "UDPv6", "UNIX", ...) as report kinds.
+pub fn kind_of_protocol(proto: &str) -> &'static str {
+    let p = proto.trim_end_matches('\0');
+    match p.trim_end_matches("v6") {
+        "TCP" | "MPTCP" => "tcp",
+        "UDP" | "UDP-Lite" => "udp",
+        "UNIX" | "UNIX-STREAM" => "unix",
+        "RAW" | "PING" => "raw",
+        "NETLINK" => "netlink",
+        "PACKET" => "packet",
+        _ => "other",
+    }
 }
 
 /// Number of open fds of any kind.
@@ -294,14 +298,17 @@ mod tests {
     }
 
     #[test]
-    fn net_tables() {
-        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
-                    0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/x.sock\n";
-        assert!(table_has_inode(unix, 6, 31337));
-        assert!(!table_has_inode(unix, 6, 1));
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-                   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n";
-        assert!(table_has_inode(tcp, 9, 4242));
+    fn socket_kinds_from_sockfs() {
+        assert_eq!(kind_of_protocol("TCPv6"), "tcp");
+        assert_eq!(kind_of_protocol("UDP"), "udp");
+        assert_eq!(kind_of_protocol("UNIX\0"), "unix");
+        assert_eq!(kind_of_protocol("NETLINK"), "netlink");
+        assert_eq!(kind_of_protocol("SCTP"), "other");
+        // An unbound UDP socket of this process, which no socket table lists.
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u32;
+        assert_eq!(socket_kind(std::process::id(), fd), Some("udp"));
+        assert_eq!(socket_kind(std::process::id(), 99_999), None);
     }
 
     #[test]

@@ -414,12 +414,22 @@ fn tiny_live_map_and_ring_buffer_report_their_losses() {
         "--duration",
         "2",
     ]);
-    let child = c
+    let mut child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sleep_ms(800);
+    // Leak only once attached: a socket made while sockleak seeds from /proc, with the map
+    // already full, would be counted by both the kernel and the seeding.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached:") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0,
+            "no attach"
+        );
+    }
     w.cmd("leak 5");
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

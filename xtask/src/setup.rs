@@ -14,12 +14,24 @@ const LLVM_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
 ];
+/// What the integration tests run, as (a command or an absolute path that shows it is there,
+/// the Debian package that provides it).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("go", "golang-go"),
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("gcc", "gcc"),
+    ("/usr/include/liburing.h", "liburing-dev"),
 ];
+
+/// Whether a TEST_PACKAGES probe is satisfied.
+fn present(probe: &str) -> bool {
+    if probe.starts_with('/') {
+        Path::new(probe).exists()
+    } else {
+        output("sh", &["-c", &format!("command -v {probe}")]).is_some()
+    }
+}
 
 fn debian_like() -> bool {
     std::fs::read_to_string("/etc/os-release").is_ok_and(|s| {
@@ -173,7 +185,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
         if debian_like() {
             let missing: Vec<&str> = TEST_PACKAGES
                 .iter()
-                .filter(|(bin, _)| output("sh", &["-c", &format!("command -v {bin}")]).is_none())
+                .filter(|(probe, _)| !present(probe))
                 .map(|(_, pkg)| *pkg)
                 .collect();
             let missing = installed_debs(&missing);
@@ -183,7 +195,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
             apt_install(&missing)?;
         } else {
             eprintln!(
-                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool and gcc for the integration tests"
+                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool, gcc and liburing for the integration tests"
             );
         }
     }

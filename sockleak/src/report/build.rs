@@ -11,7 +11,7 @@ use sockleak_common::{
 
 use super::{
     model::{
-        Backlog, Failure, FdLimitJson, HostFiles, PortRange, ProcessReport, Remote,
+        Backlog, Failure, FdLimitJson, HostFiles, PortRange, ProcessReport, Remote, Sender,
         SnapshotProcess, Suspect, TimeWait,
     },
     names,
@@ -103,6 +103,7 @@ struct Group {
     state_age_ns: BTreeMap<String, u64>,
     state_age_at_least: Vec<String>,
     max_idle_ms: Option<u32>,
+    senders: HashMap<u32, u64>,
 }
 
 /// Whether a socket counts as leaked: old enough, not a listener, and (for ESTABLISHED TCP
@@ -153,11 +154,15 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             .or_default();
         g.count += 1;
         g.oldest_ns = g.oldest_ns.max(age);
+        // A socket sockleak did not see made (or saw without socket()'s arguments): the
+        // socket tables, else sockfs, say what it is.
         let mut kind = names::kind_of(&s.record);
-        if kind == "unknown"
-            && let Some(i) = info
-        {
-            kind = i.kind;
+        if kind == "unknown" {
+            kind = match info {
+                Some(i) => i.kind,
+                None if alive => procfs::socket_kind(p.tgid, *fd).unwrap_or("unknown"),
+                None => "unknown",
+            };
         }
         *g.kinds.entry(kind.to_string()).or_insert(0) += 1;
         // A server's peers differ only by ephemeral port: group accepted sockets by client IP.
@@ -197,6 +202,9 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         if let Some(idle) = info.and_then(|i| i.idle_ms) {
             g.max_idle_ms = Some(g.max_idle_ms.map_or(idle, |m| m.max(idle)));
         }
+        if s.record.origin == Origin::Received as u8 && s.record.peer_pid != 0 {
+            *g.senders.entry(s.record.peer_pid).or_insert(0) += 1;
+        }
     }
     let mut suspects: Vec<Suspect> = groups
         .into_iter()
@@ -230,6 +238,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                     .map(|(k, v)| (k, secs(v)))
                     .collect(),
                 state_age_at_least: g.state_age_at_least,
+                senders: senders(g.senders),
                 call_site: None,
                 stack: ctx.stacks.frames(stack_pid, site),
             }
@@ -310,6 +319,19 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         suspects,
         failures,
     }
+}
+
+fn senders(m: HashMap<u32, u64>) -> Vec<Sender> {
+    let mut v: Vec<Sender> = m
+        .into_iter()
+        .map(|(pid, count)| Sender {
+            pid,
+            comm: procfs::comm(pid),
+            count,
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+    v
 }
 
 /// One failure entry with what explains it: the listener's backlog for accept, the port range

@@ -18,6 +18,15 @@ pub struct Remote {
     pub count: u64,
 }
 
+/// A process that passed sockets to this one (SCM_RIGHTS, pidfd_getfd).
+#[derive(Debug, Clone, Serialize)]
+pub struct Sender {
+    pub pid: u32,
+    /// Its name, when it still runs.
+    pub comm: Option<String>,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Suspect {
     pub count: u64,
@@ -37,6 +46,8 @@ pub struct Suspect {
     pub state_age_s: BTreeMap<String, f64>,
     /// States whose age is a lower bound: a socket was already in it when tracing began.
     pub state_age_at_least: Vec<String>,
+    /// For received sockets: who sent them, where the kernel told (empty otherwise).
+    pub senders: Vec<Sender>,
     /// The first application frame of `stack` ("symbol (file:line)").
     pub call_site: Option<String>,
     pub stack: Vec<Frame>,

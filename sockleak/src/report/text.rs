@@ -153,6 +153,17 @@ fn suspect(out: &mut String, s: &Suspect) {
         let l: Vec<String> = s.locals.iter().map(|r| r.endpoint.clone()).collect();
         let _ = writeln!(out, "      accepted on {}", l.join(", "));
     }
+    if !s.senders.is_empty() {
+        let from: Vec<String> = s
+            .senders
+            .iter()
+            .map(|x| match &x.comm {
+                Some(c) => format!("pid {} ({c}) x{}", x.pid, x.count),
+                None => format!("pid {} (exited) x{}", x.pid, x.count),
+            })
+            .collect();
+        let _ = writeln!(out, "      received from {}", from.join(", "));
+    }
     stack(out, &s.stack, "      ");
 }
 
@@ -213,6 +224,20 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
         );
     }
     out.push('\n');
+    if p.direct_sockets > 0 {
+        let _ = writeln!(
+            out,
+            "  {} io_uring fixed-file socket(s) open (not fds, not counted above)",
+            p.direct_sockets
+        );
+    }
+    if p.unseen_opened + p.unseen_closed > 0 {
+        let _ = writeln!(
+            out,
+            "  {} socket(s) appeared and {} went away without sockleak seeing the syscall (found by comparing with /proc)",
+            p.unseen_opened, p.unseen_closed
+        );
+    }
     if let Some(s) = p.seconds_to_fd_limit {
         let _ = writeln!(
             out,
@@ -304,6 +329,13 @@ pub fn report(r: &Report, min_age_s: f64) -> String {
             out,
             "WARNING: the kernel side dropped data ({}); counts are lower bounds",
             causes.join(", ")
+        );
+    }
+    if r.unseen_opened + r.unseen_closed > 0 {
+        let _ = writeln!(
+            out,
+            "NOTE: {} socket(s) appeared and {} went away through paths sockleak does not hook (reconciled with /proc; counts stay exact): please report it, with the socket kinds sockleak logged",
+            r.unseen_opened, r.unseen_closed
         );
     }
     time_wait(&mut out, &r.time_wait);

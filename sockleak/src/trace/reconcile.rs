@@ -126,7 +126,7 @@ impl Session {
             if self.tracer.insert_if_absent(pid, fd, &rec) != Insert::Inserted {
                 continue;
             }
-            let kind = procfs::socket_kind(pid, inode).unwrap_or("unknown");
+            let kind = procfs::socket_kind(pid, fd).unwrap_or("unknown");
             warn!(
                 "pid {pid}: {kind} socket fd {fd} (inode {inode}) appeared without sockleak seeing it made; adopted (origin unseen)"
             );

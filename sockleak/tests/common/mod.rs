@@ -38,6 +38,12 @@ static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Compiles a C workload from tests/workloads once per test binary run.
 pub fn build_c(name: &str) -> PathBuf {
+    build_c_with(name, &[])
+}
+
+/// Compiles a C workload, linking `libs` (e.g. `-luring`, from liburing-dev, which
+/// `cargo xtask test` installs).
+pub fn build_c_with(name: &str, libs: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
@@ -48,6 +54,7 @@ pub fn build_c(name: &str) -> PathBuf {
             .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
             .arg(&out)
             .arg(&src)
+            .args(libs)
             .status()
             .expect("gcc runs");
         assert!(st.success(), "compiling {}", src.display());
