@@ -132,6 +132,7 @@ pub mod map {
     pub const CONTROL: &str = "CONTROL";
     pub const TRACED_BITS: &str = "TRACED_BITS";
     pub const PENDING_BITS: &str = "PENDING_BITS";
+    pub const OUTSIDE_BITS: &str = "OUTSIDE_BITS";
     pub const CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
     pub const LIVE: &str = "LIVE";
     pub const EVENTS: &str = "EVENTS";

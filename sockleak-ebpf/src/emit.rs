@@ -14,7 +14,7 @@ use crate::{
     args::Regs,
     clock::now,
     filter::Task,
-    maps::{EVENTS, count_loss, wakeup_bytes},
+    maps::{EVENTS, count_loss, first_loss, wakeup_bytes},
     stack,
 };
 
@@ -58,13 +58,13 @@ pub fn send_full<C: EbpfContext>(
     arg3: u64,
     record: &SocketRecord,
 ) {
-    if !submit(task, h, flags, arg2, arg3, record) {
+    if !submit(task, h, flags, arg2, arg3, record) && first_loss(LossCause::RingBufFull) {
         warn!(ctx, "sockleak: ring buffer full, events are being dropped");
     }
 }
 
-/// Sends one event without a program context (bpf_loop bodies). False the first time an event
-/// is lost on this CPU, so the caller can log once.
+/// Sends one event without a program context (bpf_loop bodies). False when the ring buffer
+/// was full (the loss is counted).
 #[inline(always)]
 pub fn submit(
     task: Task,
@@ -98,7 +98,10 @@ pub fn submit(
             entry.submit(flags);
             true
         }
-        None => !count_loss(LossCause::RingBufFull),
+        None => {
+            count_loss(LossCause::RingBufFull);
+            false
+        }
     }
 }
 

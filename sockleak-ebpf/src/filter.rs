@@ -11,7 +11,10 @@ use sockleak_common::target::{FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UN
 
 use crate::{
     atomic::{add_u32, add_u64, and_u64, or_u64},
-    maps::{CGROUPS, CONTROL, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups, tick, trace_all},
+    maps::{
+        CGROUPS, CONTROL, OUTSIDE_BITS, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups, tick,
+        trace_all,
+    },
 };
 
 /// The current task, split.
@@ -177,16 +180,36 @@ pub fn traced_or_new(tgid: u32) -> Option<Traced> {
     }
 }
 
-/// Whether `--all` or a traced cgroup covers the current task.
+/// Whether `--all` or a traced cgroup covers the current task. A process found outside every
+/// traced cgroup is remembered (OUTSIDE_BITS), so its next sockets cost a bit test.
 #[inline(always)]
-pub fn creatable() -> bool {
-    trace_all() || in_target_cgroup()
+pub fn creatable(tgid: u32) -> bool {
+    if trace_all() {
+        return true;
+    }
+    if n_cgroups() == 0 || test(&OUTSIDE_BITS, tgid) {
+        return false;
+    }
+    if in_target_cgroup() {
+        return true;
+    }
+    set(&OUTSIDE_BITS, tgid, true);
+    false
+}
+
+/// Forgets that a process was outside the traced cgroups (it exec'd: container runtimes move a
+/// process into the container's cgroup, then exec its entry point).
+#[inline(always)]
+pub fn maybe_inside_now(tgid: u32) {
+    if n_cgroups() > 0 {
+        set(&OUTSIDE_BITS, tgid, false);
+    }
 }
 
 /// A new entry for a process `--all` or a traced cgroup covers.
 #[inline(always)]
 pub fn create(tgid: u32) -> Option<Traced> {
-    if !creatable() || tgid == crate::maps::self_tgid() {
+    if tgid == crate::maps::self_tgid() || !creatable(tgid) {
         return None;
     }
     // No entry: the process held no socket sockleak knows, so nothing is pending for it.

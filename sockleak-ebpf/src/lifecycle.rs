@@ -15,7 +15,7 @@ use crate::{
     args::{ctx_u8_at, ctx_u32, ctx_u64},
     emit::{Header, send, send_full, submit},
     fdtable::FdTable,
-    filter::{Task, current, is_traced, mark, traced, unmark},
+    filter::{Task, current, is_traced, mark, maybe_inside_now, traced, unmark},
     maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
@@ -85,6 +85,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     let task = current();
+    maybe_inside_now(task.tgid);
     if !is_traced(task.tgid) {
         return None;
     }
@@ -114,17 +115,28 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// bpf_loop body: hand a socket held at exit to userspace and forget it.
+/// A bpf_loop context: the exiting task, and whether the ring buffer filled up.
+#[repr(C)]
+struct HandOver {
+    task: Task,
+    full: u64,
+}
+
+/// bpf_loop body: hand a socket held at exit to userspace and forget it. When the ring buffer
+/// is full, stop: what is left stays in LIVE for userspace to collect.
 unsafe extern "C" fn hand_over(i: u64, ctx: *mut c_void) -> i64 {
-    let task = unsafe { *(ctx as *const Task) };
+    let h = unsafe { &mut *(ctx as *mut HandOver) };
     let key = SockKey {
-        tgid: task.tgid,
+        tgid: h.task.tgid,
         fd: i as u32,
     };
     if let Some(rec) = unsafe { LIVE.get(key) } {
         let rec = *rec;
-        let h = Header::of(EventKind::ExitSocket, i as i32, 0);
-        submit(task, h, 0, 0, 0, &rec);
+        let ev = Header::of(EventKind::ExitSocket, i as i32, 0);
+        if !submit(h.task, ev, 0, 0, 0, &rec) {
+            h.full = 1;
+            return 1;
+        }
         let _ = LIVE.remove(key);
     }
     0
@@ -154,7 +166,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // offsets), userspace collects what is left in LIVE.
     let mut handed = 0u64;
     if let Some(fdt) = FdTable::current() {
-        let mut s = task;
+        let mut s = HandOver { task, full: 0 };
         unsafe {
             bpf_loop(
                 fdt.max_fds,
@@ -163,7 +175,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
                 0,
             )
         };
-        handed = 1;
+        handed = u64::from(s.full == 0);
     }
     let _ = TARGETS.remove(task.tgid);
     unmark(task.tgid);

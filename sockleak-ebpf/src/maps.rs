@@ -77,7 +77,7 @@ pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(65536, BPF_
 /// tgid -> a change userspace asks for (TARGETS entries are only written by the kernel once
 /// they exist, so their counters never race with a userspace rewrite).
 #[map]
-pub static CONTROL: HashMap<u32, Control> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+pub static CONTROL: HashMap<u32, Control> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// One bit per pid, set while the process is traced (see `target::FILTER_BITS`); userspace
 /// sizes it for the host's pid_max. Userspace sets bits only before attach, the kernel after.
@@ -87,6 +87,12 @@ pub static TRACED_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(102
 /// One bit per pid, set while the process is fork-pending (same shape and rules).
 #[map]
 pub static PENDING_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1024, 0);
+
+/// With `--cgroup`: one bit per pid found outside every traced cgroup, so its next sockets
+/// skip the cgroup check. A cache of negative answers: userspace clears it every interval and
+/// exec clears a process's bit (a process moved into a traced cgroup is found again).
+#[map]
+pub static OUTSIDE_BITS: Array<[u64; FILTER_WORDS]> = Array::with_max_entries(1024, 0);
 
 /// Jiffies to ns (see `target::Clock`), written by userspace before attach.
 #[map]
@@ -106,7 +112,7 @@ pub static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0
 pub static LIVE: HashMap<SockKey, SocketRecord> = HashMap::with_max_entries(131_072, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);

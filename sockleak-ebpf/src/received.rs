@@ -60,7 +60,7 @@ struct Msgs {
 fn try_recvmsg(ctx: &TracePointContext, multi: bool) -> Option<()> {
     let task = current();
     let existing = traced(task.tgid);
-    if existing.is_none() && !creatable() {
+    if existing.is_none() && !creatable(task.tgid) {
         return None;
     }
     let ret = syscall_ret(ctx);

@@ -28,8 +28,15 @@ struct BatchAttr {
 
 /// Every (key, value) of a hash map. Entries changing meanwhile may be seen in either state.
 pub fn dump<K: Pod, V: Pod>(map: &impl AsFd) -> io::Result<Vec<(K, V)>> {
-    let fd = map.as_fd().as_raw_fd();
     let mut out = Vec::new();
+    for_each(map, |k, v| out.push((k, v)))?;
+    Ok(out)
+}
+
+/// Calls `f` with every (key, value) of a hash map, a chunk at a time (memory stays one chunk
+/// however large the map).
+pub fn for_each<K: Pod, V: Pod>(map: &impl AsFd, mut f: impl FnMut(K, V)) -> io::Result<()> {
+    let fd = map.as_fd().as_raw_fd();
     let mut keys: Vec<K> = Vec::with_capacity(CHUNK);
     let mut values: Vec<V> = Vec::with_capacity(CHUNK);
     // Hash-map batch tokens are bucket indexes (u32); 8 bytes leaves room.
@@ -67,10 +74,12 @@ pub fn dump<K: Pod, V: Pod>(map: &impl AsFd) -> io::Result<Vec<(K, V)>> {
             keys.set_len(n);
             values.set_len(n);
         }
-        out.extend(keys.drain(..).zip(values.drain(..)));
+        for (k, v) in keys.drain(..).zip(values.drain(..)) {
+            f(k, v);
+        }
         match err {
             // ENOENT: the last batch (possibly empty) was returned.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) => return Err(e),
             None => {}
         }

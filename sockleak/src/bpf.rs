@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, trace_point::TracePointLink},
 };
 use log::warn;
 use sockleak_common::{
@@ -204,6 +204,7 @@ pub struct Tracer {
     control: HashMap<MapData, u32, Control>,
     bits: Array<MapData, [u64; FILTER_WORDS]>,
     pending_bits: Array<MapData, [u64; FILTER_WORDS]>,
+    outside_bits: Array<MapData, [u64; FILTER_WORDS]>,
     /// How the kernel turns jiffies into ns (hz 0: it uses the precise clock).
     pub clock: Clock,
     _clock_maps: ClockMaps,
@@ -217,8 +218,22 @@ pub struct Tracer {
     pub events: Option<RingBuf<MapData>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     tracefs: std::path::PathBuf,
+    /// The attachments, owned here so they can be detached together (see Drop).
+    links: Vec<TracePointLink>,
     /// Optional probes that could not be attached, with what is lost.
     pub degraded: Vec<String>,
+}
+
+impl Drop for Tracer {
+    /// Detaching a tracepoint waits for an RCU grace period (~70 ms here); one at a time, 20 of
+    /// them would hold Ctrl-C for over a second. Detached in parallel, the waits overlap.
+    fn drop(&mut self) {
+        std::thread::scope(|s| {
+            for link in self.links.drain(..) {
+                s.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 /// The fd of a map taken out of the object.
@@ -256,6 +271,7 @@ impl Tracer {
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(map::TRACED_BITS, filter_entries(pid_max()))
             .map_max_entries(map::PENDING_BITS, filter_entries(pid_max()))
+            .map_max_entries(map::OUTSIDE_BITS, filter_entries(pid_max()))
             .load(OBJECT)
             .context("loading sockleak's eBPF object into the kernel")?;
         // Kernel-side log records (aya-log) go to sockleak's logger.
@@ -272,6 +288,8 @@ impl Tracer {
             Array::try_from(take(&mut bpf, map::TRACED_BITS)?)?;
         let pending_bits: Array<MapData, [u64; FILTER_WORDS]> =
             Array::try_from(take(&mut bpf, map::PENDING_BITS)?)?;
+        let outside_bits: Array<MapData, [u64; FILTER_WORDS]> =
+            Array::try_from(take(&mut bpf, map::OUTSIDE_BITS)?)?;
         let (clock, clock_maps) = calibrate(&mut bpf)?;
         let live = take(&mut bpf, map::LIVE)?;
         let dests = take(&mut bpf, map::DESTS)?;
@@ -292,6 +310,7 @@ impl Tracer {
             control,
             bits,
             pending_bits,
+            outside_bits,
             clock,
             _clock_maps: clock_maps,
             live,
@@ -303,6 +322,7 @@ impl Tracer {
             events: Some(events),
             logger,
             tracefs: tracefs.to_path_buf(),
+            links: Vec::new(),
             degraded: Vec::new(),
         })
     }
@@ -337,9 +357,10 @@ impl Tracer {
                 .try_into()?;
             let res = prog
                 .load()
-                .and_then(|()| prog.attach(p.category, p.name).map(|_| ()));
+                .and_then(|()| prog.attach(p.category, p.name))
+                .and_then(|id| prog.take_link(id));
             match (res, p.optional) {
-                (Ok(()), _) => {}
+                (Ok(link), _) => self.links.push(link),
                 (Err(e), None) => {
                     return Err(anyhow::Error::new(e)
                         .context(format!("attaching {}:{}", p.category, p.name)));
@@ -384,6 +405,20 @@ impl Tracer {
         }
     }
 
+    /// Forgets which processes were found outside the traced cgroups (they may have moved in).
+    /// Racing with the kernel setting a bit only costs it one more cgroup check.
+    pub fn clear_outside(&mut self) {
+        for entry in 0..self.outside_bits.len() {
+            if self
+                .outside_bits
+                .get(&entry, 0)
+                .is_ok_and(|w| w.iter().any(|x| *x != 0))
+            {
+                let _ = self.outside_bits.set(entry, [0u64; FILTER_WORDS], 0);
+            }
+        }
+    }
+
     pub fn remove_target(&mut self, tgid: u32) {
         // Absent already (the kernel removes exited processes) is fine.
         if let Ok(mut t) = HashMap::<&mut MapData, u32, Target>::try_from(&mut self.targets) {
@@ -401,13 +436,17 @@ impl Tracer {
 
     /// Every live socket the kernel holds.
     pub fn live(&self) -> Vec<(SockKey, SocketRecord)> {
-        match map_fd(&self.live).map(|fd| batch::dump::<SockKey, SocketRecord>(&fd)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                warn!("reading the kernel's live-socket map: {e}");
-                Vec::new()
-            }
-            None => Vec::new(),
+        let mut out = Vec::new();
+        self.live_each(|k, v| out.push((k, v)));
+        out
+    }
+
+    /// Every live socket the kernel holds, one at a time.
+    pub fn live_each(&self, f: impl FnMut(SockKey, SocketRecord)) {
+        if let Some(Err(e)) =
+            map_fd(&self.live).map(|fd| batch::for_each::<SockKey, SocketRecord>(&fd, f))
+        {
+            warn!("reading the kernel's live-socket map: {e}");
         }
     }
 

@@ -88,7 +88,8 @@ pub struct TargetArgs {
     pub max_sockets: u32,
 
     /// Size of the kernel-to-userspace event ring buffer in KiB (a power of two, at least 4).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Only rare events use it (fork, exec, exit, failures, new call sites).
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
     pub ring_buffer_kib: u32,
 
     /// Report a call site only when at least this many of its sockets are suspect.

@@ -106,6 +106,8 @@ pub struct Meta {
     pub start_time: Option<u64>,
     /// cgroup v2 path.
     pub cgroup: Option<String>,
+    /// Network namespace inode (read once: processes rarely move).
+    pub netns: Option<u64>,
 }
 
 /// Failures are aggregated per (syscall, errno, call site).
@@ -237,7 +239,13 @@ impl Process {
     }
 
     pub fn sample(&mut self, t_ns: u64, open_fds: Option<u64>) {
-        if self.samples.len() == MAX_SAMPLES {
+        // Only the growth window is used: older samples go (memory per process stays small).
+        while self.samples.len() >= MAX_SAMPLES
+            || self
+                .samples
+                .front()
+                .is_some_and(|s| t_ns.saturating_sub(s.t_ns) > GROWTH_WINDOW_NS)
+        {
             self.samples.pop_front();
         }
         self.samples.push_back(Sample {
@@ -267,22 +275,22 @@ impl Process {
             .filter(move |s| end.saturating_sub(s.t_ns) <= GROWTH_WINDOW_NS)
     }
 
-    /// Replaces the mirror with what LIVE holds for this process, keeping known inodes of the
-    /// same sockets.
+    /// Makes the mirror what LIVE holds for this process, in place (no second copy of a large
+    /// process's sockets), keeping known inodes of sockets that stayed.
     fn sync(&mut self, entries: &[(u32, SocketRecord)]) {
-        let old = std::mem::take(&mut self.sockets);
+        let now: HashMap<u32, &SocketRecord> = entries.iter().map(|(fd, r)| (*fd, r)).collect();
+        self.sockets.retain(|fd, s| {
+            now.get(fd)
+                .is_some_and(|r| r.created_ns == s.record.created_ns)
+        });
         for (fd, rec) in entries {
-            let prev = old
-                .get(fd)
-                .filter(|s| s.record.created_ns == rec.created_ns);
-            self.sockets.insert(
-                *fd,
-                Socket {
-                    record: *rec,
-                    inode: prev.and_then(|s| s.inode),
-                    stack_pid: prev.map_or(self.tgid, |s| s.stack_pid),
-                },
-            );
+            match self.sockets.get_mut(fd) {
+                // Same socket: the kernel's record may have learned more (connect's peer).
+                Some(s) => s.record = *rec,
+                None => {
+                    self.sockets.insert(*fd, Socket::new(*rec, self.tgid));
+                }
+            }
         }
     }
 }

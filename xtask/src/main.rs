@@ -1,6 +1,7 @@
 //! `cargo xtask`: sockleak's build and test automation.
 
 mod bench;
+mod bpfstats;
 mod build;
 mod procs;
 mod run;

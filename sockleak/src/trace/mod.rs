@@ -100,7 +100,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
 
 /// Kernel struct offsets from BTF; what cannot be found degrades with a warning.
 fn load_offsets(cfg: &mut Config) -> Vec<String> {
-    match btf_rs::Btf::from_file(preflight::BTF) {
+    match btf_rs::Btf::from_file_with_backend(preflight::BTF, btf_rs::Backend::Mmap) {
         Ok(btf) => {
             let (o, missing) = kernel_offsets::read(&btf);
             cfg.load.offsets = o;

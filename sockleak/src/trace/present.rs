@@ -59,6 +59,9 @@ impl Session {
         let now = mono_ns();
         let lost = self.lost_events() > 0;
         self.sync(now);
+        if !self.cfg.cgroups.is_empty() {
+            self.tracer.clear_outside();
+        }
         self.reap(now, lost);
         self.refresh_changed(now);
         self.reconcile();
@@ -122,8 +125,9 @@ impl Session {
             .map(|ns| (ns, std::process::id()))
             .into_iter()
             .collect();
-        for pid in self.tracker.procs.keys() {
-            if let Some(ns) = netns::netns_of(*pid) {
+        for p in self.tracker.procs.values() {
+            let pid = &p.tgid;
+            if let Some(ns) = p.meta.netns.or_else(|| netns::netns_of(*pid)) {
                 pid_ns.insert(*pid, ns);
                 if !view_pids.iter().any(|(n, _)| *n == ns) {
                     view_pids.push((ns, *pid));

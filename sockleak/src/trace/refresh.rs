@@ -6,7 +6,7 @@
 use hashbrown::HashMap;
 
 use super::Session;
-use crate::{cgroup, procfs};
+use crate::{cgroup, netns, procfs};
 
 /// Processes refreshed per interval beyond those that changed.
 const ROTATE_PER_TICK: usize = 16;
@@ -48,6 +48,7 @@ impl Session {
             p.meta.start_time = procfs::start_time(pid);
             p.meta.ns_pid = procfs::status(pid).and_then(|s| s.ns_pid);
             p.meta.cgroup = cgroup::cgroup_of(pid);
+            p.meta.netns = netns::netns_of(pid);
         }
         if let Some(l) = procfs::fd_limit(pid) {
             p.meta.fd_limit = Some(l);

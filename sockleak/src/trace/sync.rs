@@ -3,10 +3,7 @@
 //! leftovers of exits and close_ranges it could not finish.
 
 use hashbrown::HashMap;
-use sockleak_common::{
-    socket::{SockKey, SocketRecord},
-    target::state,
-};
+use sockleak_common::{socket::SocketRecord, target::state};
 
 use super::Session;
 use crate::procfs;
@@ -22,14 +19,6 @@ pub struct Todo {
 
 /// LIVE grouped by process.
 pub type ByTgid = HashMap<u32, Vec<(u32, SocketRecord)>>;
-
-pub fn group(live: Vec<(SockKey, SocketRecord)>) -> ByTgid {
-    let mut out: ByTgid = HashMap::new();
-    for (k, v) in live {
-        out.entry(k.tgid).or_default().push((k.fd, v));
-    }
-    out
-}
 
 impl Session {
     /// Brings the tracker up to the kernel's state.
@@ -51,7 +40,9 @@ impl Session {
             }
             self.tracker.set_counters(tgid, t);
         }
-        let mut by_tgid = group(self.tracer.live());
+        let mut by_tgid: ByTgid = HashMap::new();
+        self.tracer
+            .live_each(|k, v| by_tgid.entry(k.tgid).or_default().push((k.fd, v)));
         self.finish_todo(&mut by_tgid);
         self.tracker.sync_live(&by_tgid);
     }
