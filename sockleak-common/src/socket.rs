@@ -133,12 +133,15 @@ pub struct SocketRecord {
     pub via_fd: i32,
     /// Peer: the connect(2) argument or the address accept(2) returned.
     pub remote: Endpoint,
+    /// The object the runtime made the socket for, where a uprobe told: a Go program's
+    /// `*http.Transport` (see `target::flag::GO_HTTP`). 0: unknown.
+    pub owner: u64,
 }
 crate::assert_layout!(
     SocketRecord,
-    size = 80,
+    size = 88,
     fields = [
-        u64, u64, i32, u32, u32, u16, u16, u8, u8, [u8; 2], u32, i32, Endpoint
+        u64, u64, i32, u32, u32, u16, u16, u8, u8, [u8; 2], u32, i32, Endpoint, u64
     ]
 );
 
@@ -157,6 +160,7 @@ impl SocketRecord {
         peer_pid: 0,
         via_fd: -1,
         remote: Endpoint::UNKNOWN,
+        owner: 0,
     };
 }
 
@@ -169,6 +173,17 @@ pub struct StackKey {
     pub _pad: u32,
 }
 crate::assert_layout!(StackKey, size = 16, fields = [u64, u32, u32]);
+
+/// Key of GO_DIALS: a goroutine of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoroutineKey {
+    /// The goroutine's `g` (R14 on x86_64, X28 on arm64 in Go's register ABI).
+    pub g: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+crate::assert_layout!(GoroutineKey, size = 16, fields = [u64, u32, u32]);
 
 /// Key of the DESTS map: connects of one process to one destination.
 #[repr(C)]
@@ -201,4 +216,5 @@ mod user {
     unsafe impl aya::Pod for super::StackKey {}
     unsafe impl aya::Pod for super::DestKey {}
     unsafe impl aya::Pod for super::DestStats {}
+    unsafe impl aya::Pod for super::GoroutineKey {}
 }

@@ -36,9 +36,15 @@ pub struct Target {
     pub direct_closed: u32,
     pub state: u8,
     pub stack_mode: u8,
-    pub _pad: [u8; 6],
+    /// `flag::*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
 }
-crate::assert_layout!(Target, size = 24, fields = [u64, u32, u32, u8, u8, [u8; 6]]);
+crate::assert_layout!(
+    Target,
+    size = 24,
+    fields = [u64, u32, u32, u8, u8, u8, [u8; 5]]
+);
 
 impl Target {
     pub const fn new(state: u8, stack_mode: u8) -> Target {
@@ -48,9 +54,17 @@ impl Target {
             direct_closed: 0,
             state,
             stack_mode,
-            _pad: [0; 6],
+            flags: 0,
+            _pad: [0; 5],
         }
     }
+}
+
+/// `Target::flags`.
+pub mod flag {
+    /// A uprobe on `net/http.(*Transport).dialConn` records, per goroutine, the Transport it
+    /// dials for: the socket that goroutine makes next is tagged with it (`SocketRecord::owner`).
+    pub const GO_HTTP: u8 = 1;
 }
 
 /// `Control` field value meaning "leave as is".
@@ -63,9 +77,11 @@ pub const UNCHANGED: u8 = 0xff;
 pub struct Control {
     pub state: u8,
     pub stack_mode: u8,
-    pub _pad: [u8; 6],
+    /// New `Target::flags` (all of them), or UNCHANGED.
+    pub flags: u8,
+    pub _pad: [u8; 5],
 }
-crate::assert_layout!(Control, size = 8, fields = [u8, u8, [u8; 6]]);
+crate::assert_layout!(Control, size = 8, fields = [u8, u8, u8, [u8; 5]]);
 
 /// TRACED_BITS holds one bit per pid, set while the process is traced: an untraced process
 /// pays one bit test instead of a hash lookup. PENDING_BITS, same shape, marks processes whose
@@ -142,6 +158,7 @@ pub mod map {
     pub const CGROUPS: &str = "CGROUPS";
     pub const DESTS: &str = "DESTS";
     pub const URING_SITES: &str = "URING_SITES";
+    pub const GO_DIALS: &str = "GO_DIALS";
 }
 
 /// Most cgroups `--cgroup`/`--container` can name at once.

@@ -64,6 +64,9 @@ mod arch {
     pub const IP: usize = 16;
     pub const SP: usize = 19;
     pub const FP: usize = 4;
+    /// Go's register ABI: the current goroutine in r14, the first argument in rax.
+    pub const GO_G: usize = 1;
+    pub const GO_ARG0: usize = 10;
     /// The return address of a frameless wrapper sits at the top of the user stack.
     pub const RETURN_IN_REGISTER: bool = false;
     pub const RETURN_SLOT: usize = SP;
@@ -77,6 +80,9 @@ mod arch {
     pub const IP: usize = 32;
     pub const SP: usize = 31;
     pub const FP: usize = 29;
+    /// Go's register ABI: the current goroutine in x28, the first argument in x0.
+    pub const GO_G: usize = 28;
+    pub const GO_ARG0: usize = 0;
     /// `regs[30]` (lr): a leaf wrapper's return address stays in the link register.
     pub const RETURN_IN_REGISTER: bool = true;
     pub const RETURN_SLOT: usize = 30;
@@ -134,6 +140,12 @@ impl Regs {
         self.slot(arch::FP)
     }
 
+    /// The current goroutine (`g`), in Go code.
+    #[inline(always)]
+    pub fn go_g(&self) -> u64 {
+        self.slot(arch::GO_G)
+    }
+
     /// The return address of the function that made the syscall (see `SocketRecord::caller`).
     #[inline(always)]
     pub fn caller(&self) -> u64 {
@@ -148,5 +160,16 @@ impl Regs {
     #[inline(always)]
     pub fn caller_in_register(&self) -> Option<u64> {
         arch::RETURN_IN_REGISTER.then(|| self.slot(arch::RETURN_SLOT))
+    }
+}
+
+/// A uprobe's view of the registers at a Go function's entry (the probe context is a pt_regs).
+#[inline(always)]
+pub fn go_entry(regs: *const u64) -> (u64, u64) {
+    unsafe {
+        (
+            core::ptr::read_volatile(regs.add(arch::GO_G)),
+            core::ptr::read_volatile(regs.add(arch::GO_ARG0)),
+        )
     }
 }

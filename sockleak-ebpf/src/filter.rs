@@ -50,6 +50,11 @@ impl Traced {
         unsafe { (*self.0).stack_mode }
     }
 
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        unsafe { (*self.0).flags }
+    }
+
     /// Counts a socket fd added to LIVE (threads of one process may race: atomic).
     #[inline(always)]
     pub fn opened(&self) {
@@ -147,6 +152,9 @@ fn apply_control(tgid: u32, t: *mut Target) {
         }
         if c.stack_mode != UNCHANGED {
             (*t).stack_mode = c.stack_mode;
+        }
+        if c.flags != UNCHANGED {
+            (*t).flags = c.flags;
         }
     }
     let _ = CONTROL.remove(tgid);

@@ -19,6 +19,7 @@ mod dup;
 mod emit;
 mod fdtable;
 mod filter;
+mod golang;
 mod lifecycle;
 mod maps;
 mod open;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::{Offsets, UringKey, UringSite},
-    socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
+    socket::{DestKey, DestStats, GoroutineKey, SockKey, SocketRecord, StackKey},
     target::{CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, Target},
 };
 
@@ -129,6 +129,10 @@ pub static LAST_STACK: LruHashMap<StackKey, i32> = LruHashMap::with_max_entries(
 /// Connects per (process, destination): what TIME_WAIT churn and self-connects are judged by.
 #[map]
 pub static DESTS: LruHashMap<DestKey, DestStats> = LruHashMap::with_max_entries(16384, 0);
+
+/// (process, goroutine) -> the `*http.Transport` it last dialed for (see golang.rs).
+#[map]
+pub static GO_DIALS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(8192, 0);
 
 /// In-flight io_uring socket-making requests, from submission to (last) completion.
 #[map]

@@ -14,6 +14,7 @@ use crate::{
     clock::{coarse_now, now},
     emit::{failure, read_sockaddr},
     filter::{Task, Traced, current, traced_or_new},
+    golang,
     maps::{LIVE, capture_stacks, count_loss, first_loss},
     stack,
 };
@@ -88,7 +89,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     let task = current();
     let t = traced_or_new(task.tgid)?;
     let ret = syscall_ret(ctx);
-    if ret >= 0 && !capture_stacks() {
+    if ret >= 0 && !capture_stacks() && t.flags() == 0 {
         // The cheapest path (`--no-stacks`): no register read; the socket's kind comes from
         // the kernel's socket tables at report time instead of socket()'s arguments.
         let rec = new_record(&t, task, Origin::Socket);
@@ -101,6 +102,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
         failure(ctx, &regs, Syscall::Socket, task, -ret, -1, &mut rec);
         return None;
     }
+    rec.owner = golang::owner(&t, &regs, task.tgid);
     stack::capture(ctx, &regs, task, &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())

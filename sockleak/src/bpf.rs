@@ -9,7 +9,11 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{RawTracePoint, TracePoint, trace_point::TracePointLink},
+    programs::{
+        RawTracePoint, TracePoint, UProbe,
+        trace_point::TracePointLink,
+        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
+    },
 };
 use log::warn;
 use sockleak_common::{
@@ -374,6 +378,33 @@ impl Tracer {
         Ok(())
     }
 
+    /// Attaches the uprobe program `name` at `offset` in `binary`, firing for process `pid`
+    /// only. The program is loaded on first use: a session without uprobes never loads it.
+    pub fn attach_uprobe(
+        &mut self,
+        name: &str,
+        pid: u32,
+        binary: &Path,
+        offset: u64,
+    ) -> Result<UProbeLink> {
+        let pid = std::num::NonZeroU32::new(pid).context("pid 0")?;
+        let prog: &mut UProbe = self
+            .bpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .with_context(|| format!("loading the {name} uprobe"))?;
+        }
+        let id = prog.attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            binary,
+            UProbeScope::OneProcess(pid),
+        )?;
+        Ok(prog.take_link(id)?)
+    }
+
     /// Makes `tgid` a target before attach. An existing entry is left alone: the kernel owns it.
     pub fn add_target(&mut self, tgid: u32, state: u8) -> Result<()> {
         const BPF_NOEXIST: u64 = 1;
@@ -395,10 +426,26 @@ impl Tracer {
 
     /// Asks the kernel to change a target's entry on its next event.
     pub fn control(&mut self, tgid: u32, state: Option<u8>, stack_mode: Option<u8>) {
+        self.control_all(tgid, state, stack_mode, None);
+    }
+
+    /// Asks the kernel to change a target's entry on its next event, flags included.
+    pub fn control_all(
+        &mut self,
+        tgid: u32,
+        state: Option<u8>,
+        stack_mode: Option<u8>,
+        flags: Option<u8>,
+    ) {
+        // A change already queued is merged, not lost.
+        let old = self.control.get(&tgid, 0).ok();
+        let pick = |new: Option<u8>, old: Option<u8>| new.or(old).unwrap_or(UNCHANGED);
+        let keep = |v: u8| (v != UNCHANGED).then_some(v);
         let c = Control {
-            state: state.unwrap_or(UNCHANGED),
-            stack_mode: stack_mode.unwrap_or(UNCHANGED),
-            _pad: [0; 6],
+            state: pick(state, old.and_then(|o| keep(o.state))),
+            stack_mode: pick(stack_mode, old.and_then(|o| keep(o.stack_mode))),
+            flags: pick(flags, old.and_then(|o| keep(o.flags))),
+            _pad: [0; 5],
         };
         if let Err(e) = self.control.insert(tgid, c, 0) {
             warn!("could not update pid {tgid}'s kernel entry: {e}");

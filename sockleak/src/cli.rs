@@ -110,6 +110,11 @@ pub struct TargetArgs {
     /// Do not capture user stacks (cheaper; suspects are then grouped by process only).
     #[arg(long)]
     pub no_stacks: bool,
+
+    /// Never attach uprobes. By default sockleak places one on `net/http.(*Transport).dialConn`
+    /// in traced Go programs to count their Transports; without it, Go diagnoses are "likely".
+    #[arg(long)]
+    pub no_uprobes: bool,
 }
 
 #[derive(Debug, Args, Clone)]

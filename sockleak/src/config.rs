@@ -26,6 +26,8 @@ pub struct Config {
     pub load: LoadOptions,
     /// Set for `sockleak serve`.
     pub serve: Option<ServeOptions>,
+    /// Uprobes may be attached to traced Go programs (see `gohttp`).
+    pub uprobes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +104,12 @@ impl Config {
                 .ok_or(UserError::BadPid(raw))?;
             // A thread id names its process: fds belong to the whole thread group.
             let tgid = procfs::tgid(pid).ok_or(UserError::NoSuchPid(pid))?;
+            if procfs::is_kernel_thread(tgid) {
+                return Err(UserError::KernelThread {
+                    pid,
+                    comm: procfs::comm(tgid).unwrap_or_else(|| "it".into()),
+                });
+            }
             if !pids.contains(&tgid) {
                 pids.push(tgid);
             }
@@ -150,6 +158,7 @@ impl Config {
             format: Format::Text,
             output: None,
             serve: None,
+            uprobes: !a.no_uprobes,
         })
     }
 }

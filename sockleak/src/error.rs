@@ -11,6 +11,10 @@ pub enum UserError {
     #[error("--pid {0}: no such process; check the pid with `ps -p {0}`")]
     NoSuchPid(u32),
     #[error(
+        "--pid {pid}: {comm} is a kernel thread; it has no file descriptors to leak. Give the pid of a user-space process"
+    )]
+    KernelThread { pid: u32, comm: String },
+    #[error(
         "nothing to trace: give --pid PID, --cgroup PATH, --container ID (each repeatable) or --all"
     )]
     NoTarget,

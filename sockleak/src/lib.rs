@@ -7,8 +7,12 @@ pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod diagnose;
 pub mod error;
+pub mod gohttp;
+pub mod gopclntab;
 pub mod kernel_offsets;
+pub mod launcher;
 pub mod limits;
 pub mod metrics;
 pub mod netns;
@@ -34,6 +38,15 @@ pub fn exercise_parsers(s: &str) {
     let _ = procfs::parse_fd_limit(s);
     let _ = procfs::parse_stat_start_time(s);
     let _ = procfs::parse_stat_ppid(s);
+    let _ = procfs::parse_stat_kthread(s);
+    let _ = procfs::parse_environ(s.as_bytes(), diagnose::connects_to_itself::PROXY_VARS);
+    let _ = diagnose::connects_to_itself::proxy_target(s);
+    let _ = launcher::detect(&[], s);
+    if let Some(t) = gopclntab::Pclntab::parse(s.as_bytes()) {
+        let _ = t.lookup(0x401000);
+        let _ = t.name(0);
+    }
+    let _ = gohttp::inspect(s.as_bytes());
     let _ = procfs::parse_socket_link(s);
     let _ = procfs::parse_maps(s);
     let _ = procfs::kind_of_protocol(s);

@@ -48,6 +48,16 @@ struct ProcFailure {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcPattern {
+    pid: String,
+    comm: String,
+    cgroup: String,
+    container: String,
+    pattern: String,
+    confidence: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Cause {
     cause: String,
 }
@@ -95,6 +105,7 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
     let suspects = Family::<Proc, Gauge>::default();
     let leaked = Family::<ProcSite, Gauge>::default();
     let failures = Family::<ProcFailure, Counter>::default();
+    let diagnoses = Family::<ProcPattern, Gauge>::default();
     let lost = Family::<Cause, Counter>::default();
     reg.register(
         "live_sockets",
@@ -141,6 +152,11 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
         "failures",
         "Failed socket/socketpair/accept/connect calls by syscall and errno",
         failures.clone(),
+    );
+    reg.register(
+        "diagnosis",
+        "Known leak patterns found in the process (docs/json-output.md lists them): entries per pattern and confidence",
+        diagnoses.clone(),
     );
     reg.register(
         "lost_events",
@@ -208,6 +224,22 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
                 })
                 .inc_by(f.count);
         }
+        for d in &p.diagnoses {
+            let confidence = serde_json::to_value(d.confidence)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            diagnoses
+                .get_or_create(&ProcPattern {
+                    pid: l.pid.clone(),
+                    comm: l.comm.clone(),
+                    cgroup: l.cgroup.clone(),
+                    container: l.container.clone(),
+                    pattern: d.pattern.to_string(),
+                    confidence,
+                })
+                .inc();
+        }
         if !own_labels {
             continue; // limits and predictions do not sum
         }
@@ -269,11 +301,21 @@ mod tests {
             seconds_to_fd_limit: Some(100.0),
             fd_usage_ratio: Some(0.5),
             limit_advice: None,
+            diagnoses: vec![crate::report::model::Diagnosis {
+                pattern: "close-wait-not-closed",
+                summary: String::new(),
+                evidence: vec![],
+                fix: String::new(),
+                call_site: None,
+                confidence: crate::report::model::Confidence::Certain,
+            }],
             warnings: vec![],
             tcp_states: BTreeMap::from([("ESTABLISHED".to_string(), live)]),
+            listening: vec![],
             suspects: vec![Suspect {
                 count: live,
                 oldest_age_s: 1.0,
+                before_tracing: 0,
                 origin: "socket".into(),
                 kinds: BTreeMap::new(),
                 remotes: vec![],
@@ -340,6 +382,8 @@ mod tests {
         assert!(text.contains("sockleak_failures_total{pid=\"other\",comm=\"other\",cgroup=\"\",container=\"\",syscall=\"accept4\",errno=\"EMFILE\"} 14"));
         assert!(text.contains("sockleak_lost_events_total{cause=\"ring_buffer_full\"} 2"));
         assert!(text.contains("call_site=\"leak (a.c:1)\""));
+        assert!(text.contains("sockleak_diagnosis{pid=\"10\",comm=\"p10\",cgroup=\"\",container=\"\",pattern=\"close-wait-not-closed\",confidence=\"certain\"} 1"), "{text}");
+        assert!(text.contains("sockleak_diagnosis{pid=\"other\",comm=\"other\",cgroup=\"\",container=\"\",pattern=\"close-wait-not-closed\",confidence=\"certain\"} 2"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -7,6 +7,25 @@ pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
 
+/// The named variables of a process's initial environment (nothing else is kept: the rest
+/// may hold secrets).
+pub fn environ_vars(pid: u32, names: &[&str]) -> Vec<(String, String)> {
+    fs::read(proc_path(pid, "environ"))
+        .map(|b| parse_environ(&b, names))
+        .unwrap_or_default()
+}
+
+pub fn parse_environ(bytes: &[u8], names: &[&str]) -> Vec<(String, String)> {
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            names.contains(&k).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// The thread-group id of task `pid`; equal to `pid` for a process, different for a thread.
 pub fn tgid(pid: u32) -> Option<u32> {
     let s = fs::read_to_string(proc_path(pid, "status")).ok()?;
@@ -88,6 +107,23 @@ pub fn parse_stat_start_time(text: &str) -> Option<u64> {
 pub fn parse_stat_ppid(text: &str) -> Option<u32> {
     let rest = &text[text.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// PF_KTHREAD in the flags field of /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether /proc/PID/stat describes a kernel thread.
+pub fn parse_stat_kthread(text: &str) -> Option<bool> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_KTHREAD != 0)
+}
+
+pub fn is_kernel_thread(pid: u32) -> bool {
+    fs::read_to_string(proc_path(pid, "stat"))
+        .ok()
+        .and_then(|s| parse_stat_kthread(&s))
+        .unwrap_or(false)
 }
 
 /// Parses a /proc/PID/fd link target such as `socket:[12345]`.
@@ -213,6 +249,8 @@ pub struct Mapping {
     pub start: u64,
     pub end: u64,
     pub exec: bool,
+    /// File offset of `start`.
+    pub offset: u64,
     pub path: String,
 }
 
@@ -229,7 +267,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             let range = it.next()?;
             let (start, end) = range.split_once('-')?;
             let exec = it.next()?.as_bytes().get(2) == Some(&b'x');
-            let path = it.nth(3).map(str::trim).unwrap_or("");
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let path = it.nth(2).map(str::trim).unwrap_or("");
             if path.is_empty() {
                 return None;
             }
@@ -237,6 +276,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 exec,
+                offset,
                 path: path.to_string(),
             })
         })
@@ -320,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_threads_by_flag() {
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2";
+        let bash = "77 (ba sh) S 1 77 77 34816 77 4194560 1 2 3";
+        assert_eq!(parse_stat_kthread(kthreadd), Some(true));
+        assert_eq!(parse_stat_kthread(bash), Some(false));
+        assert_eq!(parse_stat_kthread("garbage"), None);
+    }
+
+    #[test]
+    fn environ_keeps_only_the_named() {
+        let e = b"PATH=/bin\0HTTP_PROXY=http://127.0.0.1:8080\0SECRET=x\0bad\0";
+        assert_eq!(
+            parse_environ(e, &["HTTP_PROXY", "NO_PROXY"]),
+            vec![("HTTP_PROXY".into(), "http://127.0.0.1:8080".into())]
+        );
+    }
+
+    #[test]
     fn maps_lines() {
         let s = "5581a000-5581b000 r-xp 00001000 08:01 1234   /usr/bin/my prog\n\
                  7ffd1000-7ffd2000 rw-p 00000000 00:00 0      /data\n\
@@ -328,6 +386,7 @@ mod tests {
         let m = parse_maps(s);
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].path, "/usr/bin/my prog");
+        assert_eq!(m[0].offset, 0x1000);
         assert_eq!(module_of(&m, 0x5581a010), Some("/usr/bin/my prog"));
         assert_eq!(module_of(&m, 0x1), None);
         assert!(is_code(&m, 0x5581a010));

@@ -40,8 +40,16 @@ pub struct SockInfo {
 #[derive(Debug, Default)]
 pub struct SocketTable {
     pub by_inode: HashMap<u64, SockInfo>,
-    /// TIME_WAIT sockets per remote endpoint.
+    /// Outgoing TIME_WAIT sockets (from an ephemeral port) per remote endpoint: what ties up
+    /// local ports towards a destination.
     pub time_wait: HashMap<SocketAddr, u64>,
+    /// Incoming TIME_WAIT sockets (on a listening port) per (local port, client address):
+    /// they tie up no ephemeral port.
+    pub time_wait_in: HashMap<(u16, std::net::IpAddr), u64>,
+    /// Local ports of TCP listeners.
+    pub listening: hashbrown::HashSet<u16>,
+    /// (local, remote) of TIME_WAIT sockets until the dump ends (listeners may come later).
+    tw_raw: Vec<(SocketAddr, SocketAddr)>,
     /// Connected TCP sockets of any state (TIME_WAIT included) per remote endpoint: local
     /// ports tied up towards that destination.
     pub ports_to: HashMap<SocketAddr, u64>,
@@ -144,6 +152,7 @@ impl SocketTable {
             show_flags: ShowFlags::empty(),
             cookie: [0; 8],
         });
+        t.sort_time_wait();
         dump_one(&sock, req, |msg| {
             if let SockDiagMessage::UnixResponse(r) = msg {
                 t.by_inode.insert(
@@ -165,21 +174,41 @@ impl SocketTable {
         Ok(t)
     }
 
+    /// TIME_WAIT sockets whose local port is a listener's were accepted (incoming).
+    fn sort_time_wait(&mut self) {
+        for (local, remote) in std::mem::take(&mut self.tw_raw) {
+            if self.listening.contains(&local.port()) {
+                *self
+                    .time_wait_in
+                    .entry((local.port(), remote.ip()))
+                    .or_insert(0) += 1;
+            } else {
+                *self.time_wait.entry(remote).or_insert(0) += 1;
+            }
+        }
+    }
+
     fn add_inet(&mut self, r: &InetResponse, tcp: bool) {
         let h = &r.header;
-        let local = SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port);
-        let remote = SocketAddr::new(
+        let local = unmapped(SocketAddr::new(
+            h.socket_id.source_address,
+            h.socket_id.source_port,
+        ));
+        let remote = unmapped(SocketAddr::new(
             h.socket_id.destination_address,
             h.socket_id.destination_port,
-        );
+        ));
         let state = tcp.then(|| tcp_state_name(h.state));
         let connected = !(remote.ip().is_unspecified() && remote.port() == 0);
         if tcp && connected {
             *self.ports_to.entry(remote).or_insert(0) += 1;
         }
         if state == Some("TIME_WAIT") {
-            *self.time_wait.entry(remote).or_insert(0) += 1;
+            self.tw_raw.push((local, remote));
             return;
+        }
+        if state == Some("LISTEN") {
+            self.listening.insert(local.port());
         }
         let idle_ms = r.nlas.iter().find_map(|n| match n {
             Nla::TcpInfo(i) => Some(i.last_data_sent.min(i.last_data_recv)),
@@ -199,6 +228,18 @@ impl SocketTable {
                 cookie: u64::from_ne_bytes(h.socket_id.cookie),
             },
         );
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, from a dual-stack socket) as the IPv4
+/// address it is, the way `ss` and users write it.
+pub fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        v4 => v4,
     }
 }
 
@@ -239,6 +280,42 @@ fn dump_one(sock: &Socket, req: SockDiagMessage, mut f: impl FnMut(SockDiagMessa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_addresses_print_as_ipv4() {
+        let m: SocketAddr = "[::ffff:127.0.0.1]:18120".parse().unwrap();
+        assert_eq!(unmapped(m).to_string(), "127.0.0.1:18120");
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(unmapped(v6), v6);
+    }
+
+    #[test]
+    fn time_wait_on_a_listening_port_is_incoming() {
+        let mut t = SocketTable::default();
+        t.listening.insert(8080);
+        t.tw_raw.push((
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.9:50123".parse().unwrap(),
+        ));
+        t.tw_raw.push((
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.9:50124".parse().unwrap(),
+        ));
+        t.tw_raw.push((
+            "10.0.0.1:41000".parse().unwrap(),
+            "10.0.0.7:80".parse().unwrap(),
+        ));
+        t.sort_time_wait();
+        assert_eq!(
+            t.time_wait_in[&(8080, "10.0.0.9".parse::<std::net::IpAddr>().unwrap())],
+            2
+        );
+        assert_eq!(
+            t.time_wait[&"10.0.0.7:80".parse::<SocketAddr>().unwrap()],
+            1
+        );
+        assert_eq!(t.time_wait.len(), 1);
+    }
 
     #[test]
     fn state_names() {

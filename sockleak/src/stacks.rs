@@ -13,7 +13,7 @@ use blazesym::{
 use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::{bpf::Tracer, procfs};
+use crate::{bpf::Tracer, gopclntab::GoTable, procfs};
 
 /// One symbolized frame. Unknown frames keep their address and, when known, their module.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,6 +49,8 @@ impl Site {
 
 pub struct Stacks {
     symbolizer: Symbolizer,
+    /// Function tables of stripped Go binaries, by (device, inode); None: not one.
+    go_tables: HashMap<(u64, u64), Option<GoTable>>,
     raw: HashMap<i32, Vec<u64>>,
     /// Keyed by the process whose address space the stack belongs to.
     resolved: HashMap<(u32, Site), Vec<Frame>>,
@@ -113,6 +115,7 @@ impl Default for Stacks {
     fn default() -> Self {
         Stacks {
             symbolizer: Symbolizer::new(),
+            go_tables: HashMap::new(),
             raw: HashMap::new(),
             resolved: HashMap::new(),
         }
@@ -168,8 +171,13 @@ impl Stacks {
                 .iter()
                 .map(|ip| {
                     let sym = syms.get(k);
+                    let addr = addrs[k];
                     k += 1;
-                    to_frame(*ip, sym, &maps)
+                    let mut f = to_frame(*ip, sym, &maps);
+                    if f.symbol.is_none() {
+                        f.symbol = go_name(&mut self.go_tables, pid, &maps, addr);
+                    }
+                    f
                 })
                 .collect();
             self.resolved.insert((pid, site), frames);
@@ -201,6 +209,28 @@ impl Stacks {
             self.raw.insert(id, tracer.stack(id).unwrap_or_default());
         }
     }
+}
+
+/// Names a frame of a stripped Go binary from its `.gopclntab` (blazesym reads ELF symbols and
+/// DWARF, which `-ldflags=-s -w` removes).
+fn go_name(
+    tables: &mut HashMap<(u64, u64), Option<GoTable>>,
+    pid: u32,
+    maps: &[procfs::Mapping],
+    addr: u64,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = maps
+        .iter()
+        .find(|m| m.exec && m.start <= addr && addr < m.end)?;
+    // Through map_files: the binary as the process sees it, in any mount namespace.
+    let file = procfs::proc_path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
+    let md = std::fs::metadata(&file).ok()?;
+    let table = tables
+        .entry((md.dev(), md.ino()))
+        .or_insert_with(|| GoTable::read(&file));
+    let (_, name) = table.as_ref()?.at_file_offset(addr - m.start + m.offset)?;
+    Some(name.to_string())
 }
 
 fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> Frame {

@@ -108,6 +108,8 @@ pub struct Meta {
     pub cgroup: Option<String>,
     /// Network namespace inode (read once: processes rarely move).
     pub netns: Option<u64>,
+    /// A Go HTTP client: whether its Transports are probed (see `gohttp`).
+    pub go_http: Option<crate::gohttp::Probe>,
 }
 
 /// Failures are aggregated per (syscall, errno, call site).
@@ -207,6 +209,9 @@ pub struct Process {
     /// Closes userspace could not apply to LIVE (fd, close time, kernel_removed): the seeded
     /// copy may be on its way back in an ExitSocket event.
     tombstones: Vec<(u32, u64, bool)>,
+    /// When its fds were last listed from /proc for seeding: fd events from before then are
+    /// already in what was seeded.
+    listed_ns: u64,
 }
 
 impl Process {
@@ -223,6 +228,7 @@ impl Process {
             meta: Meta::default(),
             exiting: Vec::new(),
             tombstones: Vec::new(),
+            listed_ns: 0,
         }
     }
 
@@ -349,6 +355,12 @@ impl Tracker {
         true
     }
 
+    /// Its fds are about to be listed for seeding (call before reading /proc).
+    pub fn listing(&mut self, tgid: u32, now_ns: u64) {
+        let p = self.process(tgid, now_ns);
+        p.listed_ns = now_ns;
+    }
+
     /// A socket found in /proc that no hooked path made, adopted into LIVE.
     pub fn adopt(&mut self, tgid: u32, fd: u32, s: Socket) {
         if let Some(p) = self.procs.get_mut(&tgid)
@@ -428,6 +440,17 @@ impl Tracker {
     /// Applies one kernel event.
     pub fn apply(&mut self, ev: &Event, kind: EventKind, actions: &mut Vec<Action>) {
         let tgid = ev.tgid;
+        // A fork-pending process's fd change from before its fds were listed: the seeds
+        // already show its outcome (applying it again would undo a seed made after it).
+        if (matches!(kind, EventKind::Close | EventKind::Dup)
+            || (kind == EventKind::CloseRange && ev.arg2 != 0))
+            && self
+                .procs
+                .get(&tgid)
+                .is_some_and(|p| ev.ts_ns < p.listed_ns)
+        {
+            return;
+        }
         match kind {
             EventKind::Close => {
                 let Some(p) = self.procs.get_mut(&tgid) else {

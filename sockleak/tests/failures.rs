@@ -1,12 +1,15 @@
 //! Failed calls caught at syscall exit: accept4 EMFILE in a spinning accept loop, socket()
-//! EMFILE, connect EADDRNOTAVAIL with a 5-port range. Counts compare with the workload's own.
+//! EMFILE, connect EADDRNOTAVAIL with a 5-port range. Counts compare with the workload's own,
+//! and the diagnoses they earn (accept-emfile-spin, fd-limit-too-low, time-wait-churn) with
+//! them; an accept loop that backs off is not a spin.
 
 mod common;
 
 use std::{net::TcpStream, process::Command};
 
 use common::{
-    NetNs, Trace, Workload, build_c, closing_server, failure, process, set_nofile, sleep_ms,
+    NetNs, Trace, Workload, build_c, closing_server, diagnosis, evidence_has, failure,
+    no_diagnosis, process, set_nofile, sleep_ms,
 };
 
 fn open_fds(pid: u32) -> u64 {
@@ -95,13 +98,39 @@ fn accept_loop_spinning_on_emfile() {
     assert_eq!(p["fd_limit"]["hard"], 64);
     assert_eq!(p["open_fds"], open_now);
     assert!(p["fd_usage_ratio"].as_f64().unwrap() >= 1.0);
+    // The loop spins while clients queue: the cause, with the measured numbers.
+    let d = diagnosis(p, "accept-emfile-spin");
+    assert_eq!(d["confidence"], "certain", "{d:#}");
     assert!(
-        p["limit_advice"]
-            .as_str()
-            .unwrap()
-            .starts_with("hard fd limit is only 64"),
-        "{p:#}"
+        evidence_has(d, &format!("accept4 failed with EMFILE {fails} times in")),
+        "{d:#}"
     );
+    assert!(
+        evidence_has(
+            d,
+            &format!(
+                "{} connections wait in the listen queue (backlog 128)",
+                100 - accepted
+            )
+        ),
+        "{d:#}"
+    );
+    assert!(d["fix"].as_str().unwrap().contains("Back off"));
+    assert!(d["call_site"].as_str().unwrap().starts_with("accept_site"));
+    // And a hard limit of 64 is itself too low.
+    let l = diagnosis(p, "fd-limit-too-low");
+    assert_eq!(l["confidence"], "certain");
+    assert!(evidence_has(
+        l,
+        &format!("accept4 failed with EMFILE {fails} times: the process hit its limit of 64 fds")
+    ));
+    assert!(evidence_has(l, "soft limit 64, hard limit 64"));
+    let fix = l["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("prlimit --pid {pid} --nofile=65536:65536")),
+        "{fix}"
+    );
+    assert_eq!(p["limit_advice"], l["fix"]);
     let warnings: Vec<&str> = p["warnings"]
         .as_array()
         .unwrap()
@@ -141,15 +170,51 @@ fn socket_emfile_with_soft_limit_far_below_hard() {
     assert!(f["call_site"].as_str().unwrap().starts_with("client_site"));
     assert_eq!(p["live_sockets"], made);
     assert_eq!(p["fd_limit"]["soft"], 32);
-    let advice = p["limit_advice"].as_str().unwrap();
+    let d = diagnosis(p, "fd-limit-too-low");
     assert!(
-        advice.contains("soft fd limit 32 is far below the hard limit 16384"),
-        "{advice}"
+        d["summary"]
+            .as_str()
+            .unwrap()
+            .contains("soft fd limit 32 is far below the hard limit 16384"),
+        "{d:#}"
     );
+    assert!(evidence_has(
+        d,
+        &format!("socket failed with EMFILE {fails} times: the process hit its limit of 32 fds")
+    ));
+    let fix = d["fix"].as_str().unwrap();
     assert!(
-        advice.contains(&format!("prlimit --pid {pid} --nofile=16384:16384")),
-        "{advice}"
+        fix.contains(&format!("prlimit --pid {pid} --nofile=16384:16384")),
+        "{fix}"
     );
+    assert_eq!(p["limit_advice"], d["fix"]);
+    no_diagnosis(p, &["accept-emfile-spin"]);
+}
+
+#[test]
+fn an_accept_loop_that_backs_off_is_not_a_spin() {
+    if !common::require_bpf() {
+        return;
+    }
+    let mut w = workload(&[]);
+    set_nofile(w.pid, 64, 64);
+    let port = w.cmd("listen 128")[0];
+    let pid = w.pid.to_string();
+    let t = Trace::start(&["--pid", &pid, "--interval", "0.5", "--min-age", "0"]);
+    let clients: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(("127.0.0.1", port as u16)).unwrap())
+        .collect();
+    let r = w.cmd("accept_backoff 4");
+    assert_eq!(r[1], 4);
+    let report = t.stop();
+    let p = process(&report, w.pid);
+    let f = failure(p, "accept4", "EMFILE");
+    assert_eq!(f["count"], 4);
+    assert_eq!(f["spinning"], false);
+    no_diagnosis(p, &["accept-emfile-spin"]);
+    // The limit still bites: that diagnosis stays.
+    diagnosis(p, "fd-limit-too-low");
+    drop(clients);
 }
 
 #[test]
@@ -195,6 +260,27 @@ fn connect_eaddrnotavail_with_five_ephemeral_ports() {
         .expect("TIME_WAIT entry for the destination");
     assert_eq!(tw_ss as i64, ok);
     assert_eq!(tw["count"], tw_ss);
+    assert_eq!(tw["direction"], "outgoing");
     assert_eq!(tw["port_range_size"], 5);
     assert_eq!(tw["flagged"], ok > 2, "flagged above half of the range");
+    // Out of ports towards one destination: time-wait-churn, certain from the failures.
+    let d = diagnosis(proc_, "time-wait-churn");
+    assert_eq!(d["confidence"], "certain", "{d:#}");
+    assert!(
+        evidence_has(
+            d,
+            &format!("connect failed with EADDRNOTAVAIL {fails} times")
+        ),
+        "{d:#}"
+    );
+    assert!(evidence_has(
+        d,
+        &format!("{tw_ss} sockets to {dest} in TIME_WAIT")
+    ));
+    assert!(evidence_has(d, "of the 5 local ports (40000-40004)"));
+    assert!(evidence_has(
+        d,
+        &format!("this process made {ok} connects to it while traced; 0 still open")
+    ));
+    assert!(d["fix"].as_str().unwrap().contains("tcp_tw_reuse"));
 }

@@ -96,6 +96,10 @@ fn bad_input_is_one_line_and_leaves_nothing_attached() {
             "--pid 999999999: no such process",
         ),
         (&["trace", "--pid", "0"], "--pid 0: not a process id"),
+        (
+            &["trace", "--pid", "2"],
+            "--pid 2: kthreadd is a kernel thread",
+        ),
         (&["trace", "--pid", "1", "--duration", "0"], "--duration 0"),
         (
             &["trace", "--pid", "1", "--duration", "-2"],

@@ -17,6 +17,7 @@ use super::{
     names,
 };
 use crate::{
+    diagnose::{self, SuspectFacts, gather},
     limits, netns, procfs,
     sockdiag::NetView,
     stacks::{Site, Stacks},
@@ -45,6 +46,8 @@ pub struct BuildCtx<'a> {
     pub min_count: u64,
     /// Remotes listed per suspect.
     pub max_remotes: usize,
+    /// Connects per (process, destination) while traced (the kernel's DESTS).
+    pub connects: &'a HashMap<u32, Vec<(std::net::SocketAddr, u64)>>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -95,6 +98,7 @@ pub fn snapshot_process(p: &Process) -> SnapshotProcess {
 #[derive(Default)]
 struct Group {
     count: u64,
+    before_tracing: u64,
     oldest_ns: u64,
     kinds: BTreeMap<String, u64>,
     remotes: HashMap<String, u64>,
@@ -104,6 +108,7 @@ struct Group {
     state_age_at_least: Vec<String>,
     max_idle_ms: Option<u32>,
     senders: HashMap<u32, u64>,
+    facts: SuspectFacts,
 }
 
 /// Whether a socket counts as leaked: old enough, not a listener, and (for ESTABLISHED TCP
@@ -135,12 +140,18 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
     let view = ctx.view(p.tgid);
     let mut groups: HashMap<(u32, Site, u8), Group> = HashMap::new();
     let mut tcp_states: BTreeMap<String, u64> = BTreeMap::new();
+    let mut listeners = Vec::new();
     for (fd, s) in &p.sockets {
         let age = end_ns.saturating_sub(s.record.created_ns);
         let inode = inodes.get(fd).copied().or(s.inode);
         let info = inode.and_then(|i| view?.table.by_inode.get(&i));
         if let Some(st) = info.and_then(|i| i.state) {
             *tcp_states.entry(st.to_string()).or_insert(0) += 1;
+            if st == "LISTEN"
+                && let Some(l) = info.and_then(|i| i.local)
+            {
+                listeners.push(l);
+            }
         }
         if !stale(info, age, ctx.min_age_ns) {
             continue;
@@ -154,6 +165,9 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             .or_default();
         g.count += 1;
         g.oldest_ns = g.oldest_ns.max(age);
+        if s.record.origin == Origin::Preexisting as u8 {
+            g.before_tracing += 1;
+        }
         // A socket sockleak did not see made (or saw without socket()'s arguments): the
         // socket tables, else sockfs, say what it is.
         let mut kind = names::kind_of(&s.record);
@@ -166,10 +180,18 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         }
         *g.kinds.entry(kind.to_string()).or_insert(0) += 1;
         // A server's peers differ only by ephemeral port: group accepted sockets by client IP.
-        let accepted = matches!(
-            Origin::from_u8(s.record.origin),
-            Some(Origin::Accept | Origin::Accept4)
-        );
+        // Sockets whose making sockleak did not see (preexisting, inherited, received) are
+        // server-side when their local port is one the namespace listens on.
+        let origin = Origin::from_u8(s.record.origin);
+        let accepted = matches!(origin, Some(Origin::Accept | Origin::Accept4))
+            || (!matches!(origin, Some(Origin::Socket))
+                && info.is_some_and(|i| {
+                    i.remote.is_some()
+                        && i.state != Some("LISTEN")
+                        && i.local.is_some_and(|l| {
+                            view.is_some_and(|v| v.table.listening.contains(&l.port()))
+                        })
+                }));
         let remote = match info.and_then(|i| i.remote) {
             Some(r) if accepted => Some(r.ip().to_string()),
             Some(r) => Some(r.to_string()),
@@ -205,8 +227,17 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         if s.record.origin == Origin::Received as u8 && s.record.peer_pid != 0 {
             *g.senders.entry(s.record.peer_pid).or_insert(0) += 1;
         }
+        if s.record.owner != 0 {
+            *g.facts.owners.entry(s.record.owner).or_insert(0) += 1;
+        } else {
+            g.facts.unowned += 1;
+        }
+        if let Some(i) = info.filter(|i| i.state == Some("ESTABLISHED") && i.rx_queue > 0) {
+            g.facts.unread_sockets += 1;
+            g.facts.unread_bytes += u64::from(i.rx_queue);
+        }
     }
-    let mut suspects: Vec<Suspect> = groups
+    let mut suspects: Vec<(Suspect, SuspectFacts)> = groups
         .into_iter()
         .filter(|(_, g)| g.count >= ctx.min_count || g.states.contains_key("CLOSE_WAIT"))
         .map(|((stack_pid, site, origin), g)| {
@@ -221,9 +252,10 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             };
             let remotes = top(g.remotes);
             let locals = top(g.locals);
-            Suspect {
+            let s = Suspect {
                 count: g.count,
                 oldest_age_s: secs(g.oldest_ns),
+                before_tracing: g.before_tracing,
                 origin: Origin::from_u8(origin)
                     .map_or("unknown", Origin::as_str)
                     .to_string(),
@@ -241,17 +273,19 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                 senders: senders(g.senders),
                 call_site: None,
                 stack: ctx.stacks.frames(stack_pid, site),
-            }
+            };
+            (s, g.facts)
         })
         .collect();
-    for s in &mut suspects {
+    for (s, _) in &mut suspects {
         s.call_site = crate::stacks::call_site(&s.stack);
     }
-    suspects.sort_by(|a, b| {
+    suspects.sort_by(|(a, _), (b, _)| {
         b.count
             .cmp(&a.count)
             .then(b.oldest_age_s.total_cmp(&a.oldest_age_s))
     });
+    let (suspects, facts): (Vec<Suspect>, Vec<SuspectFacts>) = suspects.into_iter().unzip();
 
     let mut failures: Vec<Failure> = p
         .failures
@@ -264,16 +298,6 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         (Some(o), Some(l)) if l.soft != u64::MAX && l.soft > 0 => Some(o as f64 / l.soft as f64),
         _ => None,
     };
-    let limit_advice = p.meta.fd_limit.and_then(|l| {
-        // Only look for a service manager when the limit is worth advice.
-        limits::limit_advice(p.tgid, l, None)?;
-        let manager = if alive {
-            limits::manager_of(p.tgid)
-        } else {
-            None
-        };
-        limits::limit_advice(p.tgid, l, manager)
-    });
     let mut warnings = Vec::new();
     if let (Some(o), Some(l)) = (p.meta.open_fds, p.meta.fd_limit)
         && let Some(w) = limits::usage_warning(o, l)
@@ -290,7 +314,7 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         ));
     }
 
-    ProcessReport {
+    let mut report = ProcessReport {
         pid: p.tgid,
         ns_pid: p.meta.ns_pid,
         comm: p.meta.comm.clone(),
@@ -313,12 +337,32 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         growth_per_s: p.growth_per_s(),
         seconds_to_fd_limit: if alive { seconds_to_fd_limit(p) } else { None },
         fd_usage_ratio,
-        limit_advice,
+        limit_advice: None,
+        diagnoses: Vec::new(),
         warnings,
         tcp_states,
+        listening: {
+            let mut l: Vec<String> = listeners.iter().map(|a| a.to_string()).collect();
+            l.sort();
+            l.dedup();
+            l
+        },
         suspects,
         failures,
-    }
+    };
+    let walked = gather::Walked {
+        suspects: facts,
+        listeners,
+    };
+    let connects = ctx.connects.get(&p.tgid).map_or(&[][..], Vec::as_slice);
+    let ev = gather::evidence(p, &report, walked, view, connects, secs(ctx.min_age_ns));
+    report.diagnoses = diagnose::diagnose(&report, &ev);
+    report.limit_advice = report
+        .diagnoses
+        .iter()
+        .find(|d| d.pattern == diagnose::id::FD_LIMIT_TOO_LOW)
+        .map(|d| d.fix.clone());
+    report
 }
 
 fn senders(m: HashMap<u32, u64>) -> Vec<Sender> {
@@ -425,24 +469,73 @@ fn failure_note(f: &Failure) -> Option<String> {
     })
 }
 
-/// TIME_WAIT per destination in each namespace, largest first, flagged above half the range.
-pub fn time_wait(views: &HashMap<u64, NetView>, per_netns: usize) -> Vec<TimeWait> {
+/// Which TIME_WAIT rows a report shows.
+pub enum TimeWaitScope {
+    /// `--all`: the whole view of each namespace.
+    Host,
+    /// Only what the traced processes take part in: (netns, destination) they connected to,
+    /// (netns, port) they listen on.
+    Traced {
+        dests: hashbrown::HashSet<(u64, std::net::SocketAddr)>,
+        ports: hashbrown::HashSet<(u64, u16)>,
+    },
+}
+
+/// A row matters from this share of the port range (outgoing) or this count.
+const TW_SHARE: f64 = 0.01;
+const TW_COUNT: u64 = 100;
+
+/// TIME_WAIT that matters in each namespace, largest first: outgoing per destination (flagged
+/// above half the port range), incoming per client address and listening port.
+pub fn time_wait(
+    views: &HashMap<u64, NetView>,
+    scope: &TimeWaitScope,
+    per_netns: usize,
+) -> Vec<TimeWait> {
     let mut out = Vec::new();
     for (ns, v) in views {
         let size = v.port_range.map(|(lo, hi)| hi - lo + 1);
-        let mut rows: Vec<_> = v.table.time_wait.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (remote, count) in rows.into_iter().take(per_netns) {
+        let mut rows: Vec<TimeWait> = Vec::new();
+        for (remote, count) in &v.table.time_wait {
             let ratio = size.map(|s| *count as f64 / f64::from(s));
-            out.push(TimeWait {
-                netns: *ns,
-                remote: remote.to_string(),
-                count: *count,
-                port_range_size: size,
-                ratio,
-                flagged: ratio.is_some_and(|r| r > 0.5),
-            });
+            let wanted = match scope {
+                TimeWaitScope::Host => true,
+                TimeWaitScope::Traced { dests, .. } => dests.contains(&(*ns, *remote)),
+            };
+            if wanted && (ratio.is_some_and(|r| r >= TW_SHARE) || *count >= TW_COUNT) {
+                rows.push(TimeWait {
+                    netns: *ns,
+                    direction: "outgoing",
+                    remote: remote.to_string(),
+                    local_port: None,
+                    count: *count,
+                    port_range_size: size,
+                    ratio,
+                    flagged: ratio.is_some_and(|r| r > 0.5),
+                });
+            }
         }
+        for ((port, client), count) in &v.table.time_wait_in {
+            let wanted = match scope {
+                TimeWaitScope::Host => true,
+                TimeWaitScope::Traced { ports, .. } => ports.contains(&(*ns, *port)),
+            };
+            if wanted && *count >= TW_COUNT {
+                rows.push(TimeWait {
+                    netns: *ns,
+                    direction: "incoming",
+                    remote: client.to_string(),
+                    local_port: Some(*port),
+                    count: *count,
+                    port_range_size: None,
+                    ratio: None,
+                    flagged: false,
+                });
+            }
+        }
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.remote.cmp(&b.remote)));
+        rows.truncate(per_netns);
+        out.extend(rows);
     }
     out.sort_by_key(|t| std::cmp::Reverse(t.count));
     out
@@ -496,6 +589,9 @@ mod tests {
         }
     }
 
+    static NO_CONNECTS: std::sync::LazyLock<HashMap<u32, Vec<(std::net::SocketAddr, u64)>>> =
+        std::sync::LazyLock::new(HashMap::new);
+
     fn no_states(_: u64, _: u8) -> Option<crate::tcp_ages::Seen> {
         None
     }
@@ -521,6 +617,7 @@ mod tests {
             min_age_ns: 5_000_000_000,
             min_count: 1,
             max_remotes: 10,
+            connects: &NO_CONNECTS,
         }
     }
 
@@ -634,25 +731,72 @@ mod time_wait_tests {
     use super::*;
     use crate::sockdiag::SocketTable;
 
-    #[test]
-    fn flags_above_half_the_range() {
+    fn views() -> HashMap<u64, NetView> {
         let mut t = SocketTable::default();
-        t.time_wait.insert("10.0.0.1:80".parse().unwrap(), 3);
+        t.time_wait.insert("10.0.0.1:80".parse().unwrap(), 150);
         t.time_wait.insert("10.0.0.2:80".parse().unwrap(), 2);
+        t.time_wait.insert("10.0.0.3:5432".parse().unwrap(), 60);
+        t.time_wait_in
+            .insert((8080, "10.0.0.9".parse().unwrap()), 500);
         let mut views = HashMap::new();
         views.insert(
             9,
             NetView {
                 table: t,
-                port_range: Some((40000, 40004)),
+                port_range: Some((40000, 40199)),
             },
         );
-        let tw = time_wait(&views, 10);
-        assert_eq!(tw.len(), 2);
+        views
+    }
+
+    #[test]
+    fn host_view_keeps_rows_that_matter() {
+        let tw = time_wait(&views(), &TimeWaitScope::Host, 10);
+        let rows: Vec<_> = tw
+            .iter()
+            .map(|t| (t.direction, t.remote.as_str(), t.count))
+            .collect();
         assert_eq!(
-            (tw[0].count, tw[0].flagged, tw[0].port_range_size),
-            (3, true, Some(5))
+            rows,
+            vec![
+                ("incoming", "10.0.0.9", 500),
+                ("outgoing", "10.0.0.1:80", 150),
+                ("outgoing", "10.0.0.3:5432", 60),
+                ("outgoing", "10.0.0.2:80", 2),
+            ]
         );
-        assert!(!tw[1].flagged);
+        assert!(tw[1].flagged, "75% of the range");
+        assert_eq!(tw[0].local_port, Some(8080));
+    }
+
+    #[test]
+    fn traced_view_shows_only_their_destinations() {
+        let scope = TimeWaitScope::Traced {
+            dests: [(9, "10.0.0.3:5432".parse().unwrap())]
+                .into_iter()
+                .collect(),
+            ports: hashbrown::HashSet::new(),
+        };
+        let tw = time_wait(&views(), &scope, 10);
+        assert_eq!(tw.len(), 1);
+        assert_eq!(tw[0].remote, "10.0.0.3:5432");
+    }
+
+    #[test]
+    fn single_sockets_to_random_ports_are_noise() {
+        let mut t = SocketTable::default();
+        for port in 50000..50010 {
+            t.time_wait
+                .insert(format!("10.0.0.1:{port}").parse().unwrap(), 1);
+        }
+        let mut views = HashMap::new();
+        views.insert(
+            9,
+            NetView {
+                table: t,
+                port_range: Some((32768, 60999)),
+            },
+        );
+        assert!(time_wait(&views, &TimeWaitScope::Host, 10).is_empty());
     }
 }

@@ -30,7 +30,11 @@ pub struct Sender {
 #[derive(Debug, Clone, Serialize)]
 pub struct Suspect {
     pub count: u64,
+    /// Age of the oldest socket; for sockets open before tracing began, the time traced (a
+    /// lower bound: see `before_tracing`).
     pub oldest_age_s: f64,
+    /// Of `count`, sockets already open when tracing began: their age is unknown.
+    pub before_tracing: u64,
     pub origin: String,
     pub kinds: BTreeMap<String, u64>,
     /// Peers. For accepted sockets, by client address without its (ephemeral) port.
@@ -51,6 +55,27 @@ pub struct Suspect {
     /// The first application frame of `stack` ("symbol (file:line)").
     pub call_site: Option<String>,
     pub stack: Vec<Frame>,
+}
+
+/// How sure a diagnosis is: `certain` when every check it needs was made, `likely` when one
+/// could not be (its evidence says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Certain,
+    Likely,
+}
+
+/// A known leak pattern recognised in a process (docs/json-output.md lists the ids).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnosis {
+    pub pattern: &'static str,
+    pub summary: String,
+    /// Short statements with the measured numbers.
+    pub evidence: Vec<String>,
+    pub fix: String,
+    pub call_site: Option<String>,
+    pub confidence: Confidence,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,12 +145,19 @@ pub struct FailureLine {
     pub stack: Vec<Frame>,
 }
 
-/// TIME_WAIT sockets towards one destination, against the ephemeral port range.
+/// TIME_WAIT sockets towards one destination (outgoing: they hold local ports towards it), or
+/// from one client address to a listening port (incoming).
 #[derive(Debug, Clone, Serialize)]
 pub struct TimeWait {
     /// Network namespace inode (several namespaces may be traced).
     pub netns: u64,
+    /// `outgoing` or `incoming`.
+    pub direction: &'static str,
+    /// Outgoing: the destination endpoint. Incoming: the client address (its ports are
+    /// ephemeral noise).
     pub remote: String,
+    /// Incoming: the listening port they were accepted on.
+    pub local_port: Option<u16>,
     pub count: u64,
     pub port_range_size: Option<u32>,
     pub ratio: Option<f64>,
@@ -159,11 +191,16 @@ pub struct ProcessReport {
     pub seconds_to_fd_limit: Option<f64>,
     /// open_fds / soft limit.
     pub fd_usage_ratio: Option<f64>,
-    /// How to raise a limit that is part of the problem.
+    /// How to raise a limit that is part of the problem: the `fd-limit-too-low` diagnosis's
+    /// fix, null when the limit does not matter.
     pub limit_advice: Option<String>,
+    /// Known leak patterns, most important first.
+    pub diagnoses: Vec<Diagnosis>,
     pub warnings: Vec<String>,
     /// TCP states of all live socket fds (not only suspects).
     pub tcp_states: BTreeMap<String, u64>,
+    /// Addresses it listens on (TCP).
+    pub listening: Vec<String>,
     pub suspects: Vec<Suspect>,
     pub failures: Vec<Failure>,
 }
@@ -181,7 +218,8 @@ pub struct Report {
     /// Sum of the processes' `unseen_opened` / `unseen_closed`.
     pub unseen_opened: u64,
     pub unseen_closed: u64,
-    /// TIME_WAIT per destination in the host's and the traced processes' network namespaces.
+    /// TIME_WAIT that matters: with `--all` the host's (and traced namespaces') view; else only
+    /// towards the traced processes' destinations and listening ports.
     pub time_wait: Vec<TimeWait>,
     pub processes: Vec<ProcessReport>,
 }
@@ -193,8 +231,6 @@ pub struct Snapshot {
     pub kind: &'static str,
     pub t_s: f64,
     pub lost_events: u64,
-    /// With `--all`: TIME_WAIT per destination in the host's network namespace.
-    pub time_wait: Vec<TimeWait>,
     pub processes: Vec<SnapshotProcess>,
 }
 

@@ -2,7 +2,9 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::model::{Failure, ProcessReport, Report, Snapshot, Suspect, TimeWait};
+use super::model::{
+    Confidence, Diagnosis, Failure, ProcessReport, Report, Snapshot, Suspect, TimeWait,
+};
 use crate::stacks::Frame;
 
 /// Frames printed per stack; JSON carries them all.
@@ -41,19 +43,6 @@ pub fn snapshot(s: &Snapshot) -> String {
         "{:>8} {:<16} {:>8} {:>9} {:>16} {:>9} {:>7}",
         "PID", "COMM", "SOCKETS", "GROWTH/s", "FDS/LIMIT", "FULL IN", "FAILS"
     );
-    for t in &s.time_wait {
-        let _ = writeln!(
-            out,
-            "TIME_WAIT {} to {}{}",
-            t.count,
-            t.remote,
-            t.ratio.map_or(String::new(), |r| format!(
-                " ({:.0}% of the ephemeral range{})",
-                r * 100.0,
-                if t.flagged { ", NEAR EXHAUSTION" } else { "" }
-            ))
-        );
-    }
     for p in &s.processes {
         let fds = match (p.open_fds, &p.fd_limit) {
             (Some(o), Some(l)) => {
@@ -114,13 +103,28 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
         .join(" ")
 }
 
+/// How long a suspect's sockets have been open, honest about those older than the trace.
+fn age(s: &Suspect) -> String {
+    if s.before_tracing == s.count {
+        "open since before tracing".into()
+    } else if s.before_tracing > 0 {
+        format!(
+            "open for up to {} ({} since before tracing)",
+            duration_str(s.oldest_age_s),
+            s.before_tracing
+        )
+    } else {
+        format!("open for up to {}", duration_str(s.oldest_age_s))
+    }
+}
+
 fn suspect(out: &mut String, s: &Suspect) {
     let _ = writeln!(
         out,
-        "    {} socket(s) made by {}, open for up to {}; {}{}",
+        "    {} socket(s) made by {}, {}; {}{}",
         s.count,
         s.origin,
-        duration_str(s.oldest_age_s),
+        age(s),
         counts(&s.kinds),
         if s.states.is_empty() {
             String::new()
@@ -165,6 +169,21 @@ fn suspect(out: &mut String, s: &Suspect) {
         let _ = writeln!(out, "      received from {}", from.join(", "));
     }
     stack(out, &s.stack, "      ");
+}
+
+fn diagnosis(out: &mut String, d: &Diagnosis) {
+    let sure = match d.confidence {
+        Confidence::Certain => "",
+        Confidence::Likely => " (likely)",
+    };
+    let _ = writeln!(out, "    {}{sure}: {}", d.pattern, d.summary);
+    if let Some(cs) = &d.call_site {
+        let _ = writeln!(out, "      call site: {cs}");
+    }
+    for e in &d.evidence {
+        let _ = writeln!(out, "      - {e}");
+    }
+    let _ = writeln!(out, "      FIX: {}", d.fix);
 }
 
 fn failure(out: &mut String, f: &Failure) {
@@ -248,8 +267,14 @@ fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
     for w in &p.warnings {
         let _ = writeln!(out, "  WARNING: {w}");
     }
-    if let Some(a) = &p.limit_advice {
-        let _ = writeln!(out, "  LIMIT: {a}");
+    if !p.listening.is_empty() {
+        let _ = writeln!(out, "  listens on {}", p.listening.join(", "));
+    }
+    if !p.diagnoses.is_empty() {
+        let _ = writeln!(out, "  DIAGNOSIS:");
+        for d in &p.diagnoses {
+            diagnosis(out, d);
+        }
     }
     if !p.failures.is_empty() {
         let _ = writeln!(out, "  FAILED CALLS:");
@@ -290,12 +315,18 @@ fn time_wait(out: &mut String, tw: &[TimeWait]) {
         let top: Vec<String> = tw
             .iter()
             .take(5)
-            .map(|t| match t.port_range_size {
-                Some(n) => format!("{} x{} ({n}-port range)", t.remote, t.count),
-                None => format!("{} x{}", t.remote, t.count),
+            .map(|t| match (t.local_port, t.ratio) {
+                (Some(port), _) => format!("from {} to port {port} x{}", t.remote, t.count),
+                (None, Some(r)) => format!(
+                    "to {} x{} ({:.0}% of the local ports)",
+                    t.remote,
+                    t.count,
+                    r * 100.0
+                ),
+                (None, None) => format!("to {} x{}", t.remote, t.count),
             })
             .collect();
-        let _ = writeln!(out, "TIME_WAIT by destination: {}", top.join(", "));
+        let _ = writeln!(out, "TIME_WAIT: {}", top.join(", "));
     }
     for t in tw.iter().filter(|t| t.flagged) {
         let _ = writeln!(

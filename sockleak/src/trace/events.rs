@@ -42,6 +42,7 @@ impl Session {
                 self.stacks.forget_pid(pid);
             }
         }
+        self.activate_seeded();
         self.tracer.flush_logs();
     }
 
@@ -83,6 +84,7 @@ impl Session {
                 if reconcile {
                     self.reconciler.urgent(tgid);
                 }
+                self.recheck_runtime(tgid);
             }
             Action::FailureSeen { tgid, key } => self.failure_seen(tgid, key),
             Action::NewStack { tgid, site } => {
@@ -96,6 +98,7 @@ impl Session {
             } => {
                 self.tracer.remove_target(tgid);
                 self.refresh.forget(tgid);
+                self.forget_runtime(tgid);
                 if collect {
                     self.sync_todo.exits.push((tgid, ts_ns));
                 }

@@ -10,6 +10,7 @@ mod events;
 mod present;
 mod reconcile;
 mod refresh;
+mod runtime;
 mod seed;
 mod sync;
 
@@ -66,6 +67,10 @@ pub struct Session {
     closed: bool,
     /// Kernel events decoded so far.
     events_seen: u64,
+    /// Uprobes on traced Go HTTP clients.
+    go: crate::gohttp::GoProbes,
+    /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
+    seeded: Vec<(u32, u8)>,
 }
 
 struct Signals {
@@ -159,6 +164,7 @@ impl Session {
             warn!("{d}");
         }
         let start_ns = mono_ns();
+        let uprobes = cfg.uprobes;
         let mut s = Session {
             cfg,
             tracer,
@@ -173,13 +179,17 @@ impl Session {
             drawn_lines: 0,
             closed: false,
             events_seen: 0,
+            go: crate::gohttp::GoProbes::new(uprobes),
+            seeded: Vec::new(),
         };
         let mut alive = 0;
         for pid in initial {
             s.tracker.process(pid, start_ns);
             if s.seed(pid, None, start_ns) {
                 alive += 1;
-                s.tracer.control(pid, Some(state::ACTIVE), None);
+                // With the state change: applied before the process's next socket.
+                let flags = s.runtime_flags(pid);
+                s.activate_later(pid, flags);
             } else {
                 s.tracker.procs.remove(&pid);
                 s.tracer.remove_target(pid);
@@ -187,6 +197,11 @@ impl Session {
         }
         if alive == 0 && s.cfg.pids_only() {
             return Err(UserError::NoSuchPid(s.cfg.pids[0]).into());
+        }
+        // Closes made during seeding first, then the kernel takes over.
+        if let Some(mut ring) = s.tracer.events.take() {
+            s.drain(&mut ring);
+            s.tracer.events = Some(ring);
         }
         let pids = s.tracker.procs.keys().copied().collect::<Vec<_>>();
         for pid in pids {

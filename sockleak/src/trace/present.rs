@@ -87,7 +87,6 @@ impl Session {
             kind: "snapshot",
             t_s: (now - self.start_ns) as f64 / 1e9,
             lost_events: self.lost_events(),
-            time_wait: Vec::new(),
             processes: procs.iter().map(|p| build::snapshot_process(p)).collect(),
         };
         match self.cfg.format {
@@ -238,6 +237,12 @@ impl Session {
         let state_since = |cookie: u64, state: u8| ages.since(cookie, state);
         let tracer = &self.tracer;
         let sampled = |pid: u32, caller: u64| tracer.last_stack(pid, caller);
+        let mut connects: HashMap<u32, Vec<(std::net::SocketAddr, u64)>> = HashMap::new();
+        for (k, v) in tracer.dests() {
+            if let Some(a) = crate::diagnose::gather::dest_addr(&k) {
+                connects.entry(k.tgid).or_default().push((a, v.connects));
+            }
+        }
         let ctx = BuildCtx {
             stacks: &self.stacks,
             views: &views,
@@ -250,6 +255,7 @@ impl Session {
             min_age_ns: self.cfg.min_age_ns,
             min_count: self.cfg.min_count,
             max_remotes: 10,
+            connects: &connects,
         };
         let mut processes: Vec<_> = self
             .tracker
@@ -260,6 +266,27 @@ impl Session {
             .map(|p| build::process_report(p, &ctx))
             .collect();
         build::rank(&mut processes);
+        // With --pid/--cgroup, TIME_WAIT only where the traced processes take part.
+        let tw_scope = if self.cfg.all {
+            build::TimeWaitScope::Host
+        } else {
+            let ns_of = |pid: u32| pid_ns.get(&pid).copied().or(own_ns);
+            let dests = connects
+                .iter()
+                .filter_map(|(pid, d)| Some((ns_of(*pid)?, d)))
+                .flat_map(|(ns, d)| d.iter().map(move |(a, _)| (ns, *a)))
+                .collect();
+            let ports = processes
+                .iter()
+                .filter_map(|p| Some((ns_of(p.pid)?, &p.listening)))
+                .flat_map(|(ns, l)| {
+                    l.iter().filter_map(move |a| {
+                        Some((ns, a.parse::<std::net::SocketAddr>().ok()?.port()))
+                    })
+                })
+                .collect();
+            build::TimeWaitScope::Traced { dests, ports }
+        };
         let lost = self.lost();
         let lost_events = self.lost_events();
         let unseen_opened = processes.iter().map(|p| p.unseen_opened).sum();
@@ -275,7 +302,7 @@ impl Session {
             counts_are_lower_bounds: lost_events > 0,
             unseen_opened,
             unseen_closed,
-            time_wait: build::time_wait(&views, 10),
+            time_wait: build::time_wait(&views, &tw_scope, 10),
             processes,
         }
     }

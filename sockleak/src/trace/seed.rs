@@ -15,6 +15,7 @@ impl Session {
     /// Seeds a process's socket fds from /proc into LIVE and the mirror. `parent` is the
     /// forking process and the fork time for children. False when the process is gone.
     pub(super) fn seed(&mut self, pid: u32, parent: Option<(u32, u64)>, now_ns: u64) -> bool {
+        self.tracker.listing(pid, mono_ns());
         let Ok(fds) = procfs::socket_fds(pid) else {
             return false;
         };
@@ -67,7 +68,26 @@ impl Session {
         // Gone already: its exit event (which follows) finalizes it.
         let _ = self.seed(child, Some((parent, fork_ns)), fork_ns);
         self.refresh_meta(child, mono_ns());
-        self.tracer.control(child, Some(state::ACTIVE), None);
+        let flags = self.runtime_flags(child);
+        self.activate_later(child, flags);
+    }
+
+    /// Makes a seeded process ACTIVE once the events already in the ring are applied: a close
+    /// it made while its /proc fds were being copied must forget that copy before the kernel
+    /// treats the process as fully tracked (and, say, copies the stale entry on a dup).
+    pub(super) fn activate_later(&mut self, pid: u32, flags: u8) {
+        self.seeded.push((pid, flags));
+    }
+
+    /// Called with the ring drained.
+    pub(super) fn activate_seeded(&mut self) {
+        for (pid, flags) in std::mem::take(&mut self.seeded) {
+            if !self.tracker.procs.contains_key(&pid) {
+                continue; // exited meanwhile
+            }
+            self.tracer
+                .control_all(pid, Some(state::ACTIVE), None, Some(flags));
+        }
     }
 }
 

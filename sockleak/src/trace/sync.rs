@@ -32,9 +32,12 @@ impl Session {
                 // Started by the kernel: a first socket under --all/--cgroup, or a child whose
                 // fork event was lost (still pending: seed it like one).
                 self.tracker.process(tgid, now_ns);
+                let flags = self.runtime_flags(tgid);
                 if t.state == state::FORK_PENDING {
                     self.seed(tgid, None, now_ns);
-                    self.tracer.control(tgid, Some(state::ACTIVE), None);
+                    self.activate_later(tgid, flags);
+                } else {
+                    self.tracer.control_all(tgid, None, None, Some(flags));
                 }
                 self.refresh_meta(tgid, now_ns);
             }

@@ -331,6 +331,8 @@ struct Sim {
     next_id: u64,
     next_pid: u32,
     tracker: Tracker,
+    /// Children seeded in the current drain, made ACTIVE when it ends.
+    seeded: Vec<u32>,
     /// Final socket sets of exited processes that were consistent when they exited (and their
     /// true close count when it was observable).
     finals: Vec<(u32, BTreeSet<u32>, Option<u64>)>,
@@ -595,15 +597,27 @@ impl Sim {
         }
     }
 
-    /// The session: apply the ring, carry out actions against LIVE and /proc (the model).
+    /// The session: apply the ring until it is empty (events the actions cause included),
+    /// carry out actions against LIVE and /proc (the model), then make seeded children ACTIVE.
     fn drain(&mut self) {
-        for e in std::mem::take(&mut self.ring) {
-            let kind = EventKind::from_u8(e.kind).unwrap();
-            let race = kind == EventKind::Fork && e.arg2 == 1;
-            let mut actions = Vec::new();
-            self.tracker.apply(&e, kind, &mut actions);
-            for a in actions {
-                self.act(a, race);
+        loop {
+            let ring = std::mem::take(&mut self.ring);
+            if ring.is_empty() {
+                break;
+            }
+            for e in ring {
+                let kind = EventKind::from_u8(e.kind).unwrap();
+                let race = kind == EventKind::Fork && e.arg2 == 1;
+                let mut actions = Vec::new();
+                self.tracker.apply(&e, kind, &mut actions);
+                for a in actions {
+                    self.act(a, race);
+                }
+            }
+        }
+        for child in std::mem::take(&mut self.seeded) {
+            if let Some(m) = self.procs.get_mut(&child) {
+                m.control_active = true;
             }
         }
     }
@@ -638,6 +652,8 @@ impl Sim {
                 };
                 // /proc is read...
                 let listed = m.sockets();
+                let listed_at = self.tick();
+                self.tracker.listing(child, listed_at);
                 if race && let Some(first) = listed.iter().next().copied() {
                     // ... the child closes one of them meanwhile ...
                     self.close(child, first);
@@ -652,9 +668,7 @@ impl Sim {
                         self.tracker.seed(child, fd, Socket::new(r, child), fork_ns);
                     }
                 }
-                if let Some(m) = self.procs.get_mut(&child) {
-                    m.control_active = true;
-                }
+                self.seeded.push(child);
             }
             Action::CloseRange { .. } => unreachable!("the model kernel applies close_range"),
             Action::Exited { collect, .. } => assert!(!collect),

@@ -64,6 +64,12 @@ pub fn build_c_with(name: &str, libs: &[&str]) -> PathBuf {
 
 /// Builds a Go workload (stdlib only) from tests/workloads/<name>.go.
 pub fn build_go(name: &str) -> PathBuf {
+    build_go_with(name, &[])
+}
+
+/// Builds a Go workload with extra `go build` flags (e.g. `-ldflags=-s -w` for a stripped
+/// binary, as production images often are).
+pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
@@ -71,10 +77,12 @@ pub fn build_go(name: &str) -> PathBuf {
     // Under target/: the Go build cache survives between runs (net/http is slow to build).
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{name}-{}", std::process::id()));
+    let variant = if flags.is_empty() { "" } else { "-flags" };
+    let out = dir.join(format!("{name}{variant}-{}", std::process::id()));
     if !out.exists() {
         let st = Command::new("go")
             .arg("build")
+            .args(flags)
             .arg("-o")
             .arg(&out)
             .arg(&src)
@@ -487,4 +495,45 @@ pub fn set_nofile(pid: u32, soft: u64, hard: u64) {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+/// The process's diagnoses with this pattern id.
+pub fn diagnoses<'a>(proc_: &'a Value, pattern: &str) -> Vec<&'a Value> {
+    proc_["diagnoses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no diagnoses array: {proc_:#}"))
+        .iter()
+        .filter(|d| d["pattern"] == pattern)
+        .collect()
+}
+
+/// The one diagnosis with this pattern id.
+pub fn diagnosis<'a>(proc_: &'a Value, pattern: &str) -> &'a Value {
+    match diagnoses(proc_, pattern)[..] {
+        [d] => d,
+        _ => panic!(
+            "expected one {pattern} diagnosis in {:#}",
+            proc_["diagnoses"]
+        ),
+    }
+}
+
+/// Whether some evidence line of a diagnosis contains `text`.
+pub fn evidence_has(d: &Value, text: &str) -> bool {
+    d["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.as_str().is_some_and(|e| e.contains(text)))
+}
+
+/// Asserts that no diagnosis has one of these ids.
+pub fn no_diagnosis(proc_: &Value, patterns: &[&str]) {
+    for p in patterns {
+        assert!(
+            diagnoses(proc_, p).is_empty(),
+            "unexpected {p}: {:#}",
+            proc_["diagnoses"]
+        );
+    }
 }

@@ -1,8 +1,10 @@
 // Test HTTP client reproducing seed incident 1: `leaky` builds a new http.Transport per
 // request, so every keep-alive connection stays open in its own idle pool; `fixed` shares one
-// Transport. Prints "ready", waits for a line on stdin, makes N requests, prints "done";
-// `fixed` then keeps requesting like a service under load, `leaky` holds its sockets.
-// usage: httpclient ADDR leaky|fixed N
+// Transport; `unclosed` shares one Transport but never reads or closes the (64 KiB) response
+// bodies, so no connection goes back to the pool. Prints "ready", waits for a line on stdin,
+// makes N requests, prints "done"; `fixed` then keeps requesting like a service under load,
+// the others hold their sockets.
+// usage: httpclient ADDR leaky|fixed|unclosed N
 package main
 
 import (
@@ -27,6 +29,18 @@ func fetchFixed(url string) error {
 	return fetch(shared, url)
 }
 
+// The response is kept (unread, unclosed) as a careless caller would.
+var kept []*http.Response
+
+func fetchUnclosed(url string) error {
+	resp, err := shared.Get(url + "?size=65536")
+	if err != nil {
+		return err
+	}
+	kept = append(kept, resp)
+	return nil
+}
+
 func fetch(c *http.Client, url string) error {
 	resp, err := c.Get(url)
 	if err != nil {
@@ -42,8 +56,11 @@ func main() {
 	mode := os.Args[2]
 	n, _ := strconv.Atoi(os.Args[3])
 	get := fetchFixed
-	if mode == "leaky" {
+	switch mode {
+	case "leaky":
 		get = fetchLeaky
+	case "unclosed":
+		get = fetchUnclosed
 	}
 	fmt.Println("ready")
 	bufio.NewReader(os.Stdin).ReadString('\n')

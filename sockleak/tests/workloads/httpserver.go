@@ -1,5 +1,5 @@
-// Test HTTP server on loopback: answers every request, keeps connections alive (as the
-// server in seed incident 1 did). Prints "listening ADDR".
+// Test HTTP server on loopback: answers every request ("ok", or ?size=N bytes), keeps
+// connections alive (as the server in seed incident 1 did). Prints "listening ADDR".
 package main
 
 import (
@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 )
 
 func main() {
@@ -17,6 +18,10 @@ func main() {
 	}
 	fmt.Printf("listening %s\n", l.Addr())
 	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n, err := strconv.Atoi(r.URL.Query().Get("size")); err == nil {
+			w.Write(make([]byte, n))
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	}))
 }

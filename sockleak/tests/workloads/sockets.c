@@ -118,6 +118,28 @@ int main(void) {
       }
       int r[2] = {ok, fails};
       reply_fds(r, 2);
+    } else if (!strcmp(cmd, "accept_backoff")) {
+      /* The fixed loop: like accept_loop, but waits 300 ms after each EMFILE (as Go's server
+       * does) instead of retrying at once; reply: accepted failures. */
+      int ok = 0, fails = 0;
+      while (fails < a) {
+        int fd = accept_site(listener);
+        if (fd >= 0) ok++;
+        else if (errno == EMFILE) { fails++; usleep(300000); }
+      }
+      int r[2] = {ok, fails};
+      reply_fds(r, 2);
+    } else if (!strcmp(cmd, "accept_drain")) {
+      /* The fixed server: accept a connections, read each to EOF and close it; reply: closed. */
+      int fds[4096], n = 0, closed = 0;
+      char buf[256];
+      for (long i = 0; i < a; i++) fds[n++] = accept_site(listener);
+      for (int i = 0; i < n; i++) {
+        while (read(fds[i], buf, sizeof buf) > 0) {}
+        close(fds[i]);
+        closed++;
+      }
+      reply_fds(&closed, 1);
     } else if (!strcmp(cmd, "socket_emfile")) {
       /* Make sockets until socket() fails with EMFILE, then fail a times in total. */
       int made = 0, fails = 0;

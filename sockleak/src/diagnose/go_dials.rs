@@ -1,0 +1,160 @@
+//! What the two Go HTTP client patterns share: finding suspects made by net/http's dial, and
+//! judging from their Transports (or, without the uprobe, their receive queues) which of the
+//! two causes holds them open.
+
+use super::{Evidence, SuspectFacts, dur, plural};
+use crate::{
+    gohttp::{DIAL_CONN, Probe},
+    report::model::{Confidence, ProcessReport, Suspect},
+};
+
+/// A Transport keeps at most this many idle connections per host unless told otherwise
+/// (`DefaultMaxIdleConnsPerHost`): more per Transport were never handed back.
+const MAX_IDLE_PER_HOST: u64 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    TransportPerRequest,
+    BodyNotClosed,
+}
+
+/// One suspect's verdict: the cause, how sure, and the evidence lines.
+pub struct Verdict<'a> {
+    pub suspect: &'a Suspect,
+    pub cause: Cause,
+    pub confidence: Confidence,
+    pub evidence: Vec<String>,
+}
+
+/// Made under net/http's dial (Go dials on a goroutine of its own, so it is the call site).
+fn made_by_dial(s: &Suspect) -> bool {
+    s.stack
+        .iter()
+        .any(|f| f.symbol.as_deref() == Some(DIAL_CONN))
+        || s.call_site
+            .as_deref()
+            .is_some_and(|c| c.starts_with(DIAL_CONN))
+}
+
+/// Verdicts for every suspect made by net/http's dial that holds idle connections.
+pub fn verdicts<'a>(r: &'a ProcessReport, ev: &Evidence) -> Vec<Verdict<'a>> {
+    let none = SuspectFacts::default();
+    r.suspects
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| made_by_dial(s))
+        .filter_map(|(i, s)| {
+            let established = s.states.get("ESTABLISHED").copied().unwrap_or(0);
+            // A pool may hold this many idle per host; fewer is not a pile-up.
+            (established > MAX_IDLE_PER_HOST)
+                .then(|| verdict(r, s, ev.suspects.get(i).unwrap_or(&none), ev, established))
+        })
+        .collect()
+}
+
+fn verdict<'a>(
+    r: &ProcessReport,
+    s: &'a Suspect,
+    f: &SuspectFacts,
+    ev: &Evidence,
+    established: u64,
+) -> Verdict<'a> {
+    let mut evidence = vec![format!(
+        "{} made by {DIAL_CONN}, idle for up to {}",
+        plural(
+            established,
+            "ESTABLISHED connection",
+            "ESTABLISHED connections"
+        ),
+        dur(s.max_idle_s.unwrap_or(s.oldest_age_s))
+    )];
+    if let Some(top) = s.remotes.first() {
+        let more = s.remotes.len().saturating_sub(1);
+        evidence.push(if more == 0 {
+            format!("all {} to {}", s.count, top.endpoint)
+        } else {
+            format!(
+                "{} to {} (and {more} other destinations)",
+                top.count, top.endpoint
+            )
+        });
+    }
+    let known: u64 = f.owners.values().sum();
+    let distinct = f.owners.len() as u64;
+    let unread = f.unread_sockets > 0 && f.unread_sockets * 2 >= established;
+    let unread_line = || {
+        format!(
+            "{} of them have response data nobody read waiting in the receive queue ({} bytes)",
+            f.unread_sockets, f.unread_bytes
+        )
+    };
+    let (cause, confidence) = match &ev.go {
+        Some(Probe::Attached) if known >= 2 => {
+            let busiest = f.owners.values().copied().max().unwrap_or(0);
+            let cause = if known > distinct * MAX_IDLE_PER_HOST {
+                evidence.push(format!(
+                    "they belong to {} (the busiest owns {busiest}); a Transport keeps at most MaxIdleConnsPerHost (default {MAX_IDLE_PER_HOST}) idle connections per host, so these were never handed back",
+                    plural(distinct, "*http.Transport", "*http.Transport objects"),
+                ));
+                if unread {
+                    evidence.push(unread_line());
+                }
+                Cause::BodyNotClosed
+            } else {
+                evidence.push(format!(
+                    "they belong to {distinct} distinct *http.Transport objects ({:.1} connections each): a Transport is made per request",
+                    known as f64 / distinct as f64
+                ));
+                Cause::TransportPerRequest
+            };
+            let mut confidence = Confidence::Certain;
+            if known * 5 < s.count * 4 {
+                evidence.push(format!(
+                    "only {known} of the {} sockets carried their Transport (the others were made before sockleak attached its uprobe)",
+                    s.count
+                ));
+                confidence = Confidence::Likely;
+            }
+            (cause, confidence)
+        }
+        other => {
+            let why = match other {
+                Some(Probe::Unavailable(why)) => why.clone(),
+                Some(Probe::Attached) => {
+                    "the sockets were made before sockleak attached its uprobe".into()
+                }
+                None => "the process was not probed".into(),
+            };
+            evidence.push(format!("could not count Transport objects: {why}"));
+            if unread {
+                evidence.push(unread_line());
+                (Cause::BodyNotClosed, Confidence::Likely)
+            } else {
+                evidence.push(
+                    "if the program shares one Transport, response bodies not being closed would look the same"
+                        .into(),
+                );
+                (Cause::TransportPerRequest, Confidence::Likely)
+            }
+        }
+    };
+    if let Some(t) = r.seconds_to_fd_limit
+        && r.growth_per_s > 0.0
+    {
+        evidence.push(format!(
+            "open fds grow {:.1}/s: the fd limit is reached in about {}",
+            r.growth_per_s,
+            dur(t)
+        ));
+    }
+    evidence.push(
+        "Go dials on a goroutine of its own: the code that sent the request is not on this stack"
+            .into(),
+    );
+    Verdict {
+        suspect: s,
+        cause,
+        confidence,
+        evidence,
+    }
+}
