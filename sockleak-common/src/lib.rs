@@ -12,6 +12,7 @@ pub mod counters;
 pub mod event;
 pub mod kernel;
 pub mod socket;
+pub mod stack;
 pub mod target;
 
 /// Fails the build if a shared type grows implicit padding: its size must equal the sum of its

@@ -14,8 +14,8 @@ pub mod state {
 pub mod stack_mode {
     /// Walk the frame-pointer chain (hash it; the kernel's stack map keeps each distinct stack).
     pub const FRAME_POINTERS: u8 = 0;
-    /// The process's code has no frame pointers: also send a copy of the top of the user stack
-    /// for userspace to unwind with DWARF CFI.
+    /// The process's code has no frame pointers: send a copy of the top of the user stack
+    /// for userspace to unwind with DWARF CFI (see `crate::stack`).
     pub const STACK_COPY: u8 = 1;
 }
 
@@ -38,12 +38,14 @@ pub struct Target {
     pub stack_mode: u8,
     /// `flag::*` bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    /// The CONTROL generation this entry last looked at (see `map::CONTROL_GEN`).
+    pub ctl_gen: u8,
+    pub _pad: [u8; 4],
 }
 crate::assert_layout!(
     Target,
     size = 24,
-    fields = [u64, u32, u32, u8, u8, u8, [u8; 5]]
+    fields = [u64, u32, u32, u8, u8, u8, u8, [u8; 4]]
 );
 
 impl Target {
@@ -55,7 +57,8 @@ impl Target {
             state,
             stack_mode,
             flags: 0,
-            _pad: [0; 5],
+            ctl_gen: 0,
+            _pad: [0; 4],
         }
     }
 }
@@ -159,6 +162,11 @@ pub mod map {
     pub const DESTS: &str = "DESTS";
     pub const URING_SITES: &str = "URING_SITES";
     pub const GO_DIALS: &str = "GO_DIALS";
+    /// Stack copies (see `crate::stack`), a ring buffer of their own.
+    pub const STACK_COPIES: &str = "STACK_COPIES";
+    /// One u32: bumped by userspace after each CONTROL write, so a process's next event
+    /// looks for its change at once (cheaper than a CONTROL lookup on every event).
+    pub const CONTROL_GEN: &str = "CONTROL_GEN";
 }
 
 /// Most cgroups `--cgroup`/`--container` can name at once.

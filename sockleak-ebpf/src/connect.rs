@@ -12,7 +12,7 @@ use crate::{
     atomic::add_u64,
     clock::now,
     emit::{failure, read_sockaddr},
-    filter::{current, is_traced},
+    filter::{current, is_traced, traced},
     maps::{DESTS, LIVE},
 };
 
@@ -45,11 +45,14 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
             None => SocketRecord::EMPTY,
         };
         rec.remote = remote;
+        // Failures are rare: the lookup for the stack mode is affordable here.
+        let mode = traced(task.tgid).map_or(0, |t| t.stack_mode());
         failure(
             ctx,
             &regs,
             Syscall::Connect,
             task,
+            mode,
             -ret,
             fd as i32,
             &mut rec,

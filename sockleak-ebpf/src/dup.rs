@@ -81,7 +81,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             rec.tid = task.tid;
             rec.origin = Origin::Dup as u8;
             rec.flags = 0;
-            stack::capture(ctx, &regs, task, &mut rec);
+            stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
             track_new_fd(ctx, &t, task, newfd, &rec);
         }
         None if pending(task.tgid) => {
@@ -89,7 +89,8 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             let mut rec = SocketRecord::EMPTY;
             rec.created_ns = now();
             rec.tid = task.tid;
-            stack::capture(ctx, &regs, task, &mut rec);
+            let mode = traced(task.tgid).map_or(0, |t| t.stack_mode());
+            stack::capture(ctx, &regs, task, mode, &mut rec);
             let h = Header {
                 kind: EventKind::Dup,
                 syscall,

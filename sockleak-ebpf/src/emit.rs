@@ -122,6 +122,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     regs: &Regs,
     syscall: Syscall,
     task: Task,
+    stack_mode: u8,
     errno: i64,
     fd: i32,
     record: &mut SocketRecord,
@@ -129,7 +130,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     if benign(errno) {
         return;
     }
-    stack::capture(ctx, regs, task, record);
+    stack::capture(ctx, regs, task, stack_mode, record);
     record.tid = task.tid;
     record.created_ns = now();
     let h = Header {

@@ -12,8 +12,8 @@ use sockleak_common::target::{FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UN
 use crate::{
     atomic::{add_u32, add_u64, and_u64, or_u64},
     maps::{
-        CGROUPS, CONTROL, OUTSIDE_BITS, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups, tick,
-        trace_all,
+        CGROUPS, CONTROL, CONTROL_GEN, OUTSIDE_BITS, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups,
+        tick, trace_all,
     },
 };
 
@@ -135,12 +135,19 @@ pub fn unmark(tgid: u32) {
 }
 
 /// Applies a change userspace asked for: on every lookup while the process is fork-pending
-/// (its seeding finishing is what it waits for), otherwise on one in 64 per CPU.
+/// (its seeding finishing is what it waits for), at once after userspace bumped the CONTROL
+/// generation (an array read), and otherwise on one in 64 per CPU (a generation missed by
+/// wrapping around).
 #[inline(always)]
 fn apply_control(tgid: u32, t: *mut Target) {
-    if unsafe { (*t).state } != state::FORK_PENDING && tick(1) % 64 != 0 {
+    let generation = CONTROL_GEN.get(0).map_or(0, |g| *g as u8);
+    if unsafe { (*t).state } != state::FORK_PENDING
+        && unsafe { (*t).ctl_gen } == generation
+        && tick(1) % 64 != 0
+    {
         return;
     }
+    unsafe { (*t).ctl_gen = generation };
     let Some(c) = (unsafe { CONTROL.get(tgid) }) else {
         return;
     };

@@ -114,6 +114,15 @@ pub static LIVE: HashMap<SockKey, SocketRecord> = HashMap::with_max_entries(131_
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
+/// Copies of user stacks for processes without frame pointers (see stack.rs), apart from
+/// EVENTS: they are large and must not crowd out the events.
+#[map]
+pub static STACK_COPIES: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// [0]: the CONTROL generation (userspace bumps it after writing CONTROL).
+#[map]
+pub static CONTROL_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
@@ -141,9 +150,9 @@ pub static URING_SITES: LruHashMap<UringKey, UringSite> = LruHashMap::with_max_e
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
 
-/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter.
+/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter, [2] stack copies.
 #[map]
-pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(3, 0);
 
 /// Counts something the kernel side could not record. Returns true the first time on this CPU,
 /// so callers can log once instead of flooding.

@@ -99,11 +99,20 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     let regs = Regs::current()?;
     let mut rec = socket_record(&t, task, Origin::Socket, regs.args());
     if ret < 0 {
-        failure(ctx, &regs, Syscall::Socket, task, -ret, -1, &mut rec);
+        failure(
+            ctx,
+            &regs,
+            Syscall::Socket,
+            task,
+            t.stack_mode(),
+            -ret,
+            -1,
+            &mut rec,
+        );
         return None;
     }
     rec.owner = golang::owner(&t, &regs, task.tgid);
-    stack::capture(ctx, &regs, task, &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }
@@ -122,11 +131,20 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
     let args = regs.args();
     let mut rec = socket_record(&t, task, Origin::Socketpair, args);
     if ret < 0 {
-        failure(ctx, &regs, Syscall::Socketpair, task, -ret, -1, &mut rec);
+        failure(
+            ctx,
+            &regs,
+            Syscall::Socketpair,
+            task,
+            t.stack_mode(),
+            -ret,
+            -1,
+            &mut rec,
+        );
         return None;
     }
     let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
-    stack::capture(ctx, &regs, task, &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
     track_new_fd(ctx, &t, task, fds[0] as u32, &rec);
     track_new_fd(ctx, &t, task, fds[1] as u32, &rec);
     Some(())
@@ -162,14 +180,23 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
         rec.protocol = l.protocol;
     }
     if ret < 0 {
-        failure(ctx, &regs, syscall, task, -ret, listener as i32, &mut rec);
+        failure(
+            ctx,
+            &regs,
+            syscall,
+            task,
+            t.stack_mode(),
+            -ret,
+            listener as i32,
+            &mut rec,
+        );
         return None;
     }
     rec.remote = read_sockaddr(addr, 2 + sockleak_common::socket::ENDPOINT_ADDR_LEN as u64);
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    stack::capture(ctx, &regs, task, &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }

@@ -2,6 +2,10 @@
 //! seen before in the process maps to its stack id through STACK_CACHE (a few user reads and a
 //! lookup); only a new one pays for the kernel's full capture into STACKS, and userspace hears
 //! of it (NewStack) to symbolize it while the process is alive.
+//!
+//! A process whose code has no frame pointers (`stack_mode::STACK_COPY`) gets a copy of the top
+//! of its user stack instead, which userspace unwinds with DWARF CFI: a chain of garbage frame
+//! pointers would name (and merge) call sites wrongly.
 
 use aya_ebpf::{
     EbpfContext, bindings::BPF_F_USER_STACK, helpers::bpf_probe_read_user,
@@ -11,13 +15,18 @@ use sockleak_common::{
     counters::LossCause,
     event::{EventKind, Syscall},
     socket::{NO_STACK, REC_SAMPLED, SAMPLED_OUT, SocketRecord, StackKey},
+    stack::{COPY_ID_BASE, STACK_COPY_MAX, StackCopy},
+    target::stack_mode,
 };
 
 use crate::{
     args::Regs,
     emit::{Header, send},
     filter::Task,
-    maps::{LAST_STACK, STACK_CACHE, STACKS, capture_stacks, count_loss, stack_sample, tick},
+    maps::{
+        LAST_STACK, STACK_CACHE, STACK_COPIES, STACKS, capture_stacks, count_loss,
+        stack_copy_bytes, stack_sample, tick,
+    },
 };
 
 /// Frames hashed at most (the stack map keeps as many).
@@ -141,12 +150,72 @@ unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// Copies the registers and the top of the user stack for userspace to unwind; the copy id
+/// the socket carries, or NO_STACK when the copy ring is full.
+#[inline(always)]
+fn copy_stack(regs: &Regs, task: Task) -> i32 {
+    // Unique without atomics (the BPF target has no fetch-add): this CPU's count, tagged with
+    // the CPU. An id comes back after 4M copies on one CPU.
+    let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
+    let seq = ((cpu & 0xff) << 22) | (tick(2) & 0x3f_ffff);
+    let id = COPY_ID_BASE | seq as i32;
+    let Some(mut entry) = STACK_COPIES.reserve::<StackCopy>(0) else {
+        count_loss(LossCause::StackLost);
+        return NO_STACK;
+    };
+    let c = entry.as_mut_ptr();
+    let sp = regs.sp();
+    unsafe {
+        (*c).tgid = task.tgid;
+        (*c).tid = task.tid;
+        (*c).id = id;
+        (*c).ip = regs.ip();
+        (*c).sp = sp;
+        (*c).fp = regs.fp();
+        (*c).lr = regs.caller_in_register().unwrap_or(0);
+        (*c).len = 0;
+    }
+    // A read crossing the end of the stack mapping fails as a whole: fill greedily with
+    // halving chunks, so the copy reaches to within 128 bytes of the end.
+    let mut want = stack_copy_bytes() as usize;
+    if want == 0 || want > STACK_COPY_MAX {
+        want = STACK_COPY_MAX;
+    }
+    let data = unsafe { (*c).data.as_mut_ptr() };
+    let mut len = 0usize;
+    for chunk in COPY_CHUNKS {
+        if len + chunk > want || len > STACK_COPY_MAX - chunk {
+            continue;
+        }
+        let ok = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
+                data.add(len).cast(),
+                chunk as u32,
+                (sp + len as u64) as *const core::ffi::c_void,
+            )
+        } == 0;
+        if ok {
+            len += chunk;
+        }
+    }
+    unsafe { (*c).len = len as u32 };
+    // No wakeup: userspace drains copies on a timer and before every event batch.
+    entry.submit(BPF_RB_NO_WAKEUP);
+    id
+}
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Copy sizes tried in turn (each read is all or nothing).
+const COPY_CHUNKS: [usize; 8] = [16384, 8192, 4096, 2048, 1024, 512, 256, 128];
+
 /// Captures the user call site into `rec`: stack id (or NO_STACK) and the leaf caller.
 #[inline(always)]
 pub fn capture<C: EbpfContext + StackIdContext>(
     ctx: &C,
     regs: &Regs,
     task: Task,
+    mode: u8,
     rec: &mut SocketRecord,
 ) {
     if !capture_stacks() {
@@ -167,6 +236,15 @@ pub fn capture<C: EbpfContext + StackIdContext>(
             Some(id) => *id,
             None => SAMPLED_OUT,
         };
+        return;
+    }
+    if mode == stack_mode::STACK_COPY {
+        rec.caller = match regs.caller_in_register() {
+            Some(c) => c,
+            None => regs.caller(),
+        };
+        rec.stack_id = copy_stack(regs, task);
+        remember_sampled(sample, task, rec);
         return;
     }
     let (caller, hash) = caller_and_hash(regs);
@@ -201,6 +279,12 @@ pub fn capture<C: EbpfContext + StackIdContext>(
             }
         },
     };
+    remember_sampled(sample, task, rec);
+}
+
+/// With sampling, the latest walked stack per leaf caller stands in for the skipped ones.
+#[inline(always)]
+fn remember_sampled(sample: u32, task: Task, rec: &SocketRecord) {
     if sample > 1 && rec.stack_id >= 0 {
         let last = StackKey {
             hash: rec.caller,

@@ -187,6 +187,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Walk the user stack for 1 in this many socket creations.
     pub stack_sample: u32,
+    /// Bytes of user stack copied per socket for processes without frame pointers.
+    pub stack_copy_bytes: u32,
+    /// Size of the stack-copy ring buffer (a power-of-two multiple of the page size).
+    pub stack_copy_ring_bytes: u32,
     /// Traced cgroup subtrees (at most MAX_CGROUPS).
     pub cgroups: Vec<CgroupTarget>,
     /// Kernel struct offsets from BTF (see `kernel_offsets`).
@@ -220,6 +224,10 @@ pub struct Tracer {
     /// Held so its fd stays open: programs are loaded (and bound to maps) at attach.
     _cgroups: Array<MapData, CgroupTarget>,
     pub events: Option<RingBuf<MapData>>,
+    /// Stack copies of processes without frame pointers (see `unwind`).
+    pub stack_copies: Option<RingBuf<MapData>>,
+    /// [0]: bumped after each CONTROL write so the kernel applies it at once.
+    control_gen: Array<MapData, u32>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     tracefs: std::path::PathBuf,
     /// The attachments, owned here so they can be detached together (see Drop).
@@ -268,11 +276,13 @@ impl Tracer {
             .override_global(global::N_CGROUPS, &n_cgroups, true)
             .override_global(global::WAKEUP_BYTES, &wakeup, true)
             .override_global(global::STACK_SAMPLE, &opts.stack_sample, true)
+            .override_global(global::STACK_COPY_BYTES, &opts.stack_copy_bytes, true)
             .override_global(global::OFFSETS, &opts.offsets, true)
             .override_global(global::SELF_TGID, &std::process::id(), true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
+            .map_max_entries(map::STACK_COPIES, opts.stack_copy_ring_bytes)
             .map_max_entries(map::TRACED_BITS, filter_entries(pid_max()))
             .map_max_entries(map::PENDING_BITS, filter_entries(pid_max()))
             .map_max_entries(map::OUTSIDE_BITS, filter_entries(pid_max()))
@@ -308,6 +318,8 @@ impl Tracer {
                 .context("filling the kernel's cgroup target array")?;
         }
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
+        let stack_copies = RingBuf::try_from(take(&mut bpf, map::STACK_COPIES)?)?;
+        let control_gen = Array::try_from(take(&mut bpf, map::CONTROL_GEN)?)?;
         Ok(Tracer {
             bpf,
             targets,
@@ -324,6 +336,8 @@ impl Tracer {
             losses,
             _cgroups: cgroups,
             events: Some(events),
+            stack_copies: Some(stack_copies),
+            control_gen,
             logger,
             tracefs: tracefs.to_path_buf(),
             links: Vec::new(),
@@ -449,7 +463,11 @@ impl Tracer {
         };
         if let Err(e) = self.control.insert(tgid, c, 0) {
             warn!("could not update pid {tgid}'s kernel entry: {e}");
+            return;
         }
+        // The process's next event sees a new generation and applies the change.
+        let g = self.control_gen.get(&0, 0).unwrap_or(0).wrapping_add(1);
+        let _ = self.control_gen.set(0, g, 0);
     }
 
     /// Forgets which processes were found outside the traced cgroups (they may have moved in).
@@ -564,6 +582,9 @@ impl Tracer {
 
     /// Raw instruction pointers of a captured user stack.
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        if sockleak_common::stack::is_copy_id(id) {
+            return None; // unwound in userspace, not in the stack map
+        }
         let id = u32::try_from(id).ok()?;
         let st = self.stacks.get(&id, 0).ok()?;
         Some(st.frames().iter().map(|f| f.ip).collect())

@@ -31,6 +31,18 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
+/// How user stacks are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StackMode {
+    /// Frame pointers; DWARF unwinding of stack copies for processes found to lack them
+    /// (CPython, or any whose first stack does not reach its thread's start).
+    Auto,
+    /// Frame pointers only (the cheapest; stacks of code without them are cut short).
+    Fp,
+    /// DWARF unwinding of a stack copy for every socket of every process (the costliest).
+    Dwarf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// A live summary every interval, then a leak report.
@@ -110,6 +122,17 @@ pub struct TargetArgs {
     /// Do not capture user stacks (cheaper; suspects are then grouped by process only).
     #[arg(long)]
     pub no_stacks: bool,
+
+    /// How user stacks are taken: frame pointers, or copies of the stack unwound with the
+    /// binaries' DWARF unwind tables (docs/benchmarks.md gives the cost of each).
+    #[arg(long, value_enum, default_value_t = StackMode::Auto)]
+    pub stack_mode: StackMode,
+
+    /// For JVMs: run `jcmd PID Compiler.perfmap` (as the JVM's user) when a new stack needs
+    /// names, so JIT-compiled Java methods are named. This asks the JVM to write
+    /// /tmp/perf-PID.map: an action on the traced process, so it is off unless asked for.
+    #[arg(long)]
+    pub java_perfmap: bool,
 
     /// Never attach uprobes. By default sockleak places one on `net/http.(*Transport).dialConn`
     /// in traced Go programs to count their Transports; without it, Go diagnoses are "likely".

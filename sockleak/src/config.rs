@@ -28,6 +28,9 @@ pub struct Config {
     pub serve: Option<ServeOptions>,
     /// Uprobes may be attached to traced Go programs (see `gohttp`).
     pub uprobes: bool,
+    pub stack_mode: crate::cli::StackMode,
+    /// Ask JVMs for their perf map (`--java-perfmap`).
+    pub java_perfmap: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +142,8 @@ impl Config {
                 stack_entries: a.stack_entries,
                 ring_buffer_bytes: a.ring_buffer_kib * 1024,
                 stack_sample: a.stack_sample,
+                stack_copy_bytes: sockleak_common::stack::STACK_COPY_MAX as u32,
+                stack_copy_ring_bytes: 4 << 20,
                 cgroups: cgroups
                     .iter()
                     .map(|c| CgroupTarget {
@@ -159,6 +164,8 @@ impl Config {
             output: None,
             serve: None,
             uprobes: !a.no_uprobes,
+            stack_mode: a.stack_mode,
+            java_perfmap: a.java_perfmap,
         })
     }
 }

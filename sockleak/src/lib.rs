@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod bpf;
+pub mod callsite;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
@@ -11,21 +12,25 @@ pub mod diagnose;
 pub mod error;
 pub mod gohttp;
 pub mod gopclntab;
+pub mod javamap;
 pub mod kernel_offsets;
 pub mod launcher;
 pub mod limits;
 pub mod metrics;
 pub mod netns;
 pub mod output;
+pub mod perfmap;
 pub mod preflight;
 pub mod procfs;
 pub mod report;
+pub mod runtimes;
 pub mod serve;
 pub mod sockdiag;
 pub mod stacks;
 pub mod tcp_ages;
 pub mod trace;
 pub mod tracker;
+pub mod unwind;
 
 #[cfg(test)]
 mod fuzz_props;

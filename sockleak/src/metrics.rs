@@ -326,7 +326,10 @@ mod tests {
                 state_age_at_least: vec![],
                 senders: vec![],
                 call_site: Some("leak (a.c:1)".into()),
+                call_site_note: None,
                 stack: vec![],
+                stack_count: live,
+                other_stacks: vec![],
             }],
             failures: vec![Failure {
                 syscall: "accept4".into(),
@@ -344,6 +347,7 @@ mod tests {
                 host_files: None,
                 note: None,
                 call_site: None,
+                call_site_note: None,
                 stack: vec![],
             }],
         }

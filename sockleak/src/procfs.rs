@@ -43,6 +43,15 @@ pub struct Status {
     pub tgid: Option<u32>,
     /// Pid in the innermost PID namespace (last NSpid entry).
     pub ns_pid: Option<u32>,
+    /// Effective user and group ids.
+    pub euid: Option<u32>,
+    pub egid: Option<u32>,
+}
+
+/// The effective user and group of a process.
+pub fn owner(pid: u32) -> Option<(u32, u32)> {
+    let st = status(pid)?;
+    Some((st.euid?, st.egid?))
 }
 
 pub fn status(pid: u32) -> Option<Status> {
@@ -58,6 +67,10 @@ pub fn parse_status(text: &str) -> Status {
             st.tgid = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("NSpid:") {
             st.ns_pid = v.split_whitespace().last().and_then(|x| x.parse().ok());
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            st.euid = v.split_whitespace().nth(1).and_then(|x| x.parse().ok());
+        } else if let Some(v) = line.strip_prefix("Gid:") {
+            st.egid = v.split_whitespace().nth(1).and_then(|x| x.parse().ok());
         }
     }
     st
@@ -302,12 +315,15 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let s = "Name:\tx\nTgid:\t4242\nPid:\t4243\nNSpid:\t4243\t7\n";
+        let s = "Name:\tx\nTgid:\t4242\nPid:\t4243\nNSpid:\t4243\t7\n\
+                 Uid:\t1000\t1001\t1001\t1001\nGid:\t100\t101\t101\t101\n";
         assert_eq!(
             parse_status(s),
             Status {
                 tgid: Some(4242),
-                ns_pid: Some(7)
+                ns_pid: Some(7),
+                euid: Some(1001),
+                egid: Some(101),
             }
         );
     }

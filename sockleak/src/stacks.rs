@@ -13,7 +13,7 @@ use blazesym::{
 use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::{bpf::Tracer, gopclntab::GoTable, procfs};
+use crate::{bpf::Tracer, gopclntab::GoTable, javamap::JavaPerfMaps, perfmap::PerfMaps, procfs};
 
 /// One symbolized frame. Unknown frames keep their address and, when known, their module.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,55 +49,19 @@ impl Site {
 
 pub struct Stacks {
     symbolizer: Symbolizer,
+    /// Unwound stack copies: a copy id -> the first copy id with the same frames in its
+    /// process (whose frames `raw` holds), so a call site is one stack however many copies.
+    aliases: HashMap<i32, i32>,
+    /// (process, frames) -> that first copy id.
+    interned: HashMap<(u32, Vec<u64>), i32>,
     /// Function tables of stripped Go binaries, by (device, inode); None: not one.
     go_tables: HashMap<(u64, u64), Option<GoTable>>,
     raw: HashMap<i32, Vec<u64>>,
     /// Keyed by the process whose address space the stack belongs to.
     resolved: HashMap<(u32, Site), Vec<Frame>>,
-}
-
-/// Whether a frame is plumbing between the application and the syscall: libc wrappers, the Go
-/// runtime and its syscall and net packages.
-fn plumbing(f: &Frame) -> bool {
-    let module = f
-        .module
-        .as_deref()
-        .and_then(|m| m.rsplit('/').next())
-        .unwrap_or("");
-    if module.starts_with("libc.so")
-        || module.starts_with("libc-")
-        || module.starts_with("libpthread")
-    {
-        return true;
-    }
-    let Some(sym) = f.symbol.as_deref() else {
-        return false;
-    };
-    [
-        "runtime.",
-        "runtime/",
-        "syscall.",
-        "internal/",
-        "net.",
-        "__libc",
-        "__GI_",
-    ]
-    .iter()
-    .any(|p| sym.starts_with(p))
-}
-
-/// "symbol (file:line)" of the first application frame: where the code that made the socket
-/// lives, past libc and Go runtime/syscall/net frames.
-pub fn call_site(stack: &[Frame]) -> Option<String> {
-    let f = stack.iter().find(|f| f.symbol.is_some() && !plumbing(f))?;
-    let sym = f.symbol.as_deref()?;
-    Some(match (&f.file, f.line) {
-        (Some(file), Some(line)) => {
-            let short = file.rsplit('/').next().unwrap_or(file);
-            format!("{sym} ({short}:{line})")
-        }
-        _ => sym.to_string(),
-    })
+    /// `--java-perfmap`: JVMs asked for a perf map when their frames go unnamed.
+    java: JavaPerfMaps,
+    perf: PerfMaps,
 }
 
 /// Frame-pointer unwinding skips the caller of a frameless syscall wrapper (glibc's
@@ -113,8 +77,18 @@ pub fn splice_caller(ips: &[u64], caller: u64, is_code: impl Fn(u64) -> bool) ->
 
 impl Default for Stacks {
     fn default() -> Self {
+        Stacks::new(false)
+    }
+}
+
+impl Stacks {
+    pub fn new(java_perfmap: bool) -> Self {
         Stacks {
+            java: JavaPerfMaps::new(java_perfmap),
+            perf: PerfMaps::default(),
             symbolizer: Symbolizer::new(),
+            aliases: HashMap::new(),
+            interned: HashMap::new(),
             go_tables: HashMap::new(),
             raw: HashMap::new(),
             resolved: HashMap::new(),
@@ -122,7 +96,78 @@ impl Default for Stacks {
     }
 }
 
+/// Outermost frames of a complete stack: a thread's or a program's start.
+const STACK_BOTTOMS: &[&str] = &[
+    "_start",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "start_thread",
+    "thread_start",
+    "runtime.goexit",
+    "runtime.goexit.abi0",
+    "runtime.rt0_go",
+    "runtime.rt0_go.abi0",
+    "runtime.mstart",
+    "runtime.mstart.abi0",
+];
+
+/// Whether a frame-pointer walk stopped early (frame pointers missing on the way): the
+/// outermost frame is not a start of a thread or program, and the walk was not cut by the
+/// depth limit.
+pub fn truncated(frames: &[Frame]) -> bool {
+    if frames.len() >= 127 || frames.is_empty() {
+        return false;
+    }
+    let last = frames
+        .last()
+        .and_then(|f| f.symbol.as_deref())
+        .unwrap_or("");
+    !(STACK_BOTTOMS.contains(&last) || last.contains("clone"))
+}
+
 impl Stacks {
+    /// Records the frames unwound from a stack copy (see `unwind`).
+    pub fn add_copy(&mut self, pid: u32, id: i32, ips: Vec<u64>) {
+        let canonical = *self.interned.entry((pid, ips.clone())).or_insert(id);
+        self.aliases.insert(id, canonical);
+        self.raw.entry(canonical).or_insert(ips);
+    }
+
+    /// Whether a copy id has been unwound (false for stack-map ids).
+    pub fn has_copy(&self, id: i32) -> bool {
+        self.aliases.contains_key(&id)
+    }
+
+    /// The id that names a stack: copies of the same frames share one.
+    pub fn canonical(&self, id: i32) -> i32 {
+        self.aliases.get(&id).copied().unwrap_or(id)
+    }
+
+    /// A socket's call site, with copies of the same stack as one.
+    pub fn site(&self, rec: &sockleak_common::socket::SocketRecord) -> Site {
+        Site {
+            stack_id: self.canonical(rec.stack_id),
+            caller: rec.caller,
+        }
+    }
+
+    /// Forgets copies no socket or failure refers to any more (`used`: canonical or not).
+    pub fn prune_copies(&mut self, used: &hashbrown::HashSet<i32>) {
+        self.aliases.retain(|id, _| used.contains(id));
+        let kept: hashbrown::HashSet<i32> = self.aliases.values().copied().collect();
+        self.interned.retain(|_, c| kept.contains(c));
+        self.raw
+            .retain(|id, _| !sockleak_common::stack::is_copy_id(*id) || kept.contains(id));
+        self.resolved.retain(|(_, s), _| {
+            !sockleak_common::stack::is_copy_id(s.stack_id) || kept.contains(&s.stack_id)
+        });
+    }
+
+    /// Unwound copies held (for pruning decisions).
+    pub fn copies(&self) -> usize {
+        self.aliases.len()
+    }
+
     pub fn is_resolved(&self, pid: u32, site: Site) -> bool {
         site.stack_id < 0 || self.resolved.contains_key(&(pid, site))
     }
@@ -140,6 +185,11 @@ impl Stacks {
         for s in &todo {
             self.fetch_raw(tracer, s.stack_id);
         }
+        // A copy not unwound (yet) has no frames to name.
+        let todo: BTreeSet<Site> = todo
+            .into_iter()
+            .filter(|s| self.raw.contains_key(&s.stack_id))
+            .collect();
         let maps = procfs::maps(pid);
         let stacks: Vec<(Site, Vec<u64>)> = todo
             .into_iter()
@@ -160,28 +210,100 @@ impl Stacks {
                     .map(|(i, ip)| if i == 0 { *ip } else { ip.saturating_sub(1) })
             })
             .collect();
-        let src = Source::Process(Process::new(Pid::from(pid)));
-        let syms = self
-            .symbolizer
-            .symbolize(&src, Input::AbsAddr(&addrs))
-            .unwrap_or_default();
-        let mut k = 0;
-        for (site, ips) in stacks {
-            let frames = ips
-                .iter()
-                .map(|ip| {
-                    let sym = syms.get(k);
-                    let addr = addrs[k];
-                    k += 1;
-                    let mut f = to_frame(*ip, sym, &maps);
-                    if f.symbol.is_none() {
-                        f.symbol = go_name(&mut self.go_tables, pid, &maps, addr);
-                    }
-                    f
-                })
-                .collect();
+        let mut named = self.symbolize(pid, &maps, &stacks, &addrs);
+        // Unnamed JIT code in a JVM: with --java-perfmap, ask it for a perf map and name again
+        // (the JIT may move code later, so the map is read now, when the stack is new).
+        let unnamed_jit = named
+            .iter()
+            .flatten()
+            .any(|f| f.symbol.is_none() && f.module.is_none());
+        if unnamed_jit
+            && crate::runtimes::detect("", maps.iter().map(|m| m.path.as_str()))
+                == crate::runtimes::Runtime::Jvm
+            && self.java.refresh(pid)
+        {
+            named = self.symbolize(pid, &maps, &stacks, &addrs);
+        }
+        for ((site, _), frames) in stacks.into_iter().zip(named) {
             self.resolved.insert((pid, site), frames);
         }
+    }
+
+    /// Names the frames of `stacks` (whose addresses, as looked up, are `addrs`).
+    fn symbolize(
+        &mut self,
+        pid: u32,
+        maps: &[procfs::Mapping],
+        stacks: &[(Site, Vec<u64>)],
+        addrs: &[u64],
+    ) -> Vec<Vec<Frame>> {
+        let mut proc = Process::new(Pid::from(pid));
+        // Perf maps are read by `perfmap` (see there).
+        proc.perf_map = false;
+        let src = Source::Process(proc);
+        let syms = self
+            .symbolizer
+            .symbolize(&src, Input::AbsAddr(addrs))
+            .unwrap_or_else(|e| {
+                log::debug!("pid {pid}: symbolizing {} addresses: {e:#}", addrs.len());
+                Vec::new()
+            });
+        let mut k = 0;
+        let frames: Vec<Vec<Frame>> = stacks
+            .iter()
+            .map(|(_, ips)| {
+                ips.iter()
+                    .map(|ip| {
+                        let sym = syms.get(k);
+                        let addr = addrs[k];
+                        k += 1;
+                        let mut f = to_frame(*ip, sym, maps);
+                        if f.symbol.is_none() {
+                            f.symbol = go_name(&mut self.go_tables, pid, maps, addr);
+                        }
+                        f
+                    })
+                    .collect()
+            })
+            .collect();
+        let anonymous = |f: &Frame| f.symbol.is_none() && f.module.is_none();
+        if !frames.iter().flatten().any(anonymous) {
+            return frames;
+        }
+        let Some(jit) = self.perf.current(pid) else {
+            return frames;
+        };
+        frames
+            .into_iter()
+            .map(|fs| {
+                fs.into_iter()
+                    .enumerate()
+                    .map(|(i, mut f)| {
+                        if anonymous(&f) {
+                            let at = if i == 0 {
+                                f.addr
+                            } else {
+                                f.addr.saturating_sub(1)
+                            };
+                            f.symbol = jit.name(at).map(str::to_string);
+                        }
+                        f
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Frames as if symbolized, for tests of what is built on them.
+    #[cfg(test)]
+    pub fn insert_resolved(&mut self, pid: u32, site: Site, frames: Vec<Frame>) {
+        self.resolved.insert((pid, site), frames);
+    }
+
+    /// Forgets a process's runtime state (its perf map requests).
+    pub fn forget_runtime(&mut self, pid: u32) {
+        self.java.forget(pid);
+        self.perf.forget(pid);
     }
 
     /// Frames of a stack: symbolized if resolved, else bare addresses.
@@ -205,7 +327,7 @@ impl Stacks {
 
     /// Bare addresses of a stack fetched from the kernel, for processes already gone.
     pub fn fetch_raw(&mut self, tracer: &Tracer, id: i32) {
-        if id >= 0 && !self.raw.contains_key(&id) {
+        if id >= 0 && !sockleak_common::stack::is_copy_id(id) && !self.raw.contains_key(&id) {
             self.raw.insert(id, tracer.stack(id).unwrap_or_default());
         }
     }
@@ -278,33 +400,52 @@ mod tests {
     }
 
     #[test]
-    fn call_site_skips_plumbing() {
-        let go = vec![
-            frame("runtime/internal/syscall.Syscall6", "/bin/app", None, None),
-            frame("syscall.socket", "/bin/app", None, None),
-            frame("net.sysSocket", "/bin/app", None, None),
-            frame(
-                "net/http.(*Transport).dialConn",
-                "/bin/app",
-                Some("/go/src/net/http/transport.go"),
-                Some(1608),
-            ),
+    fn truncated_stacks_are_those_that_stop_short() {
+        let whole = vec![
+            frame("__GI_socket", "/lib/libc.so.6", None, None),
+            frame("main", "/tmp/app", None, None),
+            frame("__libc_start_call_main", "/lib/libc.so.6", None, None),
+            frame("_start", "/tmp/app", None, None),
         ];
+        assert!(!truncated(&whole));
+        assert!(truncated(&whole[..2]), "no frame pointers past main");
+        let thread = vec![
+            frame("leak", "/tmp/app", None, None),
+            frame("start_thread", "/lib/libc.so.6", None, None),
+            frame("__GI___clone3", "/lib/libc.so.6", None, None),
+        ];
+        assert!(!truncated(&thread));
+        assert!(!truncated(&[]), "no stack is not a truncated one");
+    }
+
+    #[test]
+    fn copies_of_one_stack_are_one_site() {
+        let mut s = Stacks::default();
+        let base = sockleak_common::stack::COPY_ID_BASE;
+        s.add_copy(7, base + 1, vec![1, 2, 3]);
+        s.add_copy(7, base + 2, vec![1, 2, 3]);
+        s.add_copy(7, base + 3, vec![1, 2, 4]);
+        s.add_copy(8, base + 4, vec![1, 2, 3]);
+        assert_eq!(s.canonical(base + 2), base + 1);
+        assert_eq!(s.canonical(base + 3), base + 3);
+        assert_eq!(s.canonical(base + 4), base + 4, "another address space");
+        assert_eq!(s.canonical(5), 5, "stack-map ids are themselves");
+        // Only base+2 still referenced: its canonical frames stay.
+        s.prune_copies(&[base + 2].into_iter().collect());
+        assert_eq!(s.copies(), 1);
+        assert_eq!(s.canonical(base + 2), base + 1);
         assert_eq!(
-            call_site(&go).unwrap(),
-            "net/http.(*Transport).dialConn (transport.go:1608)"
+            s.frames(
+                7,
+                Site {
+                    stack_id: base + 1,
+                    caller: 0
+                }
+            )
+            .len(),
+            3
         );
-        let c = vec![
-            frame(
-                "__GI_socket",
-                "/usr/lib/x86_64-linux-gnu/libc.so.6",
-                None,
-                None,
-            ),
-            frame("leak_here", "/tmp/app", Some("/tmp/app.c"), Some(5)),
-        ];
-        assert_eq!(call_site(&c).unwrap(), "leak_here (app.c:5)");
-        assert_eq!(call_site(&[]), None);
+        assert!(!s.has_copy(base + 3));
     }
 
     #[test]

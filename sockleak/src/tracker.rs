@@ -110,6 +110,9 @@ pub struct Meta {
     pub netns: Option<u64>,
     /// A Go HTTP client: whether its Transports are probed (see `gohttp`).
     pub go_http: Option<crate::gohttp::Probe>,
+    pub runtime: Option<crate::runtimes::Runtime>,
+    /// `target::stack_mode` it was last given.
+    pub stack_mode: u8,
 }
 
 /// Failures are aggregated per (syscall, errno, call site).

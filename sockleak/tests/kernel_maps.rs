@@ -53,6 +53,8 @@ fn own_sockets_are_kept_and_counted_by_the_kernel() {
             stack_entries: 1024,
             ring_buffer_bytes: 1 << 20,
             stack_sample: 1,
+            stack_copy_bytes: sockleak_common::stack::STACK_COPY_MAX as u32,
+            stack_copy_ring_bytes: 1 << 20,
             cgroups: Vec::new(),
             offsets,
         },

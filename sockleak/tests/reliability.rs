@@ -234,6 +234,8 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         stack_entries: 64,
         ring_buffer_bytes: 1 << 16,
         stack_sample: 1,
+        stack_copy_bytes: 4096,
+        stack_copy_ring_bytes: 1 << 16,
         cgroups: Vec::new(),
         offsets: Default::default(),
     };

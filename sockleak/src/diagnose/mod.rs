@@ -59,6 +59,18 @@ pub struct SuspectFacts {
     pub unread_bytes: u64,
 }
 
+impl SuspectFacts {
+    /// Adds the facts of more sockets of the same suspect.
+    pub fn merge(&mut self, o: SuspectFacts) {
+        for (k, v) in o.owners {
+            *self.owners.entry(k).or_insert(0) += v;
+        }
+        self.unowned += o.unowned;
+        self.unread_sockets += o.unread_sockets;
+        self.unread_bytes += o.unread_bytes;
+    }
+}
+
 /// Connects of the process to one destination while traced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dest {
@@ -180,7 +192,10 @@ pub(crate) mod fixture {
             state_age_at_least: vec![],
             senders: vec![],
             call_site: Some(call_site.into()),
+            call_site_note: None,
             stack: vec![],
+            stack_count: count,
+            other_stacks: vec![],
         }
     }
 
@@ -201,6 +216,7 @@ pub(crate) mod fixture {
             host_files: None,
             note: None,
             call_site: Some("serve (server.c:40)".into()),
+            call_site_note: None,
             stack: vec![],
         }
     }

@@ -12,11 +12,12 @@ use sockleak_common::{
 use super::{
     model::{
         Backlog, Failure, FdLimitJson, HostFiles, PortRange, ProcessReport, Remote, Sender,
-        SnapshotProcess, Suspect, TimeWait,
+        SnapshotProcess, StackCount, Suspect, TimeWait,
     },
     names,
 };
 use crate::{
+    callsite::CallSite,
     diagnose::{self, SuspectFacts, gather},
     limits, netns, procfs,
     sockdiag::NetView,
@@ -111,6 +112,54 @@ struct Group {
     facts: SuspectFacts,
 }
 
+impl Group {
+    /// Adds another group's sockets (of the same call site) to this one.
+    fn merge(&mut self, o: Group) {
+        self.count += o.count;
+        self.before_tracing += o.before_tracing;
+        self.oldest_ns = self.oldest_ns.max(o.oldest_ns);
+        for (k, v) in o.kinds {
+            *self.kinds.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in o.remotes {
+            *self.remotes.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in o.locals {
+            *self.locals.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in o.states {
+            *self.states.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in o.state_age_ns {
+            let e = self.state_age_ns.entry(k).or_insert(0);
+            *e = (*e).max(v);
+        }
+        for st in o.state_age_at_least {
+            if !self.state_age_at_least.contains(&st) {
+                self.state_age_at_least.push(st);
+            }
+        }
+        self.max_idle_ms = match (self.max_idle_ms, o.max_idle_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for (k, v) in o.senders {
+            *self.senders.entry(k).or_insert(0) += v;
+        }
+        self.facts.merge(o.facts);
+    }
+}
+
+/// The raw groups of one call site, merged.
+struct Merged {
+    call_site: CallSite,
+    group: Group,
+    stacks: Vec<StackCount>,
+}
+
+/// Other stacks listed per suspect.
+const MAX_OTHER_STACKS: usize = 8;
+
 /// Whether a socket counts as leaked: old enough, not a listener, and (for ESTABLISHED TCP
 /// with a known idle time) not in use recently. A pooled connection that carries traffic is
 /// old but not leaked; one nobody has used since min-age is.
@@ -156,9 +205,11 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
         if !stale(info, age, ctx.min_age_ns) {
             continue;
         }
-        let mut site = Site::of(&s.record);
+        let mut site = ctx.stacks.site(&s.record);
         if site.stack_id == SAMPLED_OUT {
-            site.stack_id = (ctx.sampled)(s.stack_pid, site.caller).unwrap_or(NO_STACK);
+            site.stack_id = ctx
+                .stacks
+                .canonical((ctx.sampled)(s.stack_pid, site.caller).unwrap_or(NO_STACK));
         }
         let g = groups
             .entry((s.stack_pid, site, s.record.origin))
@@ -237,10 +288,41 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
             g.facts.unread_bytes += u64::from(i.rx_queue);
         }
     }
-    let mut suspects: Vec<(Suspect, SuspectFacts)> = groups
+    // One suspect per named call site: JIT tiers, inlined variants and stack copies of one
+    // site are one leak. Its distinct stacks stay inside it, most frequent first.
+    let mut merged: HashMap<(String, u8), Merged> = HashMap::new();
+    for ((stack_pid, site, origin), g) in groups {
+        let frames = ctx.stacks.frames(stack_pid, site);
+        let pick = crate::callsite::pick(&frames);
+        let key = match &pick.name {
+            Some(name) => name.clone(),
+            None => format!("#{stack_pid}:{}:{:x}", site.stack_id, site.caller),
+        };
+        let m = merged.entry((key, origin)).or_insert_with(|| Merged {
+            call_site: pick,
+            group: Group::default(),
+            stacks: Vec::new(),
+        });
+        match m.stacks.iter_mut().find(|sc| sc.stack == frames) {
+            Some(sc) => sc.count += g.count,
+            None => m.stacks.push(StackCount {
+                count: g.count,
+                stack: frames,
+            }),
+        }
+        m.group.merge(g);
+    }
+    let mut suspects: Vec<(Suspect, SuspectFacts)> = merged
         .into_iter()
-        .filter(|(_, g)| g.count >= ctx.min_count || g.states.contains_key("CLOSE_WAIT"))
-        .map(|((stack_pid, site, origin), g)| {
+        .filter(|(_, m)| {
+            m.group.count >= ctx.min_count || m.group.states.contains_key("CLOSE_WAIT")
+        })
+        .map(|((_, origin), m)| {
+            let Merged {
+                call_site,
+                group: g,
+                mut stacks,
+            } = m;
             let top = |m: HashMap<String, u64>| {
                 let mut v: Vec<Remote> = m
                     .into_iter()
@@ -250,6 +332,14 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                 v.truncate(ctx.max_remotes);
                 v
             };
+            stacks.sort_by(|a, b| {
+                b.count
+                    .cmp(&a.count)
+                    .then(a.stack.len().cmp(&b.stack.len()))
+            });
+            let mut stacks = stacks.into_iter();
+            let first = stacks.next().unwrap_or_default();
+            let other_stacks: Vec<StackCount> = stacks.take(MAX_OTHER_STACKS).collect();
             let remotes = top(g.remotes);
             let locals = top(g.locals);
             let s = Suspect {
@@ -271,15 +361,15 @@ pub fn process_report(p: &Process, ctx: &BuildCtx<'_>) -> ProcessReport {
                     .collect(),
                 state_age_at_least: g.state_age_at_least,
                 senders: senders(g.senders),
-                call_site: None,
-                stack: ctx.stacks.frames(stack_pid, site),
+                call_site: call_site.name,
+                call_site_note: call_site.note,
+                stack: first.stack,
+                stack_count: first.count,
+                other_stacks,
             };
             (s, g.facts)
         })
         .collect();
-    for (s, _) in &mut suspects {
-        s.call_site = crate::stacks::call_site(&s.stack);
-    }
     suspects.sort_by(|(a, _), (b, _)| {
         b.count
             .cmp(&a.count)
@@ -402,9 +492,12 @@ fn failure_report(p: &Process, k: &FailureKey, f: &FailureStats, ctx: &BuildCtx<
         host_files: None,
         note: None,
         call_site: None,
+        call_site_note: None,
         stack: ctx.stacks.frames(p.tgid, k.site),
     };
-    out.call_site = crate::stacks::call_site(&out.stack);
+    let cs = crate::callsite::pick(&out.stack);
+    out.call_site = cs.name;
+    out.call_site_note = cs.note;
     if accept && p.exited_ns.is_none() && f.fd >= 0 {
         let info = procfs::socket_inode(p.tgid, f.fd as u32)
             .and_then(|i| view?.table.by_inode.get(&i))
@@ -647,6 +740,57 @@ mod tests {
         assert_eq!(r.suspects[1].count, 1);
         assert_eq!(r.live_sockets, 6);
         assert!(r.exited);
+    }
+
+    #[test]
+    fn jit_variants_of_one_call_site_are_one_suspect() {
+        use crate::stacks::Frame;
+        let js = |addr: u64, sym: &str| Frame {
+            addr,
+            symbol: Some(sym.into()),
+            module: None,
+            file: None,
+            line: None,
+        };
+        let mut stacks = Stacks::default();
+        let site = |id| Site {
+            stack_id: id,
+            caller: 0,
+        };
+        // Interpreted and optimized code of one function: different addresses, one name.
+        stacks.insert_resolved(7, site(1), vec![js(0x10, "JS:~leak file:///a.js:3:1")]);
+        stacks.insert_resolved(7, site(2), vec![js(0x90, "JS:*leak file:///a.js:3:1")]);
+        stacks.insert_resolved(7, site(3), vec![js(0x50, "JS:~other file:///b.js:9:1")]);
+        let mut p = Process::new(7, None, 0);
+        p.exited_ns = Some(100_000_000_000);
+        for fd in 0..9 {
+            let (id, port) = match fd {
+                0..5 => (1, 80),
+                5..8 => (2, 81),
+                _ => (3, 82),
+            };
+            p.sockets
+                .insert(fd, sock(10_000_000_000, id, Origin::Socket, port));
+        }
+        let (views, netns) = (HashMap::new(), HashMap::new());
+        let r = process_report(&p, &ctx(&stacks, &views, &netns));
+        assert_eq!(r.suspects.len(), 2);
+        let s = &r.suspects[0];
+        assert_eq!(s.call_site.as_deref(), Some("leak (a.js:3)"));
+        assert_eq!((s.count, s.stack_count), (8, 5));
+        assert_eq!(s.stack[0].addr, 0x10, "the most frequent stack first");
+        assert_eq!(s.other_stacks.len(), 1);
+        assert_eq!(s.other_stacks[0].count, 3);
+        assert_eq!(s.other_stacks[0].stack[0].addr, 0x90);
+        let remotes: Vec<_> = s
+            .remotes
+            .iter()
+            .map(|r| (r.endpoint.as_str(), r.count))
+            .collect();
+        assert_eq!(remotes, [("127.0.0.1:80", 5), ("127.0.0.1:81", 3)]);
+        assert_eq!(s.kinds["tcp"], 8);
+        assert_eq!(r.suspects[1].call_site.as_deref(), Some("other (b.js:9)"));
+        assert_eq!(r.suspects[1].count, 1);
     }
 
     #[test]

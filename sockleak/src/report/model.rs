@@ -52,8 +52,22 @@ pub struct Suspect {
     pub state_age_at_least: Vec<String>,
     /// For received sockets: who sent them, where the kernel told (empty otherwise).
     pub senders: Vec<Sender>,
-    /// The first application frame of `stack` ("symbol (file:line)").
+    /// The first application frame of the stack ("symbol (file:line)"), past the runtime's
+    /// own frames; suspects are grouped by it.
     pub call_site: Option<String>,
+    /// Set when the runtime made the socket asynchronously (Go's dial goroutine, a later Node
+    /// tick): no application frame is on the stack, and this says so.
+    pub call_site_note: Option<String>,
+    /// The most frequent stack of this call site, and how many of the sockets have it.
+    pub stack: Vec<Frame>,
+    pub stack_count: u64,
+    /// The call site's other stacks (JIT tiers, callers), most frequent first.
+    pub other_stacks: Vec<StackCount>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StackCount {
+    pub count: u64,
     pub stack: Vec<Frame>,
 }
 
@@ -122,6 +136,8 @@ pub struct Failure {
     /// What the failure means and what to do.
     pub note: Option<String>,
     pub call_site: Option<String>,
+    /// As `Suspect::call_site_note`.
+    pub call_site_note: Option<String>,
     pub stack: Vec<Frame>,
 }
 

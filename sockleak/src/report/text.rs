@@ -135,6 +135,9 @@ fn suspect(out: &mut String, s: &Suspect) {
     if let Some(cs) = &s.call_site {
         let _ = writeln!(out, "      call site: {cs}");
     }
+    if let Some(n) = &s.call_site_note {
+        let _ = writeln!(out, "        ({n})");
+    }
     for (state, age) in &s.state_age_s {
         let _ = writeln!(out, "      in {state} for up to {}", duration_str(*age));
     }
@@ -167,6 +170,16 @@ fn suspect(out: &mut String, s: &Suspect) {
             })
             .collect();
         let _ = writeln!(out, "      received from {}", from.join(", "));
+    }
+    if !s.other_stacks.is_empty() {
+        let counts: Vec<String> = s.other_stacks.iter().map(|o| o.count.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "      stack of {} of them (the call site has {} more stacks, of {} sockets; --format json lists them):",
+            s.stack_count,
+            s.other_stacks.len(),
+            counts.join(", ")
+        );
     }
     stack(out, &s.stack, "      ");
 }
@@ -207,6 +220,9 @@ fn failure(out: &mut String, f: &Failure) {
     }
     if let Some(cs) = &f.call_site {
         let _ = writeln!(out, "      call site: {cs}");
+    }
+    if let Some(n) = &f.call_site_note {
+        let _ = writeln!(out, "        ({n})");
     }
     stack(out, &f.stack, "      ");
 }

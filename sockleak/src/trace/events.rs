@@ -3,7 +3,7 @@
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
-use sockleak_common::event::Event;
+use sockleak_common::{event::Event, stack::is_copy_id};
 
 use super::{Session, mono_ns};
 use crate::{
@@ -20,11 +20,19 @@ const FAILURE_STREAM_NS: u64 = 1_000_000_000;
 
 impl Session {
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        // Copies first: an event's stack copy was submitted before the event.
+        self.drain_copies();
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
-                Ok((ev, kind)) => {
+                Ok((mut ev, kind)) => {
                     self.events_seen += 1;
+                    // Failures are grouped by call site: copies of one stack are one site.
+                    let id = ev.record.stack_id;
+                    if is_copy_id(id) && !self.stacks.has_copy(id) {
+                        self.drain_copies();
+                    }
+                    ev.record.stack_id = self.stacks.canonical(id);
                     self.tracker.apply(&ev, kind, &mut actions);
                 }
                 Err(e) => {
@@ -90,6 +98,7 @@ impl Session {
             Action::NewStack { tgid, site } => {
                 // While the process is alive its mappings name the frames.
                 self.stacks.resolve(&self.tracer, tgid, [site]);
+                self.check_unwinding(tgid, site);
             }
             Action::Exited {
                 tgid,

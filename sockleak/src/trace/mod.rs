@@ -6,6 +6,7 @@
 //! facts per process; `reconcile`: the /proc safety net; `present`: snapshots, reports and
 //! answers to `serve`).
 
+mod copies;
 mod events;
 mod present;
 mod reconcile;
@@ -70,7 +71,11 @@ pub struct Session {
     /// Uprobes on traced Go HTTP clients.
     go: crate::gohttp::GoProbes,
     /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
-    seeded: Vec<(u32, u8)>,
+    seeded: Vec<(u32, runtime::Setup)>,
+    /// DWARF unwinding of stack copies.
+    unwinders: crate::unwind::Unwinders,
+    /// Unwound copies held after the last prune.
+    copies_at_prune: usize,
 }
 
 struct Signals {
@@ -165,11 +170,12 @@ impl Session {
         }
         let start_ns = mono_ns();
         let uprobes = cfg.uprobes;
+        let java_perfmap = cfg.java_perfmap;
         let mut s = Session {
             cfg,
             tracer,
             tracker: Tracker::default(),
-            stacks: Stacks::default(),
+            stacks: Stacks::new(java_perfmap),
             start_ns,
             ages: StateAges::default(),
             diag: HashMap::new(),
@@ -181,6 +187,8 @@ impl Session {
             events_seen: 0,
             go: crate::gohttp::GoProbes::new(uprobes),
             seeded: Vec::new(),
+            unwinders: crate::unwind::Unwinders::default(),
+            copies_at_prune: 0,
         };
         let mut alive = 0;
         for pid in initial {
@@ -188,8 +196,8 @@ impl Session {
             if s.seed(pid, None, start_ns) {
                 alive += 1;
                 // With the state change: applied before the process's next socket.
-                let flags = s.runtime_flags(pid);
-                s.activate_later(pid, flags);
+                let setup = s.runtime_setup(pid);
+                s.activate_later(pid, setup);
             } else {
                 s.tracker.procs.remove(&pid);
                 s.tracer.remove_target(pid);

@@ -21,7 +21,7 @@ use crate::{
     },
     serve,
     sockdiag::{self, NetView},
-    stacks::Site,
+    stacks::{Site, Stacks},
     tracker::Process,
 };
 
@@ -45,10 +45,10 @@ pub fn json_line<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// (address-space pid, call site) of every stack a process's report may show.
-fn stack_sites(p: &Process) -> impl Iterator<Item = (u32, Site)> + '_ {
+fn stack_sites<'a>(p: &'a Process, stacks: &'a Stacks) -> impl Iterator<Item = (u32, Site)> + 'a {
     p.sockets
         .values()
-        .map(|s| (s.stack_pid, Site::of(&s.record)))
+        .map(|s| (s.stack_pid, stacks.site(&s.record)))
         .chain(p.failures.keys().map(move |k| (p.tgid, k.site)))
         .filter(|(_, s)| s.stack_id >= 0)
 }
@@ -67,6 +67,7 @@ impl Session {
         self.reconcile();
         self.poll_states(now);
         self.resolve_stacks();
+        self.prune_copies();
         self.tracer.flush_logs();
         if self.cfg.serve.is_some() {
             return Ok(());
@@ -175,7 +176,7 @@ impl Session {
     pub(super) fn resolve_stacks(&mut self) {
         let mut todo: HashMap<u32, Vec<Site>> = HashMap::new();
         for p in self.tracker.procs.values() {
-            for (pid, site) in stack_sites(p) {
+            for (pid, site) in stack_sites(p, &self.stacks) {
                 if !self.stacks.is_resolved(pid, site) {
                     todo.entry(pid).or_default().push(site);
                 }

@@ -68,25 +68,25 @@ impl Session {
         // Gone already: its exit event (which follows) finalizes it.
         let _ = self.seed(child, Some((parent, fork_ns)), fork_ns);
         self.refresh_meta(child, mono_ns());
-        let flags = self.runtime_flags(child);
-        self.activate_later(child, flags);
+        let setup = self.runtime_setup(child);
+        self.activate_later(child, setup);
     }
 
     /// Makes a seeded process ACTIVE once the events already in the ring are applied: a close
     /// it made while its /proc fds were being copied must forget that copy before the kernel
     /// treats the process as fully tracked (and, say, copies the stale entry on a dup).
-    pub(super) fn activate_later(&mut self, pid: u32, flags: u8) {
-        self.seeded.push((pid, flags));
+    pub(super) fn activate_later(&mut self, pid: u32, setup: super::runtime::Setup) {
+        self.seeded.push((pid, setup));
     }
 
     /// Called with the ring drained.
     pub(super) fn activate_seeded(&mut self) {
-        for (pid, flags) in std::mem::take(&mut self.seeded) {
+        for (pid, s) in std::mem::take(&mut self.seeded) {
             if !self.tracker.procs.contains_key(&pid) {
                 continue; // exited meanwhile
             }
             self.tracer
-                .control_all(pid, Some(state::ACTIVE), None, Some(flags));
+                .control_all(pid, Some(state::ACTIVE), Some(s.stack_mode), Some(s.flags));
         }
     }
 }

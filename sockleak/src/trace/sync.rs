@@ -32,12 +32,13 @@ impl Session {
                 // Started by the kernel: a first socket under --all/--cgroup, or a child whose
                 // fork event was lost (still pending: seed it like one).
                 self.tracker.process(tgid, now_ns);
-                let flags = self.runtime_flags(tgid);
+                let setup = self.runtime_setup(tgid);
                 if t.state == state::FORK_PENDING {
                     self.seed(tgid, None, now_ns);
-                    self.activate_later(tgid, flags);
+                    self.activate_later(tgid, setup);
                 } else {
-                    self.tracer.control_all(tgid, None, None, Some(flags));
+                    self.tracer
+                        .control_all(tgid, None, Some(setup.stack_mode), Some(setup.flags));
                 }
                 self.refresh_meta(tgid, now_ns);
             }

@@ -44,14 +44,28 @@ pub fn build_c(name: &str) -> PathBuf {
 /// Compiles a C workload, linking `libs` (e.g. `-luring`, from liburing-dev, which
 /// `cargo xtask test` installs).
 pub fn build_c_with(name: &str, libs: &[&str]) -> PathBuf {
+    build_c_opts(name, &["-g", "-O0", "-fno-omit-frame-pointer"], libs)
+}
+
+/// Compiles a C workload with the given compiler flags (each set of flags its own binary).
+pub fn build_c_opts(name: &str, cflags: &[&str], libs: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
         .join(format!("{name}.c"));
-    let out = std::env::temp_dir().join(format!("sockleak-test-{name}-{}", std::process::id()));
+    let variant: String = cflags
+        .concat()
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect();
+    let out = std::env::temp_dir().join(format!(
+        "sockleak-test-{name}-{variant}-{}",
+        std::process::id()
+    ));
     if !out.exists() {
         let st = Command::new("gcc")
-            .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
+            .args(cflags)
+            .arg("-o")
             .arg(&out)
             .arg(&src)
             .args(libs)

@@ -1,0 +1,691 @@
+//! Naming the call site of a stack: the first frame of the application, past the frames of
+//! the runtime that made the socket on its behalf (libc, libuv and V8/Node internals, the JVM
+//! and the JDK's java.net/sun.nio, CPython's interpreter and its stdlib, Go's runtime, syscall
+//! and net packages). When the runtime made the socket on a later tick or another goroutine,
+//! no application frame is on the stack: the call site says so instead of pretending.
+//!
+//! JIT frames are named from perf maps (blazesym reads /tmp/perf-PID.map): V8 writes
+//! `JS:<tier><name> <file>:<line>:<col>`, CPython `py::<name>:<file>`, the JVM (jcmd
+//! Compiler.perfmap) `<type> <class>.<method>(<args>)`.
+
+use crate::stacks::Frame;
+
+/// A call site.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallSite {
+    /// "function (file:line)" or "function (file)"; None when no frame of the application
+    /// could be named.
+    pub name: Option<String>,
+    /// Set when the runtime made the socket asynchronously, or when JIT frames could not be
+    /// named (with the flag that names them): what that means for the reader.
+    pub note: Option<String>,
+}
+
+/// What one frame is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// Application (or third-party library) code, with its display name.
+    App(String),
+    /// The runtime's own code, with a display name when it is a managed-language frame.
+    Runtime(Option<String>),
+    /// Code in anonymous memory nobody named (a JIT frame without a perf map).
+    UnnamedJit,
+    /// Native code without a symbol.
+    Unknown,
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `JS:^internalConnect node:net:1038:25` -> ("internalConnect", "node:net", 1038).
+fn v8(sym: &str) -> Option<(String, String, Option<u32>)> {
+    let rest = sym.strip_prefix("JS:")?;
+    let rest = rest.trim_start_matches(['^', '*', '~', '+', ' ']);
+    let (name, loc) = match rest.split_once(' ') {
+        Some((n, l)) => (n, l.trim()),
+        None => ("", rest),
+    };
+    // file:line:col, where the file may itself hold colons (node:net, file:///x.js).
+    let mut parts = loc.rsplitn(3, ':');
+    let (_col, line, file) = (parts.next(), parts.next(), parts.next());
+    let (file, line) = match (file, line.and_then(|l| l.parse().ok())) {
+        (Some(f), Some(l)) => (f.to_string(), Some(l)),
+        _ => (loc.to_string(), None),
+    };
+    let name = if name.is_empty() { "(anonymous)" } else { name };
+    Some((name.to_string(), file, line))
+}
+
+/// `py::open_leaky_connection:/srv/app/leak.py` -> ("open_leaky_connection", path).
+fn cpython(sym: &str) -> Option<(String, String)> {
+    let rest = sym.strip_prefix("py::")?;
+    let (name, file) = rest.rsplit_once(':')?;
+    Some((name.to_string(), file.to_string()))
+}
+
+/// `void Leak.openLeakyConnection(int)` -> "Leak.openLeakyConnection".
+fn java(sym: &str) -> Option<String> {
+    let open = sym.find('(')?;
+    let head = &sym[..open];
+    let qualified = head.rsplit(' ').next()?;
+    (qualified.contains('.') && !qualified.contains("::")).then(|| qualified.to_string())
+}
+
+/// The JDK's and the JVM's own Java packages.
+fn jdk_class(q: &str) -> bool {
+    ["java.", "javax.", "sun.", "jdk.", "com.sun."]
+        .iter()
+        .any(|p| q.starts_with(p))
+}
+
+/// CPython's standard library (not site-packages).
+fn python_stdlib(file: &str) -> bool {
+    let in_lib = file.contains("/lib/python3") || file.contains("/lib64/python3");
+    in_lib && !file.contains("-packages/")
+}
+
+/// Native modules of runtimes and libc.
+fn runtime_module(module: &str) -> bool {
+    let m = base(module);
+    [
+        "libc.so",
+        "libc-",
+        "libpthread",
+        "ld-linux",
+        "libjvm.so",
+        "libjli.so",
+        "libnio.so",
+        "libnet.so",
+        "libjava.so",
+        "libpython",
+        "_socket.",
+        "libuv.so",
+        "libnode.so",
+    ]
+    .iter()
+    .any(|p| m.starts_with(p))
+        || (m.starts_with("python") && !m.contains('.'))
+        || m.starts_with("python3.")
+}
+
+/// Go's standard library: its packages' first path element has no dot.
+const GO_STDLIB: &[&str] = &[
+    "archive/",
+    "bufio.",
+    "bytes.",
+    "compress/",
+    "container/",
+    "context.",
+    "crypto/",
+    "crypto.",
+    "database/",
+    "debug/",
+    "embed.",
+    "encoding/",
+    "encoding.",
+    "errors.",
+    "expvar.",
+    "flag.",
+    "fmt.",
+    "go/",
+    "hash/",
+    "hash.",
+    "html/",
+    "html.",
+    "image/",
+    "image.",
+    "index/",
+    "internal/",
+    "io/",
+    "io.",
+    "log/",
+    "log.",
+    "math/",
+    "math.",
+    "mime/",
+    "mime.",
+    "net/",
+    "net.",
+    "os/",
+    "os.",
+    "path/",
+    "path.",
+    "plugin.",
+    "reflect.",
+    "regexp/",
+    "regexp.",
+    "runtime/",
+    "runtime.",
+    "sort.",
+    "strconv.",
+    "strings.",
+    "sync/",
+    "sync.",
+    "syscall.",
+    "testing/",
+    "text/",
+    "time.",
+    "unicode/",
+    "unicode.",
+    "vendor/",
+];
+
+/// Native symbols of runtimes linked into their executable (node, Go binaries).
+fn runtime_symbol(sym: &str) -> bool {
+    GO_STDLIB.iter().any(|p| sym.starts_with(p))
+        || [
+            "__libc",
+            "__GI_",
+            "uv_",
+            "uv__",
+            "node::",
+            "v8::",
+            "Builtins_",
+            "void node::",
+            "_Py",
+            "Py",
+            "py_trampoline",
+            "Java_",
+            "JVM_",
+        ]
+        .iter()
+        .any(|p| sym.starts_with(p))
+        || sym.contains(" node::")
+        || sym.contains(" v8::")
+}
+
+fn short(file: &str) -> &str {
+    base(file)
+}
+
+fn classify(f: &Frame) -> Kind {
+    let Some(sym) = f.symbol.as_deref() else {
+        return if f.module.is_none() {
+            Kind::UnnamedJit
+        } else {
+            Kind::Unknown
+        };
+    };
+    if let Some((name, file, line)) = v8(sym) {
+        let shown = match line {
+            Some(l) => format!("{name} ({}:{l})", short(&file)),
+            None => format!("{name} ({})", short(&file)),
+        };
+        return if file.starts_with("node:") {
+            Kind::Runtime(Some(shown))
+        } else {
+            Kind::App(shown)
+        };
+    }
+    if let Some((name, file)) = cpython(sym) {
+        let shown = format!("{name} ({})", short(&file));
+        return if python_stdlib(&file) {
+            Kind::Runtime(Some(shown))
+        } else {
+            Kind::App(shown)
+        };
+    }
+    if f.module.is_none()
+        && let Some(q) = java(sym)
+    {
+        return if jdk_class(&q) {
+            Kind::Runtime(Some(q))
+        } else {
+            Kind::App(q)
+        };
+    }
+    if f.module.as_deref().is_some_and(runtime_module) || runtime_symbol(sym) {
+        return Kind::Runtime(None);
+    }
+    // JVM code blobs named by the perf map ("Interpreter", "StubRoutines (1)").
+    if f.module.is_none() {
+        return Kind::Runtime(None);
+    }
+    Kind::App(match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{sym} ({}:{line})", short(file)),
+        _ => sym.to_string(),
+    })
+}
+
+/// Markers of a socket made asynchronously, with what to tell the reader.
+const ASYNC: &[(&str, &str)] = &[
+    (
+        "net/http.(*Transport).dialConnFor",
+        "Go's net/http dials on a goroutine of its own: the code that sent the request is not on this stack",
+    ),
+    (
+        "net/http.(*Transport).queueForDial",
+        "Go's net/http dials on a goroutine of its own: the code that sent the request is not on this stack",
+    ),
+    (
+        "processTicksAndRejections",
+        "Node made this socket on a later tick of its event loop (net.connect defers it): the code that called net.connect is not on this stack",
+    ),
+    (
+        "listOnTimeout",
+        "Node made this socket in a timer callback: the code that scheduled it is not on this stack",
+    ),
+    (
+        "processImmediate",
+        "Node made this socket in a setImmediate callback: the code that scheduled it is not on this stack",
+    ),
+];
+
+/// What would name a runtime's JIT (or interpreted) frames, judged from its native frames.
+fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
+    let has = |p: &dyn Fn(&str) -> bool| frames.iter().any(|f| f.symbol.as_deref().is_some_and(p));
+    let unnamed = frames.iter().any(|f| classify(f) == Kind::UnnamedJit)
+        || has(&|s| s == "Builtins_InterpreterEntryTrampoline" || s == "Interpreter");
+    if has(&|s| s.starts_with("Builtins_") || s.contains("v8::")) {
+        return unnamed.then_some(
+            "JavaScript frames are not named: start node with --perf-basic-prof --interpreted-frames-native-stack",
+        );
+    }
+    if frames
+        .iter()
+        .any(|f| f.module.as_deref().is_some_and(|m| base(m) == "libjvm.so"))
+    {
+        if frames.iter().any(|f| classify(f) == Kind::UnnamedJit) {
+            return Some(
+                "Java frames are not named: run the JVM with -XX:+PreserveFramePointer and sockleak with --java-perfmap",
+            );
+        }
+        return unnamed.then_some(
+            "the Java code here ran in the JVM's interpreter, which no perf map names: it is named once the JIT compiles it (code that leaks often is compiled)",
+        );
+    }
+    if has(&|s| s.starts_with("_PyEval_EvalFrame")) && !has(&|s| s.starts_with("py::")) {
+        return Some(
+            "Python functions are not named: run Python 3.12+ with -X perf (or PYTHONPERFSUPPORT=1)",
+        );
+    }
+    None
+}
+
+/// The call site of a stack (innermost frame first).
+pub fn pick(frames: &[Frame]) -> CallSite {
+    let kinds: Vec<Kind> = frames.iter().map(classify).collect();
+    if let Some(name) = kinds.iter().find_map(|k| match k {
+        Kind::App(n) => Some(n.clone()),
+        _ => None,
+    }) {
+        return CallSite {
+            name: Some(name),
+            note: None,
+        };
+    }
+    // No application frame: asynchronous, if a runtime's dispatcher is on the stack.
+    let marker = frames.iter().find_map(|f| {
+        let sym = f.symbol.as_deref()?;
+        ASYNC
+            .iter()
+            .find(|(m, _)| sym == *m || v8(sym).is_some_and(|(n, _, _)| n == *m))
+    });
+    if let Some((_, note)) = marker {
+        // Name where the runtime made it: its first managed-language frame, or the first
+        // frame past libc.
+        let name = kinds
+            .iter()
+            .find_map(|k| match k {
+                Kind::Runtime(Some(n)) => Some(n.clone()),
+                _ => None,
+            })
+            .or_else(|| first_named_past_libc(frames));
+        return CallSite {
+            name,
+            note: Some((*note).to_string()),
+        };
+    }
+    // Unnamed managed code: say which flag names it rather than name a runtime frame.
+    if let Some(hint) = jit_hint(frames) {
+        return CallSite {
+            name: None,
+            note: Some(hint.to_string()),
+        };
+    }
+    CallSite {
+        name: first_named_past_libc(frames),
+        note: None,
+    }
+}
+
+/// The first named frame that is not libc (the fallback when nothing else applies).
+fn first_named_past_libc(frames: &[Frame]) -> Option<String> {
+    frames.iter().find_map(|f| {
+        let sym = f.symbol.as_deref()?;
+        let libc = f
+            .module
+            .as_deref()
+            .is_some_and(|m| base(m).starts_with("libc") || base(m).starts_with("libpthread"))
+            || sym.starts_with("__GI_")
+            || sym.starts_with("__libc");
+        let go_plumbing = ["runtime.", "runtime/", "syscall.", "internal/", "net."]
+            .iter()
+            .any(|p| sym.starts_with(p));
+        (!libc && !go_plumbing).then(|| match (&f.file, f.line) {
+            (Some(file), Some(line)) => format!("{sym} ({}:{line})", short(file)),
+            _ => sym.to_string(),
+        })
+    })
+}
+
+/// JIT frames nobody named, and a frame that names runtime code running interpreted code
+/// (V8's interpreter trampoline, the JVM interpreter): what a perf map or flag would name.
+pub fn unnamed_jit_frames(frames: &[Frame]) -> usize {
+    frames
+        .iter()
+        .filter(|f| {
+            matches!(classify(f), Kind::UnnamedJit)
+                || f.symbol.as_deref().is_some_and(|s| {
+                    s == "Builtins_InterpreterEntryTrampoline" || s == "Interpreter"
+                })
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(sym: Option<&str>, module: Option<&str>, file: Option<&str>, line: Option<u32>) -> Frame {
+        Frame {
+            addr: 1,
+            symbol: sym.map(Into::into),
+            module: module.map(Into::into),
+            file: file.map(Into::into),
+            line,
+        }
+    }
+
+    const LIBC: Option<&str> = Some("/usr/lib/x86_64-linux-gnu/libc.so.6");
+    const NODE: Option<&str> = Some("/usr/bin/node");
+
+    #[test]
+    fn c_and_go_keep_their_frames() {
+        let c = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(
+                Some("leak_here"),
+                Some("/tmp/app"),
+                Some("/tmp/app.c"),
+                Some(5),
+            ),
+        ];
+        assert_eq!(pick(&c).name.unwrap(), "leak_here (app.c:5)");
+        let go = [
+            f(
+                Some("runtime/internal/syscall.Syscall6"),
+                Some("/bin/app"),
+                None,
+                None,
+            ),
+            f(Some("syscall.socket"), Some("/bin/app"), None, None),
+            f(Some("net.sysSocket"), Some("/bin/app"), None, None),
+            f(
+                Some("main.leak"),
+                Some("/bin/app"),
+                Some("/src/main.go"),
+                Some(9),
+            ),
+        ];
+        assert_eq!(
+            pick(&go),
+            CallSite {
+                name: Some("main.leak (main.go:9)".into()),
+                note: None
+            }
+        );
+    }
+
+    #[test]
+    fn go_dial_goroutine_is_asynchronous() {
+        let go = [
+            f(Some("syscall.socket"), Some("/bin/app"), None, None),
+            f(
+                Some("net/http.(*Transport).dial"),
+                Some("/bin/app"),
+                Some("/go/net/http/transport.go"),
+                Some(1179),
+            ),
+            f(
+                Some("net/http.(*Transport).dialConn"),
+                Some("/bin/app"),
+                Some("/go/net/http/transport.go"),
+                Some(1608),
+            ),
+            f(
+                Some("net/http.(*Transport).dialConnFor"),
+                Some("/bin/app"),
+                None,
+                None,
+            ),
+            f(Some("runtime.goexit"), Some("/bin/app"), None, None),
+        ];
+        let cs = pick(&go);
+        // Only the standard library is on the stack: named past Go's plumbing, and said to be
+        // on net/http's own dial goroutine.
+        assert_eq!(
+            cs.name.unwrap(),
+            "net/http.(*Transport).dial (transport.go:1179)"
+        );
+        assert!(cs.note.unwrap().contains("goroutine of its own"));
+    }
+
+    #[test]
+    fn node_skips_libuv_and_v8_and_names_the_script() {
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(
+                Some("uv__socket"),
+                NODE,
+                Some("deps/uv/src/unix/core.c"),
+                Some(498),
+            ),
+            f(
+                Some("node::TCPWrap::Connect(v8::FunctionCallbackInfo<v8::Value> const&)"),
+                NODE,
+                None,
+                None,
+            ),
+            f(
+                Some("Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit"),
+                NODE,
+                None,
+                None,
+            ),
+            f(
+                Some("JS:^internalConnect node:net:1038:25"),
+                None,
+                None,
+                None,
+            ),
+            f(
+                Some("JS:*openLeakyConnection /srv/app/leak.js:6:8"),
+                None,
+                None,
+                None,
+            ),
+        ];
+        assert_eq!(
+            pick(&stack).name.unwrap(),
+            "openLeakyConnection (leak.js:6)"
+        );
+    }
+
+    #[test]
+    fn node_next_tick_says_so() {
+        let stack = [
+            f(Some("uv__socket"), NODE, None, None),
+            f(
+                Some("JS:~internalConnect node:net:1038:25"),
+                None,
+                None,
+                None,
+            ),
+            f(
+                Some("JS:^defaultTriggerAsyncIdScope node:internal/async_hooks:455:36"),
+                None,
+                None,
+                None,
+            ),
+            f(
+                Some("JS:^processTicksAndRejections node:internal/process/task_queues:67:35"),
+                None,
+                None,
+                None,
+            ),
+            f(Some("Builtins_JSEntry"), NODE, None, None),
+        ];
+        let cs = pick(&stack);
+        assert_eq!(cs.name.as_deref(), Some("internalConnect (node:net:1038)"));
+        assert!(cs.note.as_deref().unwrap().contains("later tick"));
+        // The interpreted and the optimized tier name the same call site.
+        let mut opt = stack.clone();
+        opt[1] = f(
+            Some("JS:^internalConnect node:net:1038:25"),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(pick(&opt).name, cs.name);
+    }
+
+    #[test]
+    fn python_names_the_function_past_the_stdlib() {
+        let py = Some("/usr/lib/libpython3.12.so.1.0");
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(
+                Some("sock_initobj"),
+                Some("/usr/lib/python3.12/lib-dynload/_socket.cpython-312-x86_64-linux-gnu.so"),
+                None,
+                None,
+            ),
+            f(Some("_PyEval_EvalFrameDefault"), py, None, None),
+            f(
+                Some("py::create_connection:/usr/lib/python3.12/socket.py"),
+                None,
+                None,
+                None,
+            ),
+            f(Some("py_trampoline_evaluator"), py, None, None),
+            f(
+                Some("py::open_leaky_connection:/srv/app/leak.py"),
+                None,
+                None,
+                None,
+            ),
+        ];
+        assert_eq!(
+            pick(&stack).name.unwrap(),
+            "open_leaky_connection (leak.py)"
+        );
+    }
+
+    #[test]
+    fn java_names_the_method_past_the_jdk() {
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/usr/lib/jvm/java-17/lib/libnio.so"),
+                None,
+                None,
+            ),
+            f(
+                Some("int sun.nio.ch.Net.socket0(boolean, boolean, boolean)"),
+                None,
+                None,
+                None,
+            ),
+            f(Some("Interpreter"), None, None, None),
+            f(
+                Some("void java.net.Socket.<init>(java.lang.String, int)"),
+                None,
+                None,
+                None,
+            ),
+            f(None, None, None, None),
+            f(Some("void Leak.openLeakyConnection(int)"), None, None, None),
+            f(
+                Some("thread_native_entry(Thread*)"),
+                Some("/usr/lib/jvm/java-17/lib/server/libjvm.so"),
+                None,
+                None,
+            ),
+        ];
+        assert_eq!(pick(&stack).name.unwrap(), "Leak.openLeakyConnection");
+        assert_eq!(unnamed_jit_frames(&stack), 2);
+    }
+
+    #[test]
+    fn unnamed_jit_code_says_which_flag_names_it() {
+        let node = [
+            f(Some("uv__socket"), NODE, None, None),
+            f(
+                Some("Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit"),
+                NODE,
+                None,
+                None,
+            ),
+            f(None, None, None, None),
+            f(Some("Builtins_JSEntry"), NODE, None, None),
+        ];
+        let cs = pick(&node);
+        assert_eq!(cs.name, None);
+        assert!(cs.note.unwrap().contains("--perf-basic-prof"));
+        let py = Some("/usr/lib/libpython3.12.so.1.0");
+        let python = [
+            f(
+                Some("sock_initobj"),
+                Some("/x/_socket.cpython-312-x86_64-linux-gnu.so"),
+                None,
+                None,
+            ),
+            f(Some("_PyEval_EvalFrameDefault"), py, None, None),
+            f(Some("Py_RunMain"), py, None, None),
+        ];
+        assert!(pick(&python).note.unwrap().contains("-X perf"));
+        let jvm = Some("/usr/lib/jvm/java-17/lib/server/libjvm.so");
+        let jli = Some("/usr/lib/jvm/java-17/lib/libjli.so");
+        let mut java = vec![
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            f(None, None, None, None),
+            f(Some("JavaCalls::call_helper"), jvm, None, None),
+            f(Some("JavaMain"), jli, None, None),
+        ];
+        let cs = pick(&java);
+        assert_eq!(
+            cs.name, None,
+            "libjli's JavaMain is the launcher, not the app"
+        );
+        assert!(cs.note.unwrap().contains("--java-perfmap"));
+        java[1].symbol = Some("Interpreter".into());
+        assert!(pick(&java).note.unwrap().contains("interpreter"));
+    }
+
+    #[test]
+    fn perf_map_symbols_parse() {
+        assert_eq!(v8("JS:^ node:net:1326:73").unwrap().0, "(anonymous)");
+        assert_eq!(
+            v8("JS:*leak file:///srv/a.js:3:1"),
+            Some(("leak".into(), "file:///srv/a.js".into(), Some(3)))
+        );
+        assert_eq!(
+            cpython("py::A.b:/x/y.py"),
+            Some(("A.b".into(), "/x/y.py".into()))
+        );
+        assert_eq!(
+            java("void Leak.openLeakyConnection(int)"),
+            Some("Leak.openLeakyConnection".into())
+        );
+        assert_eq!(java("leak_here"), None);
+        assert_eq!(pick(&[]), CallSite::default());
+    }
+}
