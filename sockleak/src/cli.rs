@@ -164,9 +164,16 @@ pub struct ServeArgs {
     pub target: TargetArgs,
 
     /// Address to serve /metrics, /report and /healthz on. Loopback by default: a non-loopback
-    /// address exposes process names and endpoints to whoever can reach it.
+    /// address exposes stacks, peers and limits of every traced process to whoever can reach it
+    /// (see --web-config).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9669")]
     pub listen: std::net::SocketAddr,
+
+    /// TLS (and client certificates) and basic auth, in the Prometheus exporter-toolkit
+    /// web-configuration format: `tls_server_config` (cert_file, key_file, client_ca_file,
+    /// client_auth_type, min_version, max_version) and `basic_auth_users` (bcrypt hashes).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
 
     /// Processes with their own metric labels (the most suspicious); the rest are summed.
     #[arg(long, value_name = "N", default_value_t = 20)]

@@ -37,6 +37,8 @@ pub struct Config {
 pub struct ServeOptions {
     pub listen: std::net::SocketAddr,
     pub top: usize,
+    /// `--web-config`: TLS and authentication.
+    pub web: Option<crate::webconfig::WebConfig>,
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -61,9 +63,19 @@ impl Config {
         if a.top == 0 {
             return Err(UserError::BadTop);
         }
+        let web = match &a.web_config {
+            Some(path) => Some(
+                crate::webconfig::load(path).map_err(|e| UserError::WebConfig {
+                    path: path.clone(),
+                    reason: e.0,
+                })?,
+            ),
+            None => None,
+        };
         c.serve = Some(ServeOptions {
             listen: a.listen,
             top: a.top,
+            web,
         });
         Ok(c)
     }

@@ -63,6 +63,8 @@ pub enum UserError {
         addr: std::net::SocketAddr,
         reason: String,
     },
+    #[error("--web-config {}: {reason}", path.display())]
+    WebConfig { path: PathBuf, reason: String },
     #[error("--output {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }

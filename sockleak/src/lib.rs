@@ -1,6 +1,7 @@
 //! sockleak's userspace: loads the kernel programs, mirrors each traced process's live
 //! sockets from their events, and reports leak suspects and failed calls.
 
+pub mod basic_auth;
 pub mod batch;
 pub mod bpf;
 pub mod callsite;
@@ -17,6 +18,7 @@ pub mod kernel_offsets;
 pub mod launcher;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_text;
 pub mod netns;
 pub mod output;
 pub mod perfmap;
@@ -28,9 +30,11 @@ pub mod serve;
 pub mod sockdiag;
 pub mod stacks;
 pub mod tcp_ages;
+pub mod tls;
 pub mod trace;
 pub mod tracker;
 pub mod unwind;
+pub mod webconfig;
 
 #[cfg(test)]
 mod fuzz_props;

@@ -56,8 +56,45 @@ fn clap_error(e: clap::Error) -> ExitCode {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("sockleak: {first} (see `sockleak trace --help`)");
+            eprintln!("sockleak: {first} (see `{}`)", help_hint(std::env::args()));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The help of the subcommand that was run, else the top-level help.
+fn help_hint(args: impl Iterator<Item = String>) -> &'static str {
+    for a in args.skip(1) {
+        match a.as_str() {
+            "trace" => return "sockleak trace --help",
+            "serve" => return "sockleak serve --help",
+            _ => {}
+        }
+    }
+    "sockleak --help"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::help_hint;
+
+    fn args(v: &[&str]) -> impl Iterator<Item = String> {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn hint_names_the_subcommand_run() {
+        assert_eq!(
+            help_hint(args(&["sockleak", "serve", "--bogus"])),
+            "sockleak serve --help"
+        );
+        assert_eq!(
+            help_hint(args(&["sockleak", "--log", "debug", "trace", "-x"])),
+            "sockleak trace --help"
+        );
+        assert_eq!(help_hint(args(&["sockleak", "--bogus"])), "sockleak --help");
     }
 }

@@ -4,14 +4,21 @@
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use std::{collections::BTreeMap, sync::Arc};
+
 use log::{info, warn};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{config::ServeOptions, error::UserError};
+use crate::{
+    basic_auth::Auth, config::ServeOptions, error::UserError, metrics_text, tls::TlsListener,
+};
+
+/// What anyone who reaches an unprotected `serve` port can read.
+const EXPOSURE: &str = "every traced process's call stacks, peers, fd limits and environment-derived findings (proxy settings)";
 
 /// Binds the listener and serves in a task of its own; requests reach the session through `tx`.
 pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
@@ -22,19 +29,56 @@ pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Res
             reason: e.to_string(),
         })?;
     let bound = listener.local_addr().unwrap_or(opts.listen);
+    let web = opts.web.clone();
     if !opts.listen.ip().is_loopback() {
-        warn!(
-            "serving on non-loopback {}: anyone who can reach it sees process names and endpoints",
-            opts.listen
-        );
-    }
-    let app = router(tx);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!("HTTP server stopped: {e}");
+        match &web {
+            None => warn!(
+                "serving on non-loopback {} without --web-config: anyone who can reach it reads {EXPOSURE}; give --web-config with tls_server_config and basic_auth_users (README: securing serve)",
+                opts.listen
+            ),
+            Some(w) if w.tls.is_none() => warn!(
+                "serving on non-loopback {} without TLS: {EXPOSURE} and any basic-auth passwords cross the network in clear; add tls_server_config to the web config",
+                opts.listen
+            ),
+            Some(w) if w.users.is_none() && !w.client_certs => warn!(
+                "serving on non-loopback {} without authentication: anyone who can reach it reads {EXPOSURE}; add basic_auth_users or client certificates to the web config",
+                opts.listen
+            ),
+            Some(_) => {}
         }
-    });
-    info!("serving /metrics, /report and /healthz on http://{bound}");
+    }
+    let users = web.as_ref().and_then(|w| w.users.clone());
+    let app = router(tx, users);
+    let scheme = match web.as_ref().and_then(|w| w.tls.clone()) {
+        Some(tls) => {
+            let l = TlsListener::new(listener, tls).map_err(|e| UserError::Listen {
+                addr: opts.listen,
+                reason: e.to_string(),
+            })?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    warn!("HTTPS server stopped: {e}");
+                }
+            });
+            "https"
+        }
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    warn!("HTTP server stopped: {e}");
+                }
+            });
+            "http"
+        }
+    };
+    info!(
+        "serving /metrics, /report and /healthz on {scheme}://{bound}{}",
+        if web.as_ref().is_some_and(|w| w.users.is_some()) {
+            " (basic auth)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -44,12 +88,20 @@ pub enum Request {
     Report(oneshot::Sender<String>),
 }
 
-pub fn router(tx: mpsc::Sender<Request>) -> Router {
-    Router::new()
+/// /metrics and /report behind basic auth when users are configured; /healthz (which says
+/// only "ok") open, for liveness probes.
+pub fn router(tx: mpsc::Sender<Request>, users: Option<Arc<BTreeMap<String, String>>>) -> Router {
+    let mut data = Router::new()
         .route("/metrics", get(metrics))
         .route("/report", get(report))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(tx)
+        .with_state(tx);
+    if let Some(u) = users {
+        data = data.layer(axum::middleware::from_fn_with_state(
+            Auth::new(u),
+            crate::basic_auth::require,
+        ));
+    }
+    data.route("/healthz", get(|| async { "ok\n" }))
 }
 
 async fn ask(
@@ -61,14 +113,19 @@ async fn ask(
     orx.await.ok()
 }
 
-async fn metrics(State(tx): State<mpsc::Sender<Request>>) -> Response {
+/// OpenMetrics for clients that ask for it (Prometheus), the text format for the rest.
+async fn metrics(State(tx): State<mpsc::Sender<Request>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = metrics_text::wants_openmetrics(accept);
     match ask(&tx, Request::Metrics).await {
-        Some(body) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+        Some(body) if openmetrics => (
+            [(header::CONTENT_TYPE, metrics_text::OPENMETRICS_CONTENT_TYPE)],
             body,
+        )
+            .into_response(),
+        Some(body) => (
+            [(header::CONTENT_TYPE, metrics_text::CONTENT_TYPE)],
+            metrics_text::from_openmetrics(&body),
         )
             .into_response(),
         None => (

@@ -7,8 +7,15 @@ use std::process::Command;
 
 use common::{Trace, Workload, build_c, proc_socket_fds, set_nofile};
 
+/// GETs as Prometheus does (asking for OpenMetrics).
 fn get(url: &str) -> (u16, String, String) {
-    let mut resp = ureq::get(url).call().expect("HTTP GET");
+    let mut resp = ureq::get(url)
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .call()
+        .expect("HTTP GET");
     let status = resp.status().as_u16();
     let ctype = resp
         .headers()

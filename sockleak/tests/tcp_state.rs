@@ -132,9 +132,10 @@ fn churn_in_small_range(connects: u32) -> (serde_json::Value, u32, String, usize
     let t = Trace::start(&["--pid", &pid, "--interval", "0.5", "--min-age", "0"]);
     let r = w.cmd(&format!("connect_churn {port} {connects}"));
     assert_eq!(r, vec![i64::from(connects), 0]);
-    sleep_ms(300);
-    let ss_count = ns
-        .exec(&[
+    // The server closes its end after each client's FIN: the last few connections reach
+    // TIME_WAIT a moment after the client returns.
+    let tw = || {
+        ns.exec(&[
             "ss",
             "-Htan",
             "state",
@@ -143,7 +144,17 @@ fn churn_in_small_range(connects: u32) -> (serde_json::Value, u32, String, usize
             &format!("127.0.0.1:{port}"),
         ])
         .lines()
-        .count();
+        .count()
+    };
+    let mut ss_count = tw();
+    for _ in 0..50 {
+        if ss_count >= connects as usize {
+            break;
+        }
+        sleep_ms(100);
+        ss_count = tw();
+    }
+    sleep_ms(300);
     let report = t.stop();
     (report, w.pid, format!("127.0.0.1:{port}"), ss_count)
 }

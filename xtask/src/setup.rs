@@ -22,6 +22,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("gcc", "gcc"),
     ("/usr/include/liburing.h", "liburing-dev"),
+    // Runtimes whose call sites are tested (tests/runtimes.rs).
+    ("node", "nodejs"),
+    ("jcmd", "default-jdk-headless"),
+    // A real container runtime (tests/podman.rs) and the rules' linter (tests/rules.rs).
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("promtool", "prometheus"),
 ];
 
 /// Whether a TEST_PACKAGES probe is satisfied.
@@ -195,7 +202,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
             apt_install(&missing)?;
         } else {
             eprintln!(
-                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool, gcc and liburing for the integration tests"
+                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool, gcc, liburing, Node.js, a JDK, podman, runc and promtool for the integration tests"
             );
         }
     }
