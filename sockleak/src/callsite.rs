@@ -171,9 +171,30 @@ const GO_STDLIB: &[&str] = &[
     "vendor/",
 ];
 
-/// Native symbols of runtimes linked into their executable (node, Go binaries).
+/// glibc's socket syscall wrappers, by name: in a statically linked program they live in the
+/// program itself, not in libc.so.
+const LIBC_WRAPPERS: &[&str] = &[
+    "socket",
+    "__socket",
+    "socketpair",
+    "__socketpair",
+    "accept",
+    "__libc_accept",
+    "accept4",
+    "__libc_accept4",
+    "connect",
+    "__connect",
+    "__libc_connect",
+    "syscall",
+    "__syscall_cancel",
+    "__syscall_cancel_arch",
+    "__internal_syscall_cancel",
+];
+
+/// Native symbols of runtimes linked into their executable (node, Go binaries, static libc).
 fn runtime_symbol(sym: &str) -> bool {
-    GO_STDLIB.iter().any(|p| sym.starts_with(p))
+    LIBC_WRAPPERS.contains(&sym)
+        || GO_STDLIB.iter().any(|p| sym.starts_with(p))
         || [
             "__libc",
             "__GI_",
@@ -413,6 +434,20 @@ mod tests {
             ),
         ];
         assert_eq!(pick(&c).name.unwrap(), "leak_here (app.c:5)");
+        // Statically linked: libc's wrapper is in the program itself.
+        let static_c = [
+            f(Some("__socket"), Some("/leaker"), None, None),
+            f(
+                Some("leak_in_container"),
+                Some("/leaker"),
+                Some("/src/leaker.c"),
+                Some(5),
+            ),
+        ];
+        assert_eq!(
+            pick(&static_c).name.unwrap(),
+            "leak_in_container (leaker.c:5)"
+        );
         let go = [
             f(
                 Some("runtime/internal/syscall.Syscall6"),

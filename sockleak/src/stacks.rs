@@ -111,18 +111,27 @@ const STACK_BOTTOMS: &[&str] = &[
     "runtime.mstart.abi0",
 ];
 
-/// Whether a frame-pointer walk stopped early (frame pointers missing on the way): the
-/// outermost frame is not a start of a thread or program, and the walk was not cut by the
-/// depth limit.
+fn is_bottom(f: &Frame) -> bool {
+    f.symbol
+        .as_deref()
+        .is_some_and(|s| STACK_BOTTOMS.contains(&s) || s.contains("clone"))
+}
+
+/// Whether a frame-pointer walk stopped early (frame pointers missing on the way): no frame
+/// is a start of a thread or program, and the walk was not cut by the depth limit.
 pub fn truncated(frames: &[Frame]) -> bool {
     if frames.len() >= 127 || frames.is_empty() {
         return false;
     }
-    let last = frames
-        .last()
-        .and_then(|f| f.symbol.as_deref())
-        .unwrap_or("");
-    !(STACK_BOTTOMS.contains(&last) || last.contains("clone"))
+    !frames.iter().any(is_bottom)
+}
+
+/// Drops what a frame-pointer walk found past a thread's or program's start: libc's start code
+/// has no frame pointer, so the walk goes on through whatever its frame register held.
+pub fn cut_after_bottom(frames: &mut Vec<Frame>) {
+    if let Some(i) = frames.iter().position(is_bottom) {
+        frames.truncate(i + 1);
+    }
 }
 
 impl Stacks {
@@ -224,7 +233,8 @@ impl Stacks {
         {
             named = self.symbolize(pid, &maps, &stacks, &addrs);
         }
-        for ((site, _), frames) in stacks.into_iter().zip(named) {
+        for ((site, _), mut frames) in stacks.into_iter().zip(named) {
+            cut_after_bottom(&mut frames);
             self.resolved.insert((pid, site), frames);
         }
     }
@@ -416,6 +426,19 @@ mod tests {
         ];
         assert!(!truncated(&thread));
         assert!(!truncated(&[]), "no stack is not a truncated one");
+        // A static binary: the walk goes past the start into junk.
+        let mut junk = whole[..3].to_vec();
+        junk.push(frame("register_tm_clones", "/tmp/app", None, None));
+        junk.push(Frame {
+            addr: 0xbe55_2274_c085_4800,
+            symbol: None,
+            module: None,
+            file: None,
+            line: None,
+        });
+        assert!(!truncated(&junk));
+        cut_after_bottom(&mut junk);
+        assert_eq!(junk, whole[..3].to_vec());
     }
 
     #[test]

@@ -260,7 +260,7 @@ mod tests {
     const HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
 
     fn msg(r: Res<WebConfig>) -> String {
-        r.err().expect("an error").0
+        r.expect_err("an error").0
     }
 
     #[test]

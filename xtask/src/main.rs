@@ -3,6 +3,7 @@
 mod bench;
 mod bpfstats;
 mod build;
+mod dist;
 mod procs;
 mod run;
 mod setup;
@@ -51,6 +52,8 @@ enum Cmd {
         #[arg(long, default_value_t = 50_000)]
         rate: u64,
     },
+    /// Build the release binary and a Debian package in target/dist (needs dpkg-deb).
+    Dist,
     /// Set up, build, run the unit tests and the privileged integration tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -66,6 +69,7 @@ fn main() {
         Cmd::BuildEbpf { release } => build::build_ebpf(release),
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
+        Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::Bench { runs } => bench::bench(runs),
         Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };

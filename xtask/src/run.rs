@@ -29,6 +29,8 @@ pub fn run(args: &[String]) -> Result<()> {
 pub fn test(args: &[String]) -> Result<()> {
     setup(true)?;
     build_ebpf(true)?;
+    // The package test (tests/package.rs) installs what `cargo xtask dist` builds.
+    let deb = crate::dist::dist()?;
     // Unit and integration tests in one run; the integration tests load the real programs,
     // so they run as root (in CI a test that cannot load BPF fails rather than skips).
     let mut c = if is_root() {
@@ -39,6 +41,7 @@ pub fn test(args: &[String]) -> Result<()> {
         c.args(["-E", "cargo"]).current_dir(workspace_root());
         c
     };
+    c.env("SOCKLEAK_DEB", &deb);
     c.args([
         "test",
         "--workspace",
