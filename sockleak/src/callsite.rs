@@ -344,15 +344,13 @@ pub fn pick(frames: &[Frame]) -> CallSite {
             .find(|(m, _)| sym == *m || v8(sym).is_some_and(|(n, _, _)| n == *m))
     });
     if let Some((_, note)) = marker {
-        // Name where the runtime made it: its first managed-language frame, or the first
-        // frame past libc.
-        let name = kinds
-            .iter()
-            .find_map(|k| match k {
-                Kind::Runtime(Some(n)) => Some(n.clone()),
-                _ => None,
-            })
-            .or_else(|| first_named_past_libc(frames));
+        // Name where the runtime made it only when that is a managed-language frame (Node's
+        // net.connect internals, which the user called): a native runtime frame (Go's
+        // net/http dialer) would read as the culprit.
+        let name = kinds.iter().find_map(|k| match k {
+            Kind::Runtime(Some(n)) => Some(n.clone()),
+            _ => None,
+        });
         return CallSite {
             name,
             note: Some((*note).to_string()),
@@ -498,12 +496,9 @@ mod tests {
             f(Some("runtime.goexit"), Some("/bin/app"), None, None),
         ];
         let cs = pick(&go);
-        // Only the standard library is on the stack: named past Go's plumbing, and said to be
-        // on net/http's own dial goroutine.
-        assert_eq!(
-            cs.name.unwrap(),
-            "net/http.(*Transport).dial (transport.go:1179)"
-        );
+        // Only the standard library is on the stack: no frame of it is blamed; the note says
+        // the socket was made on net/http's own dial goroutine.
+        assert_eq!(cs.name, None);
         assert!(cs.note.unwrap().contains("goroutine of its own"));
     }
 

@@ -135,8 +135,8 @@ impl GoTable {
     pub fn read(path: &std::path::Path) -> Option<GoTable> {
         use object::{
             Endianness, ReadCache,
-            elf::{FileHeader64, PT_LOAD},
-            read::elf::{FileHeader, ProgramHeader, SectionHeader},
+            elf::FileHeader64,
+            read::elf::{FileHeader, SectionHeader},
         };
         let cache = ReadCache::new(std::fs::File::open(path).ok()?);
         let data = &cache;
@@ -146,13 +146,7 @@ impl GoTable {
         let (_, tab) = sections.section_by_name(endian, b".gopclntab")?;
         let bytes = tab.data(endian, data).ok()?.to_vec();
         Pclntab::parse(&bytes)?;
-        let loads = header
-            .program_headers(endian, data)
-            .ok()?
-            .iter()
-            .filter(|p| p.p_type(endian) == PT_LOAD)
-            .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
-            .collect();
+        let loads = crate::elf::loads(header, endian, data)?;
         Some(GoTable { data: bytes, loads })
     }
 

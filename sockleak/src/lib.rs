@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
+pub mod elf;
 pub mod error;
 pub mod gohttp;
 pub mod gopclntab;

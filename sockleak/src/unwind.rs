@@ -10,8 +10,8 @@ use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
 use hashbrown::HashMap;
 use object::{
     Endianness, ReadCache,
-    elf::{FileHeader64, PT_LOAD},
-    read::elf::{FileHeader, ProgramHeader, SectionHeader},
+    elf::FileHeader64,
+    read::elf::{FileHeader, SectionHeader},
 };
 use sockleak_common::stack::StackCopy;
 
@@ -55,13 +55,7 @@ impl Sections {
         let text_svma = sections
             .section_by_name(endian, b".text")
             .map(|(_, s)| s.sh_addr(endian)..s.sh_addr(endian) + s.sh_size(endian));
-        let loads = header
-            .program_headers(endian, data)
-            .ok()?
-            .iter()
-            .filter(|p| p.p_type(endian) == PT_LOAD)
-            .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
-            .collect();
+        let loads = crate::elf::loads(header, endian, data)?;
         Some(Sections {
             loads,
             text_svma,

@@ -42,6 +42,20 @@ fn assert_peers(s: &Value, port: u16, n: usize) {
     assert_eq!(s["remotes"][0]["count"], n);
 }
 
+/// Traces workload `w` (after "ready") while it leaks once ("go" ... "done"), with `extra`
+/// sockleak flags; returns the report and /proc's socket count just before it.
+fn leak_round(w: &mut Workload, extra: &[&str]) -> (Value, usize) {
+    let pid = w.pid.to_string();
+    let mut args = vec!["--pid", &pid, "--interval", "0.5", "--min-age", "1"];
+    args.extend_from_slice(extra);
+    let t = Trace::start(&args);
+    w.cmd_no_reply("go").unwrap();
+    w.expect("done");
+    sleep_ms(1500);
+    let truth = proc_socket_fds(w.pid).len();
+    (t.stop(), truth)
+}
+
 #[test]
 fn node_leak_is_one_suspect_at_a_javascript_frame() {
     if !require_bpf() {
@@ -55,13 +69,7 @@ fn node_leak_is_one_suspect_at_a_javascript_frame() {
             .args([port.to_string(), "60".into()]),
     );
     w.expect("ready");
-    let pid = w.pid.to_string();
-    let t = Trace::start(&["--pid", &pid, "--interval", "0.5", "--min-age", "1"]);
-    w.cmd_no_reply("go").unwrap();
-    w.expect("done");
-    sleep_ms(1500);
-    let truth = proc_socket_fds(w.pid).len();
-    let report = t.stop();
+    let (report, truth) = leak_round(&mut w, &[]);
     let p = process(&report, w.pid);
     assert_eq!(p["live_sockets"], truth);
     // Interpreted and optimized code of one function (different addresses, different raw
@@ -127,20 +135,7 @@ fn java_call_site_is_the_leaking_method_with_java_perfmap() {
 
     // Without --java-perfmap sockleak does not touch the JVM: no map, and the report says
     // which flag names the frames.
-    let t = Trace::start(&[
-        "--pid",
-        &pid,
-        "--interval",
-        "0.5",
-        "--min-age",
-        "1",
-        "--min-count",
-        "1",
-    ]);
-    w.cmd_no_reply("go").unwrap();
-    w.expect("done");
-    sleep_ms(1500);
-    let report = t.stop();
+    let (report, _) = leak_round(&mut w, &["--min-count", "1"]);
     assert!(
         !Path::new(&perf_map).exists(),
         "the JVM was asked for a map"
@@ -161,20 +156,7 @@ fn java_call_site_is_the_leaking_method_with_java_perfmap() {
         );
     }
 
-    let t = Trace::start(&[
-        "--pid",
-        &pid,
-        "--interval",
-        "0.5",
-        "--min-age",
-        "1",
-        "--java-perfmap",
-    ]);
-    w.cmd_no_reply("go").unwrap();
-    w.expect("done");
-    sleep_ms(1500);
-    let truth = proc_socket_fds(w.pid).len();
-    let report = t.stop();
+    let (report, truth) = leak_round(&mut w, &["--java-perfmap"]);
     let _ = std::fs::remove_file(&perf_map);
     let p = process(&report, w.pid);
     assert_eq!(p["live_sockets"], truth);
@@ -225,13 +207,7 @@ fn python_function_names_with_x_perf() {
             .args([port.to_string(), "50".into()]),
     );
     w.expect("ready");
-    let pid = w.pid.to_string();
-    let t = Trace::start(&["--pid", &pid, "--interval", "0.5", "--min-age", "1"]);
-    w.cmd_no_reply("go").unwrap();
-    w.expect("done");
-    sleep_ms(1500);
-    let truth = proc_socket_fds(w.pid).len();
-    let report = t.stop();
+    let (report, truth) = leak_round(&mut w, &[]);
     let p = process(&report, w.pid);
     assert_eq!(p["live_sockets"], truth);
     // CPython is built without frame pointers: its stacks are copied and unwound with DWARF,

@@ -72,6 +72,28 @@ fn base_url(t: &Trace) -> String {
     line[start..].split_whitespace().next().unwrap().to_string()
 }
 
+/// A workload (that leaked `leak` sockets) and `serve` for it with `dir`/web.yml; the HTTPS
+/// base URL.
+fn serve_with_web_config(dir: &Path, leak: u32) -> (Workload, Trace, String) {
+    let mut w = Workload::spawn(&mut Command::new(build_c("sockets")));
+    w.expect("ready");
+    if leak > 0 {
+        w.cmd(&format!("leak {leak}"));
+    }
+    let pid = w.pid.to_string();
+    let web = dir.join("web.yml");
+    let t = Trace::serve(&[
+        "--pid",
+        &pid,
+        "--listen",
+        "127.0.0.1:0",
+        "--web-config",
+        web.to_str().unwrap(),
+    ]);
+    let base = base_url(&t);
+    (w, t, base)
+}
+
 #[test]
 fn tls_and_basic_auth() {
     if !common::require_bpf() {
@@ -87,20 +109,8 @@ fn tls_and_basic_auth() {
         ),
     )
     .unwrap();
-    let mut w = Workload::spawn(&mut Command::new(build_c("sockets")));
-    w.expect("ready");
-    w.cmd("leak 3");
+    let (w, _t, base) = serve_with_web_config(&dir, 3);
     let pid = w.pid.to_string();
-    let web = dir.join("web.yml");
-    let t = Trace::serve(&[
-        "--pid",
-        &pid,
-        "--listen",
-        "127.0.0.1:0",
-        "--web-config",
-        web.to_str().unwrap(),
-    ]);
-    let base = base_url(&t);
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
     let metrics = format!("{base}/metrics");
@@ -158,19 +168,8 @@ fn client_certificate_required_when_configured() {
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n",
     )
     .unwrap();
-    let mut w = Workload::spawn(&mut Command::new(build_c("sockets")));
-    w.expect("ready");
-    let pid = w.pid.to_string();
-    let web = dir.join("web.yml");
-    let t = Trace::serve(&[
-        "--pid",
-        &pid,
-        "--listen",
-        "127.0.0.1:0",
-        "--web-config",
-        web.to_str().unwrap(),
-    ]);
-    let metrics = format!("{}/metrics", base_url(&t));
+    let (_w, _t, base) = serve_with_web_config(&dir, 0);
+    let metrics = format!("{base}/metrics");
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let (ok, code, _) = curl(&["--cacert", &p("ca.pem"), &metrics]);
     assert!(!ok && code == "000", "no client certificate: {ok} {code}");

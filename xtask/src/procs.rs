@@ -188,6 +188,19 @@ impl Tracer {
         self.child.wait()?;
         Ok(t.elapsed())
     }
+
+    /// Stops it and returns the last line it printed (sockleak's JSON report).
+    pub fn stop_report(mut self) -> Result<Option<String>> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait()?;
+        let mut last = None;
+        // The reader thread ends at EOF, after the last line.
+        while let Ok(l) = self._stdout.recv_timeout(Duration::from_secs(5)) {
+            last = Some(l);
+        }
+        Ok(last)
+    }
 }
 
 impl Drop for Tracer {

@@ -132,12 +132,7 @@ fn suspect(out: &mut String, s: &Suspect) {
             format!("; {}", counts(&s.states))
         }
     );
-    if let Some(cs) = &s.call_site {
-        let _ = writeln!(out, "      call site: {cs}");
-    }
-    if let Some(n) = &s.call_site_note {
-        let _ = writeln!(out, "        ({n})");
-    }
+    call_site(out, s.call_site.as_deref(), s.call_site_note.as_deref());
     for (state, age) in &s.state_age_s {
         let _ = writeln!(out, "      in {state} for up to {}", duration_str(*age));
     }
@@ -184,6 +179,22 @@ fn suspect(out: &mut String, s: &Suspect) {
     stack(out, &s.stack, "      ");
 }
 
+/// The call site line, and why there is none (or what it means) when the picker says so.
+fn call_site(out: &mut String, name: Option<&str>, note: Option<&str>) {
+    match (name, note) {
+        (Some(cs), None) => {
+            let _ = writeln!(out, "      call site: {cs}");
+        }
+        (Some(cs), Some(n)) => {
+            let _ = writeln!(out, "      call site: {cs}\n        ({n})");
+        }
+        (None, Some(n)) => {
+            let _ = writeln!(out, "      call site: unknown ({n})");
+        }
+        (None, None) => {}
+    }
+}
+
 fn diagnosis(out: &mut String, d: &Diagnosis) {
     let sure = match d.confidence {
         Confidence::Certain => "",
@@ -218,12 +229,7 @@ fn failure(out: &mut String, f: &Failure) {
     if let Some(n) = &f.note {
         let _ = writeln!(out, "      {n}");
     }
-    if let Some(cs) = &f.call_site {
-        let _ = writeln!(out, "      call site: {cs}");
-    }
-    if let Some(n) = &f.call_site_note {
-        let _ = writeln!(out, "        ({n})");
-    }
+    call_site(out, f.call_site.as_deref(), f.call_site_note.as_deref());
     stack(out, &f.stack, "      ");
 }
 
