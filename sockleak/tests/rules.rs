@@ -105,15 +105,8 @@ fn a_real_scrape_lints_and_has_every_metric_the_rules_use() {
     w.cmd("leak 30");
     sleep_ms(1500);
     // As curl or promtool would fetch it: no OpenMetrics Accept header.
-    let mut resp = ureq::get(&format!("{base}/metrics")).call().unwrap();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let (_, ctype, body) = common::http_get(&format!("{base}/metrics"), None);
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
-    let body = resp.body_mut().read_to_string().unwrap();
 
     let (ok, out) = promtool(&["check", "metrics"], Some(&body));
     assert!(

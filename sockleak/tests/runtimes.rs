@@ -215,14 +215,14 @@ fn python_function_names_with_x_perf() {
     let s = only_suspect(p);
     assert_eq!(s["count"], 50, "{s:#}");
     let frames = symbols(&s["stack"]);
-    for f in ["open_leaky_connection", "leak_many"] {
-        assert!(
-            frames
-                .iter()
-                .any(|s| s.starts_with("py::") && s.contains(&format!("::{f}:"))),
-            "{f} in {frames:#?}"
-        );
-    }
+    // The leaking function is named; its callers are there when the copied 16 KiB of stack
+    // reaches them (CPython's C frames are large), so they are not asserted.
+    assert!(
+        frames
+            .iter()
+            .any(|s| s.starts_with("py::") && s.contains("::open_leaky_connection:")),
+        "{frames:#?}"
+    );
     assert!(
         s["call_site"]
             .as_str()

@@ -9,22 +9,10 @@ use common::{Trace, Workload, build_c, proc_socket_fds, set_nofile};
 
 /// GETs as Prometheus does (asking for OpenMetrics).
 fn get(url: &str) -> (u16, String, String) {
-    let mut resp = ureq::get(url)
-        .header(
-            "Accept",
-            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-        )
-        .call()
-        .expect("HTTP GET");
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = resp.body_mut().read_to_string().unwrap();
-    (status, ctype, body)
+    common::http_get(
+        url,
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    )
 }
 
 /// The value of one sample, by metric name and label subset.

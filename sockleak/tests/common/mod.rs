@@ -551,3 +551,21 @@ pub fn no_diagnosis(proc_: &Value, patterns: &[&str]) {
         );
     }
 }
+
+/// An HTTP GET with an optional Accept header: (status, content type, body).
+pub fn http_get(url: &str, accept: Option<&str>) -> (u16, String, String) {
+    let mut req = ureq::get(url);
+    if let Some(a) = accept {
+        req = req.header("Accept", a);
+    }
+    let mut resp = req.call().expect("HTTP GET");
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.body_mut().read_to_string().unwrap();
+    (status, ctype, body)
+}
