@@ -168,8 +168,8 @@ fn time_wait_churn_takes_most_of_the_port_range() {
         return;
     }
     let (report, pid, dest, ss_count) = churn_in_small_range(120);
-    // Most of the 200-port range, whatever a loaded machine's server left in FIN_WAIT2.
-    assert!((100..=120).contains(&ss_count), "{ss_count}");
+    // Over half the 200-port range (flagged), whatever a loaded machine's server left in FIN_WAIT2.
+    assert!((101..=120).contains(&ss_count), "{ss_count}");
     let tw = report["time_wait"]
         .as_array()
         .unwrap()
@@ -179,7 +179,7 @@ fn time_wait_churn_takes_most_of_the_port_range() {
     assert_eq!(tw["count"], ss_count);
     assert_eq!(tw["direction"], "outgoing");
     assert_eq!(tw["port_range_size"], 200);
-    assert_eq!(tw["flagged"], true, "120 of 200 ports");
+    assert_eq!(tw["flagged"], true, "{ss_count} of 200 ports");
     let p = process(&report, pid);
     assert_eq!(p["opened"], 120);
     assert_eq!(p["closed"], 120);
@@ -190,7 +190,8 @@ fn time_wait_churn_takes_most_of_the_port_range() {
         evidence_has(
             d,
             &format!(
-                "{ss_count} sockets to {dest} in TIME_WAIT: 60% of the 200 local ports (40000-40199)"
+                "{ss_count} sockets to {dest} in TIME_WAIT: {:.0}% of the 200 local ports (40000-40199)",
+                ss_count as f64 / 200.0 * 100.0
             )
         ),
         "{d:#}"
