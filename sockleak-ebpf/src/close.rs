@@ -12,22 +12,28 @@ use crate::{
     args::{Regs, syscall_arg0, syscall_ret},
     emit::{Header, send, send_full},
     fdtable::FdTable,
-    filter::{current, is_traced, pending},
+    filter::{current, gate, pending},
     maps::LIVE,
 };
 
 /// At entry: close(2) releases the fd even when it then reports an error (EINTR, EIO).
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = try_close(&ctx);
+    if gate::traced_only() {
+        close_traced(ctx);
+    }
     0
 }
 
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn close_traced(ctx: TracePointContext) {
+    let _ = try_close(&ctx);
+}
+
 fn try_close(ctx: &TracePointContext) -> Option<()> {
+    // Only reached through the gate, which found the process traced.
     let task = current();
-    if !is_traced(task.tgid) {
-        return None;
-    }
     let fd = syscall_arg0(ctx) as u32;
     let removed = LIVE
         .remove(SockKey {
@@ -88,7 +94,9 @@ fn forget_range(tgid: u32, first: u32, last: u32) {
 /// range (a program cannot walk ~0U fds); without its offsets userspace applies the range.
 #[tracepoint]
 pub fn sys_exit_close_range(ctx: TracePointContext) -> u32 {
-    let _ = try_close_range(&ctx);
+    if gate::traced_only() {
+        close_range_traced(ctx);
+    }
     0
 }
 
@@ -98,11 +106,14 @@ const CLOSE_RANGE_CLOEXEC: u64 = 4;
 /// (reconciliation catches what lies beyond).
 const UNSHARE_REACH: u32 = 4096;
 
+#[inline(never)]
+fn close_range_traced(ctx: TracePointContext) {
+    let _ = try_close_range(&ctx);
+}
+
 fn try_close_range(ctx: &TracePointContext) -> Option<()> {
+    // Only reached through the gate, which found the process traced.
     let task = current();
-    if !is_traced(task.tgid) {
-        return None;
-    }
     if syscall_ret(ctx) != 0 {
         return None;
     }

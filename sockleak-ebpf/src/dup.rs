@@ -10,7 +10,7 @@ use crate::{
     args::{Regs, syscall_ret},
     clock::{coarse_now, now},
     emit::{Header, send},
-    filter::{current, is_traced, pending, traced},
+    filter::{current, gate, pending, traced},
     maps::LIVE,
     open::track_new_fd,
     stack,
@@ -21,33 +21,45 @@ const F_DUPFD_CLOEXEC: u64 = 1030;
 
 #[tracepoint]
 pub fn sys_exit_dup(ctx: TracePointContext) -> u32 {
-    let _ = try_dup(&ctx, Syscall::Dup);
+    if gate::traced_only() {
+        dup_traced(ctx, Syscall::Dup);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_dup2(ctx: TracePointContext) -> u32 {
-    let _ = try_dup(&ctx, Syscall::Dup2);
+    if gate::traced_only() {
+        dup_traced(ctx, Syscall::Dup2);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_dup3(ctx: TracePointContext) -> u32 {
-    let _ = try_dup(&ctx, Syscall::Dup3);
+    if gate::traced_only() {
+        dup_traced(ctx, Syscall::Dup3);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
-    let _ = try_dup(&ctx, Syscall::Fcntl);
+    if gate::traced_only() {
+        dup_traced(ctx, Syscall::Fcntl);
+    }
     0
 }
 
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn dup_traced(ctx: TracePointContext, syscall: Syscall) {
+    let _ = try_dup(&ctx, syscall);
+}
+
 fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
+    // Only reached through the gate, which found the process traced.
     let task = current();
-    if !is_traced(task.tgid) {
-        return None;
-    }
     let ret = syscall_ret(ctx);
     if ret < 0 {
         return None;

@@ -15,7 +15,7 @@ use crate::{
     args::{ctx_u8_at, ctx_u32, ctx_u64},
     emit::{Header, send, send_full, submit},
     fdtable::FdTable,
-    filter::{Task, current, is_traced, mark, maybe_inside_now, traced, unmark},
+    filter::{Task, current, gate, is_traced, mark, maybe_inside_now, traced, unmark},
     maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
@@ -27,8 +27,16 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let _ = try_newtask(&ctx);
+    if gate::traced_only() {
+        newtask_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn newtask_traced(ctx: TracePointContext) {
+    let _ = try_newtask(&ctx);
 }
 
 fn try_newtask(ctx: &TracePointContext) -> Option<()> {
@@ -79,16 +87,23 @@ unsafe extern "C" fn drop_if_closed(i: u64, ctx: *mut c_void) -> i64 {
 /// every LIVE entry without an open fd behind it went with the old image.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = try_exec(&ctx);
+    let tgid = current().tgid;
+    maybe_inside_now(tgid);
+    if is_traced(tgid) {
+        exec_traced(ctx);
+    }
     0
 }
 
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn exec_traced(ctx: TracePointContext) {
+    let _ = try_exec(&ctx);
+}
+
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
+    // Only reached through the gate, which found the process traced.
     let task = current();
-    maybe_inside_now(task.tgid);
-    if !is_traced(task.tgid) {
-        return None;
-    }
     let mut handled = -1i64;
     if let Some(fdt) = FdTable::current() {
         let mut s = ExecScan {
@@ -145,8 +160,16 @@ unsafe extern "C" fn hand_over(i: u64, ctx: *mut c_void) -> i64 {
 /// `sched:sched_process_exit` fires per thread, before the fd table is released.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    if gate::traced_only() {
+        exit_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn exit_traced(ctx: TracePointContext) {
+    let _ = try_exit(&ctx);
 }
 
 fn try_exit(ctx: &TracePointContext) -> Option<()> {

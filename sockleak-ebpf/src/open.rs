@@ -13,7 +13,7 @@ use crate::{
     args::{Regs, syscall_ret},
     clock::{coarse_now, now},
     emit::{failure, read_sockaddr},
-    filter::{Task, Traced, current, traced_or_new},
+    filter::{Task, Traced, current, gate, traced_or_new},
     golang,
     maps::{LIVE, capture_stacks, count_loss, first_loss},
     stack,
@@ -81,8 +81,16 @@ fn socket_record(t: &Traced, task: Task, origin: Origin, args: [u64; 4]) -> Sock
 
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_socket(&ctx);
+    if gate::may_create() {
+        socket_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn socket_traced(ctx: TracePointContext) {
+    let _ = try_socket(&ctx);
 }
 
 fn try_socket(ctx: &TracePointContext) -> Option<()> {
@@ -119,8 +127,16 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_exit_socketpair(ctx: TracePointContext) -> u32 {
-    let _ = try_socketpair(&ctx);
+    if gate::may_create() {
+        socketpair_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn socketpair_traced(ctx: TracePointContext) {
+    let _ = try_socketpair(&ctx);
 }
 
 fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
@@ -152,14 +168,24 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = try_accept(&ctx, Syscall::Accept, Origin::Accept);
+    if gate::may_create() {
+        accept_traced(ctx, Syscall::Accept, Origin::Accept);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    let _ = try_accept(&ctx, Syscall::Accept4, Origin::Accept4);
+    if gate::may_create() {
+        accept_traced(ctx, Syscall::Accept4, Origin::Accept4);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn accept_traced(ctx: TracePointContext, syscall: Syscall, origin: Origin) {
+    let _ = try_accept(&ctx, syscall, origin);
 }
 
 fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Option<()> {

@@ -18,7 +18,7 @@ use sockleak_common::{
 use crate::{
     args::{Regs, syscall_ret},
     fdtable::{FdTable, is_socket, pidfd_pid},
-    filter::{Task, Traced, creatable, create, current, traced, traced_or_new},
+    filter::{Task, Traced, creatable, create, current, gate, traced, traced_or_new},
     maps::count_loss_n,
     open::{new_record, track_new_fd_quiet},
     stack,
@@ -38,13 +38,17 @@ const CMSGHDR_SIZE: u64 = 16;
 
 #[tracepoint]
 pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
-    let _ = try_recvmsg(&ctx, false);
+    if gate::may_create() {
+        recvmsg_traced(ctx, false);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_recvmmsg(ctx: TracePointContext) -> u32 {
-    let _ = try_recvmsg(&ctx, true);
+    if gate::may_create() {
+        recvmsg_traced(ctx, true);
+    }
     0
 }
 
@@ -55,6 +59,12 @@ struct Msgs {
     fdt: FdTable,
     vec: u64,
     rec: SocketRecord,
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn recvmsg_traced(ctx: TracePointContext, multi: bool) {
+    let _ = try_recvmsg(&ctx, multi);
 }
 
 fn try_recvmsg(ctx: &TracePointContext, multi: bool) -> Option<()> {
@@ -202,8 +212,16 @@ unsafe extern "C" fn take_fd(i: u64, ctx: *mut c_void) -> i64 {
 
 #[tracepoint]
 pub fn sys_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
-    let _ = try_pidfd_getfd(&ctx);
+    if gate::may_create() {
+        pidfd_getfd_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn pidfd_getfd_traced(ctx: TracePointContext) {
+    let _ = try_pidfd_getfd(&ctx);
 }
 
 fn try_pidfd_getfd(ctx: &TracePointContext) -> Option<()> {

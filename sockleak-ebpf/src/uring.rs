@@ -12,7 +12,7 @@ use sockleak_common::{
 
 use crate::{
     args::{Regs, ctx_u8, ctx_u32, ctx_u64},
-    filter::{current, traced, traced_or_new},
+    filter::{current, gate, traced, traced_or_new},
     maps::{LIVE, URING_SITES, offsets},
     open::{new_record, track_new_fd},
     stack,
@@ -37,8 +37,16 @@ fn read_u32(at: u64) -> u32 {
 
 #[tracepoint]
 pub fn io_uring_submit_req(ctx: TracePointContext) -> u32 {
-    let _ = try_submit(&ctx);
+    if gate::may_create() {
+        submit_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn submit_traced(ctx: TracePointContext) {
+    let _ = try_submit(&ctx);
 }
 
 fn try_submit(ctx: &TracePointContext) -> Option<()> {
@@ -83,8 +91,16 @@ fn try_submit(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
-    let _ = try_complete(&ctx);
+    if gate::traced_only() {
+        complete_traced(ctx);
+    }
     0
+}
+
+/// The traced path, a subprogram of its own: see `gate`.
+#[inline(never)]
+fn complete_traced(ctx: TracePointContext) {
+    let _ = try_complete(&ctx);
 }
 
 fn try_complete(ctx: &TracePointContext) -> Option<()> {

@@ -149,22 +149,42 @@ pub fn parse_socket_link(target: &str) -> Option<u64> {
 }
 
 /// Socket fds of a process with their inode numbers. An exited process yields an error.
+/// Each link is read relative to the open fd directory (readlinkat): a path walk of one
+/// component per fd, not of `/proc/PID/fd/N`, which matters for processes with many fds.
 pub fn socket_fds(pid: u32) -> io::Result<Vec<(u32, u64)>> {
+    use std::os::fd::AsRawFd;
+    let path = proc_path(pid, "fd");
+    let dir = fs::File::open(&path)?;
     let mut out = Vec::new();
-    for entry in fs::read_dir(proc_path(pid, "fd"))? {
+    let mut buf = [0u8; 64];
+    for entry in fs::read_dir(&path)? {
         let Ok(entry) = entry else { continue };
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let name = entry.file_name();
+        let Some(fd) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        // The fd may close between readdir and readlink: skip it.
-        let Ok(target) = fs::read_link(entry.path()) else {
+        let Ok(cname) = std::ffi::CString::new(name.as_encoded_bytes()) else {
             continue;
         };
-        if let Some(inode) = target.to_str().and_then(parse_socket_link) {
+        // SAFETY: a valid directory fd, a NUL-terminated name and a buffer of the length
+        // passed. The fd may close between readdir and readlink: then it is skipped.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else { continue };
+        // `socket:[N]` always fits; a longer target (a path) is not a socket.
+        if n >= buf.len() {
+            continue;
+        }
+        if let Some(inode) = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(parse_socket_link)
+        {
             out.push((fd, inode));
         }
     }
@@ -312,6 +332,20 @@ pub fn module_of(maps: &[Mapping], addr: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_socket_fds_match_fstat() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let file = fs::File::open("/proc/self/stat").unwrap();
+        let fds = socket_fds(std::process::id()).unwrap();
+        let fd = sock.as_raw_fd() as u32;
+        let ino = fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+        assert!(fds.contains(&(fd, ino)), "{fds:?}");
+        assert!(!fds.iter().any(|(f, _)| *f == file.as_raw_fd() as u32));
+        assert!(socket_fds(u32::MAX).is_err(), "no such process");
+    }
 
     #[test]
     fn status_fields() {

@@ -287,6 +287,22 @@ impl Process {
     /// Makes the mirror what LIVE holds for this process, in place (no second copy of a large
     /// process's sockets), keeping known inodes of sockets that stayed.
     fn sync(&mut self, entries: &[(u32, SocketRecord)]) {
+        // Most processes did not change since the last interval: the same fds with the same
+        // creation times. Then only the records are refreshed, without building a set.
+        if entries.len() == self.sockets.len()
+            && entries.iter().all(|(fd, r)| {
+                self.sockets
+                    .get(fd)
+                    .is_some_and(|s| s.record.created_ns == r.created_ns)
+            })
+        {
+            for (fd, rec) in entries {
+                if let Some(s) = self.sockets.get_mut(fd) {
+                    s.record = *rec;
+                }
+            }
+            return;
+        }
         let now: HashMap<u32, &SocketRecord> = entries.iter().map(|(fd, r)| (*fd, r)).collect();
         self.sockets.retain(|fd, s| {
             now.get(fd)
@@ -305,20 +321,28 @@ impl Process {
 }
 
 /// Least-squares slope of (ns, value) points, per second. 0 with fewer than two points.
+/// One pass, no allocation: it runs for every process at every interval. Times are taken
+/// relative to the first point so the sums keep their precision.
 pub fn slope(points: impl Iterator<Item = (u64, f64)>) -> f64 {
-    let pts: Vec<(f64, f64)> = points.map(|(t, v)| (t as f64 / 1e9, v)).collect();
-    if pts.len() < 2 {
+    let (mut n, mut t0) = (0.0f64, None);
+    let (mut st, mut sv, mut stt, mut stv) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (t_ns, v) in points {
+        let base = *t0.get_or_insert(t_ns);
+        let t = t_ns.wrapping_sub(base) as i64 as f64 / 1e9;
+        n += 1.0;
+        st += t;
+        sv += v;
+        stt += t * t;
+        stv += t * v;
+    }
+    if n < 2.0 {
         return 0.0;
     }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxx = stt - st * st / n;
     if sxx <= f64::EPSILON {
         return 0.0;
     }
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    sxy / sxx
+    (stv - st * sv / n) / sxx
 }
 
 /// How long a failure stays in `FailureStats::recent`.

@@ -65,6 +65,8 @@ fn node_leak_is_one_suspect_at_a_javascript_frame() {
     let mut w = Workload::spawn(
         Command::new("node")
             .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+            // The perf map still goes to /tmp; V8's own log would land in the working tree.
+            .args(["--logfile=/dev/null", "--no-logfile-per-isolate"])
             .arg(workload_path("leak.js"))
             .args([port.to_string(), "60".into()]),
     );

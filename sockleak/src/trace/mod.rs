@@ -76,6 +76,8 @@ pub struct Session {
     unwinders: crate::unwind::Unwinders,
     /// Unwound copies held after the last prune.
     copies_at_prune: usize,
+    /// Processes switched to DWARF unwinding so far (the first few are logged at info).
+    dwarf_switches: usize,
 }
 
 struct Signals {
@@ -189,6 +191,7 @@ impl Session {
             seeded: Vec::new(),
             unwinders: crate::unwind::Unwinders::default(),
             copies_at_prune: 0,
+            dwarf_switches: 0,
         };
         let mut alive = 0;
         for pid in initial {

@@ -72,18 +72,20 @@ impl Session {
         if self.cfg.serve.is_some() {
             return Ok(());
         }
-        let mut procs: Vec<&Process> = self
+        // Growth computed once per process, not once per comparison.
+        let mut ranked: Vec<(f64, &Process)> = self
             .tracker
             .procs
             .values()
             .filter(|p| self.reportable(p))
+            .map(|p| (p.growth_per_s(), p))
             .collect();
-        procs.sort_by(|a, b| {
-            b.growth_per_s()
-                .total_cmp(&a.growth_per_s())
+        ranked.sort_by(|(ga, a), (gb, b)| {
+            gb.total_cmp(ga)
                 .then(b.live().cmp(&a.live()))
                 .then(a.tgid.cmp(&b.tgid))
         });
+        let procs: Vec<&Process> = ranked.into_iter().map(|(_, p)| p).collect();
         let snap = Snapshot {
             kind: "snapshot",
             t_s: (now - self.start_ns) as f64 / 1e9,

@@ -3,7 +3,7 @@
 //! pointers, or stack copies unwound with DWARF for code built without them). The kernel learns
 //! both through CONTROL.
 
-use log::info;
+use log::{debug, info};
 use sockleak_common::target::{flag, stack_mode};
 
 use super::Session;
@@ -13,6 +13,9 @@ use crate::{
     runtimes::{self, Runtime},
     stacks::{self, Site},
 };
+
+/// DWARF switches logged at info level before the rest go to debug.
+const QUIET_AFTER: usize = 4;
 
 /// What the kernel is told about a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +82,19 @@ impl Session {
             .last()
             .map(|f| f.symbol.clone().unwrap_or_else(|| format!("{:#x}", f.addr)))
             .unwrap_or_default();
-        info!(
+        // With --all a host has dozens of such processes: name the first few, then go quiet.
+        let line = format!(
             "pid {pid} ({}): its stack stops at {last}, frame pointers are missing there: unwinding copies of its stacks with DWARF from now on",
             p.meta.comm
         );
+        self.dwarf_switches += 1;
+        match self.dwarf_switches {
+            ..=QUIET_AFTER => info!("{line}"),
+            n if n == QUIET_AFTER + 1 => {
+                info!("{line} (further switches are logged at debug level)")
+            }
+            _ => debug!("{line}"),
+        }
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
             p.meta.stack_mode = stack_mode::STACK_COPY;
         }

@@ -69,6 +69,25 @@ fn live_sync_and_counters() {
     by.insert(10, vec![(4, rec(2, Origin::Socket))]);
     t.sync_live(&by);
     assert_eq!(t.procs[&10].live(), 1);
+    // An unchanged set keeps the known inode and takes what the kernel learned since.
+    t.procs
+        .get_mut(&10)
+        .unwrap()
+        .sockets
+        .get_mut(&4)
+        .unwrap()
+        .inode = Some(77);
+    let mut learned = rec(2, Origin::Socket);
+    learned.protocol = 6;
+    by.insert(10, vec![(4, learned)]);
+    t.sync_live(&by);
+    let s = &t.procs[&10].sockets[&4];
+    assert_eq!((s.inode, s.record.protocol), (Some(77), 6));
+    // fd 4 reused by a newer socket, same count: a different socket, its inode unknown.
+    by.insert(10, vec![(4, rec(3, Origin::Socket))]);
+    t.sync_live(&by);
+    let s = &t.procs[&10].sockets[&4];
+    assert_eq!((s.inode, s.record.created_ns), (None, 3));
 }
 
 #[test]
@@ -270,6 +289,33 @@ fn growth_slope() {
     assert!((p.growth_per_s() - 3.0).abs() < 1e-9);
     assert!((p.fd_growth_per_s() - 3.0).abs() < 1e-9);
     assert_eq!(slope(std::iter::once((0, 1.0))), 0.0);
+    // Days of uptime in ns, a noisy line: the one-pass sums keep the textbook answer.
+    let base = 86_400 * 30 * 1_000_000_000u64;
+    let pts: Vec<(u64, f64)> = (0..30u64)
+        .map(|i| {
+            let noise = if i % 2 == 0 { 0.5 } else { -0.5 };
+            (
+                base + i * 2_000_000_000,
+                1000.0 + 0.25 * (i * 2) as f64 + noise,
+            )
+        })
+        .collect();
+    let n = pts.len() as f64;
+    let xs: Vec<f64> = pts.iter().map(|p| (p.0 - base) as f64 / 1e9).collect();
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = xs
+        .iter()
+        .zip(&pts)
+        .map(|(x, p)| (x - mx) * (p.1 - my))
+        .sum();
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    assert!((slope(pts.iter().copied()) - sxy / sxx).abs() < 1e-9);
+    assert_eq!(
+        slope([(base, 1.0), (base, 5.0)].into_iter()),
+        0.0,
+        "no time passed"
+    );
 }
 
 // ---- The model -------------------------------------------------------------------------------
