@@ -1,7 +1,7 @@
 //! The userspace picture of every traced process: its sockets, counts, failures and history.
 //!
 //! The kernel keeps the live-socket map (LIVE) and per-process counters; a socket's open and
-//! close are not events. This module mirrors LIVE from periodic dumps ([`Tracker::sync_live`]),
+//! close are not events. This module mirrors LIVE from periodic dumps ([`Tracker::sync_begin`]),
 //! takes the counters ([`Tracker::set_counters`]) and applies the rare events (fork, exec,
 //! exit, failures, and the closes and dups of a forked child whose inherited fds userspace is
 //! still copying in). Kernel-map and /proc work is returned as [`Action`]s so this module stays
@@ -84,6 +84,8 @@ pub struct Socket {
     pub inode: Option<u64>,
     /// Process whose address space `record.stack_id` belongs to (the parent, for inherited fds).
     pub stack_pid: u32,
+    /// The LIVE pass that last saw it (see [`Tracker::sync_begin`]); fits the padding.
+    pub seen_in_pass: u32,
 }
 
 impl Socket {
@@ -92,6 +94,7 @@ impl Socket {
             record,
             inode: None,
             stack_pid,
+            seen_in_pass: 0,
         }
     }
 }
@@ -284,37 +287,19 @@ impl Process {
             .filter(move |s| end.saturating_sub(s.t_ns) <= GROWTH_WINDOW_NS)
     }
 
-    /// Makes the mirror what LIVE holds for this process, in place (no second copy of a large
-    /// process's sockets), keeping known inodes of sockets that stayed.
-    fn sync(&mut self, entries: &[(u32, SocketRecord)]) {
-        // Most processes did not change since the last interval: the same fds with the same
-        // creation times. Then only the records are refreshed, without building a set.
-        if entries.len() == self.sockets.len()
-            && entries.iter().all(|(fd, r)| {
-                self.sockets
-                    .get(fd)
-                    .is_some_and(|s| s.record.created_ns == r.created_ns)
-            })
-        {
-            for (fd, rec) in entries {
-                if let Some(s) = self.sockets.get_mut(fd) {
-                    s.record = *rec;
-                }
+    /// One LIVE entry of this process, seen in pass `pass`: the same socket (same creation
+    /// time) keeps what is known of it (its inode) and takes the kernel's record, which may
+    /// have learned more (connect's peer); anything else at that fd is a new socket.
+    fn sync_one(&mut self, fd: u32, rec: &SocketRecord, pass: u32) {
+        match self.sockets.get_mut(&fd) {
+            Some(s) if s.record.created_ns == rec.created_ns => {
+                s.record = *rec;
+                s.seen_in_pass = pass;
             }
-            return;
-        }
-        let now: HashMap<u32, &SocketRecord> = entries.iter().map(|(fd, r)| (*fd, r)).collect();
-        self.sockets.retain(|fd, s| {
-            now.get(fd)
-                .is_some_and(|r| r.created_ns == s.record.created_ns)
-        });
-        for (fd, rec) in entries {
-            match self.sockets.get_mut(fd) {
-                // Same socket: the kernel's record may have learned more (connect's peer).
-                Some(s) => s.record = *rec,
-                None => {
-                    self.sockets.insert(*fd, Socket::new(*rec, self.tgid));
-                }
+            _ => {
+                let mut s = Socket::new(*rec, self.tgid);
+                s.seen_in_pass = pass;
+                self.sockets.insert(fd, s);
             }
         }
     }
@@ -360,6 +345,8 @@ pub struct Tracker {
     pub user_losses: [u64; sockleak_common::counters::LOSS_CAUSES as usize],
     /// Exited processes dropped to bound memory (pids, for the caller to clean up after).
     pub dropped_exited: Vec<u32>,
+    /// The current LIVE pass (never 0 once one began).
+    pass: u32,
 }
 
 impl Tracker {
@@ -445,14 +432,39 @@ impl Tracker {
         }
     }
 
-    /// Replaces every live process's mirror with LIVE's entries (grouped by process).
-    pub fn sync_live(&mut self, by_tgid: &HashMap<u32, Vec<(u32, SocketRecord)>>) {
-        let empty = Vec::new();
+    /// Starts a pass that makes every live process's mirror what LIVE holds: each entry of
+    /// the dump goes to [`Tracker::sync_entry`] as it is read (no copy of a map that may hold
+    /// 100k sockets), then [`Tracker::sync_end`] drops what the pass did not see.
+    pub fn sync_begin(&mut self) {
+        self.pass = self.pass.wrapping_add(1).max(1);
+    }
+
+    /// One LIVE entry. Entries of processes the tracker does not follow are ignored.
+    pub fn sync_entry(&mut self, tgid: u32, fd: u32, rec: &SocketRecord) {
+        let pass = self.pass;
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            p.sync_one(fd, rec, pass);
+        }
+    }
+
+    pub fn sync_end(&mut self) {
+        let pass = self.pass;
         for p in self.procs.values_mut() {
-            p.sync(by_tgid.get(&p.tgid).unwrap_or(&empty));
+            p.sockets.retain(|_, s| s.seen_in_pass == pass);
             // LIVE is read after every queued close was applied: nothing is on its way back.
             p.tombstones.clear();
         }
+    }
+
+    /// A whole pass over entries grouped by process.
+    pub fn sync_live(&mut self, by_tgid: &HashMap<u32, Vec<(u32, SocketRecord)>>) {
+        self.sync_begin();
+        for (tgid, entries) in by_tgid {
+            for (fd, rec) in entries {
+                self.sync_entry(*tgid, *fd, rec);
+            }
+        }
+        self.sync_end();
     }
 
     /// LIVE entries of an exited process the kernel could not hand over, collected late.
@@ -693,9 +705,8 @@ impl Tracker {
             p.sockets.insert(
                 newfd,
                 Socket {
-                    record,
                     inode: src.inode,
-                    stack_pid: tgid,
+                    ..Socket::new(record, tgid)
                 },
             );
             actions.push(Action::Insert {

@@ -695,27 +695,35 @@ pub fn bench(runs: usize) -> Result<()> {
         "\n## 5. Memory: 100k live sockets across 10 processes\n"
     );
     let m = memory(&sockleak, &churn)?;
-    let _ = writeln!(out, "| measure | value | target |");
-    let _ = writeln!(out, "| --- | ---: | ---: |");
+    let _ = writeln!(out, "| measure | value | target | verdict |");
+    let _ = writeln!(out, "| --- | ---: | ---: | --- |");
     let _ = writeln!(
         out,
-        "| sockleak peak RSS | {:.1} MiB | ≤ 64 MiB |",
-        m.rss_mib
+        "| sockleak peak RSS (heap, mapped ring buffers, binary) | {:.1} MiB | ≤ 64 MiB | {} |",
+        m.rss_mib,
+        verdict(m.rss_mib, 64.0)
     );
     let _ = writeln!(
         out,
-        "| BPF map memory (memlock; live map preallocated for --max-sockets 131072) | {:.1} MiB | |",
+        "| BPF map memory (memlock; live map preallocated for --max-sockets 131072) | {:.1} MiB | | |",
         m.map_mib
     );
     let _ = writeln!(
         out,
-        "| final report (SIGINT to the report file written, symbolization included) | {:.2} s | ≤ 2 s |",
-        m.report_s
+        "| final report (SIGINT to the report file written, symbolization included) | {:.2} s | ≤ 2 s | {} |",
+        m.report_s,
+        verdict(m.report_s, 2.0)
     );
     let _ = writeln!(
         out,
-        "| live sockets reported / in /proc | {} / {} | equal |",
-        m.reported, m.truth
+        "| live sockets reported / in /proc | {} / {} | equal | {} |",
+        m.reported,
+        m.truth,
+        if m.reported == m.truth as u64 {
+            "met"
+        } else {
+            "missed"
+        }
     );
     let _ = writeln!(
         out,

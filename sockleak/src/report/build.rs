@@ -675,11 +675,7 @@ mod tests {
             addr: [0; 32],
         };
         r.remote.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        Socket {
-            record: r,
-            inode: None,
-            stack_pid: 7,
-        }
+        Socket::new(r, 7)
     }
 
     static NO_CONNECTS: std::sync::LazyLock<HashMap<u32, Vec<(std::net::SocketAddr, u64)>>> =

@@ -134,9 +134,8 @@ impl Session {
                 pid,
                 fd,
                 Socket {
-                    record: rec,
                     inode: Some(inode),
-                    stack_pid: pid,
+                    ..Socket::new(rec, pid)
                 },
             );
         }

@@ -52,9 +52,8 @@ impl Session {
                 pid,
                 fd,
                 Socket {
-                    record,
                     inode: Some(inode),
-                    stack_pid,
+                    ..Socket::new(record, stack_pid)
                 },
                 now_ns,
             );

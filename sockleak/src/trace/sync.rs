@@ -2,7 +2,7 @@
 //! process's counters (TARGETS), processes the kernel started tracking by itself, and the
 //! leftovers of exits and close_ranges it could not finish.
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use sockleak_common::{socket::SocketRecord, target::state};
 
 use super::Session;
@@ -17,7 +17,7 @@ pub struct Todo {
     pub close_ranges: Vec<(u32, u32, u32, u64)>,
 }
 
-/// LIVE grouped by process.
+/// LIVE entries grouped by process.
 pub type ByTgid = HashMap<u32, Vec<(u32, SocketRecord)>>;
 
 impl Session {
@@ -44,11 +44,32 @@ impl Session {
             }
             self.tracker.set_counters(tgid, t);
         }
-        let mut by_tgid: ByTgid = HashMap::new();
-        self.tracer
-            .live_each(|k, v| by_tgid.entry(k.tgid).or_default().push((k.fd, v)));
-        self.finish_todo(&mut by_tgid);
-        self.tracker.sync_live(&by_tgid);
+        // Entries stream into the mirror as the dump reads them; only those of processes with
+        // unfinished kernel work (rare) are held back for `finish_todo`.
+        let todo: HashSet<u32> = self
+            .sync_todo
+            .exits
+            .iter()
+            .map(|e| e.0)
+            .chain(self.sync_todo.close_ranges.iter().map(|c| c.0))
+            .collect();
+        let mut held: ByTgid = HashMap::new();
+        self.tracker.sync_begin();
+        let tracker = &mut self.tracker;
+        self.tracer.live_each(|k, v| {
+            if !todo.is_empty() && todo.contains(&k.tgid) {
+                held.entry(k.tgid).or_default().push((k.fd, v));
+            } else {
+                tracker.sync_entry(k.tgid, k.fd, &v);
+            }
+        });
+        self.finish_todo(&mut held);
+        for (tgid, entries) in &held {
+            for (fd, rec) in entries {
+                self.tracker.sync_entry(*tgid, *fd, rec);
+            }
+        }
+        self.tracker.sync_end();
     }
 
     fn finish_todo(&mut self, by_tgid: &mut ByTgid) {
