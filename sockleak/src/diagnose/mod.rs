@@ -123,16 +123,8 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Seconds as a person says them: "45s", "12m", "3.5h".
-pub(crate) fn dur(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0}s")
-    } else if s < 7200.0 {
-        format!("{:.0}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
-}
+/// Seconds as a person says them ("45s", "12m", "3.5h"), as the text report writes them.
+pub(crate) use crate::report::text::duration_str as dur;
 
 #[cfg(test)]
 pub(crate) mod fixture {

@@ -18,6 +18,7 @@ fn limit_str(v: u64) -> String {
     }
 }
 
+/// Seconds as a person says them: "45s", "12m", "3.5h".
 pub fn duration_str(s: f64) -> String {
     if s < 120.0 {
         format!("{s:.0}s")
