@@ -175,6 +175,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub web_config: Option<std::path::PathBuf>,
 
+    /// Serve only /metrics and /healthz: /report (every traced process's stacks, peers and
+    /// findings as JSON) answers 404. For exporters that only feed Prometheus.
+    #[arg(long)]
+    pub no_report_endpoint: bool,
+
     /// Processes with their own metric labels (the most suspicious); the rest are summed.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
@@ -182,4 +187,39 @@ pub struct ServeArgs {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// The shipped deployment examples run commands this CLI accepts.
+    #[test]
+    fn deploy_examples_parse() {
+        let ds: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(include_str!("../../deploy/daemonset.yaml")).unwrap();
+        let args: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let cli = Cli::try_parse_from(std::iter::once("sockleak".to_string()).chain(args))
+            .expect("the DaemonSet's args parse");
+        let Command::Serve(s) = cli.command else {
+            panic!("the DaemonSet runs serve")
+        };
+        assert!(s.no_report_endpoint, "the DaemonSet serves /metrics only");
+
+        let unit = include_str!("../../deploy/sockleak.service");
+        for line in unit.lines() {
+            let line = line.trim_start_matches("#   ");
+            if let Some(cmd) = line.strip_prefix("ExecStart=") {
+                let words = cmd.split_whitespace().map(|w| w.to_string());
+                Cli::try_parse_from(words).unwrap_or_else(|e| panic!("{line}: {e}"));
+            }
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub top: usize,
     /// `--web-config`: TLS and authentication.
     pub web: Option<crate::webconfig::WebConfig>,
+    /// `/report` is served (`--no-report-endpoint` turns it off).
+    pub report_endpoint: bool,
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -76,6 +78,7 @@ impl Config {
             listen: a.listen,
             top: a.top,
             web,
+            report_endpoint: !a.no_report_endpoint,
         });
         Ok(c)
     }

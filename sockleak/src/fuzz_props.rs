@@ -17,6 +17,23 @@ proptest! {
     }
 
     #[test]
+    fn a_proxy_password_never_survives_masking(
+        scheme in "(|http://|socks5://|https://)", user in "[a-z0-9%@:/?#]{0,12}",
+        pw in "[A-Za-z0-9%@:/?#!]{4,16}", host in r"(127\.0\.0\.1|proxy\.corp|\[::1\])",
+        port in any::<u16>(),
+    ) {
+        let value = format!("{scheme}{user}:{pw}@{host}:{port}");
+        let shown = crate::redact::env_value("HTTPS_PROXY", &value);
+        // Exactly the host and port survive (a plain "does not contain" could be fooled by a
+        // password that happens to be part of the host).
+        prop_assert_eq!(&shown, &format!("{scheme}***@{host}:{port}"));
+        let masked_list = crate::redact::env_value("NO_PROXY", &format!("a,{value},b"));
+        prop_assert_eq!(masked_list, format!("a,{scheme}***@{host}:{port},b"));
+        let expected_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        prop_assert_eq!(crate::redact::host_port(&shown), Some((expected_host, port)));
+    }
+
+    #[test]
     fn structured_proc_lines(
         name in "[a-z ()]{0,20}", fields in proptest::collection::vec(any::<i64>(), 0..30),
         soft in any::<u64>(), hard in any::<u64>(),

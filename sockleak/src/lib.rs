@@ -25,6 +25,7 @@ pub mod output;
 pub mod perfmap;
 pub mod preflight;
 pub mod procfs;
+pub mod redact;
 pub mod report;
 pub mod runtimes;
 pub mod serve;
@@ -50,7 +51,8 @@ pub fn exercise_parsers(s: &str) {
     let _ = procfs::parse_stat_ppid(s);
     let _ = procfs::parse_stat_kthread(s);
     let _ = procfs::parse_environ(s.as_bytes(), diagnose::connects_to_itself::PROXY_VARS);
-    let _ = diagnose::connects_to_itself::proxy_target(s);
+    let _ = redact::host_port(s);
+    let _ = redact::env_value("NO_PROXY", s);
     let _ = launcher::detect(&[], s);
     if let Some(t) = gopclntab::Pclntab::parse(s.as_bytes()) {
         let _ = t.lookup(0x401000);

@@ -17,8 +17,9 @@ use crate::{
     basic_auth::Auth, config::ServeOptions, error::UserError, metrics_text, tls::TlsListener,
 };
 
-/// What anyone who reaches an unprotected `serve` port can read.
-const EXPOSURE: &str = "every traced process's call stacks, peers, fd limits and environment-derived findings (proxy settings)";
+/// What anyone who reaches an unprotected `serve` port can read, with and without /report.
+const EXPOSURE: &str = "every traced process's call stacks, peers, fd limits and environment-derived findings (proxy settings, credentials masked)";
+const EXPOSURE_METRICS: &str = "every traced process's pid, command name, cgroup, container, socket counts and diagnosed patterns";
 
 /// Binds the listener and serves in a task of its own; requests reach the session through `tx`.
 pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
@@ -30,25 +31,30 @@ pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Res
         })?;
     let bound = listener.local_addr().unwrap_or(opts.listen);
     let web = opts.web.clone();
+    let exposure = if opts.report_endpoint {
+        EXPOSURE
+    } else {
+        EXPOSURE_METRICS
+    };
     if !opts.listen.ip().is_loopback() {
         match &web {
             None => warn!(
-                "serving on non-loopback {} without --web-config: anyone who can reach it reads {EXPOSURE}; give --web-config with tls_server_config and basic_auth_users (README: securing serve)",
+                "serving on non-loopback {} without --web-config: anyone who can reach it reads {exposure}; give --web-config with tls_server_config and basic_auth_users (README: securing serve)",
                 opts.listen
             ),
             Some(w) if w.tls.is_none() => warn!(
-                "serving on non-loopback {} without TLS: {EXPOSURE} and any basic-auth passwords cross the network in clear; add tls_server_config to the web config",
+                "serving on non-loopback {} without TLS: {exposure} and any basic-auth passwords cross the network in clear; add tls_server_config to the web config",
                 opts.listen
             ),
             Some(w) if w.users.is_none() && !w.client_certs => warn!(
-                "serving on non-loopback {} without authentication: anyone who can reach it reads {EXPOSURE}; add basic_auth_users or client certificates to the web config",
+                "serving on non-loopback {} without authentication: anyone who can reach it reads {exposure}; add basic_auth_users or client certificates to the web config",
                 opts.listen
             ),
             Some(_) => {}
         }
     }
     let users = web.as_ref().and_then(|w| w.users.clone());
-    let app = router(tx, users);
+    let app = router(tx, users, opts.report_endpoint);
     let scheme = match web.as_ref().and_then(|w| w.tls.clone()) {
         Some(tls) => {
             let l = TlsListener::new(listener, tls).map_err(|e| UserError::Listen {
@@ -72,7 +78,12 @@ pub async fn spawn(opts: ServeOptions, tx: mpsc::Sender<Request>) -> anyhow::Res
         }
     };
     info!(
-        "serving /metrics, /report and /healthz on {scheme}://{bound}{}",
+        "serving /metrics, {}/healthz on {scheme}://{bound}{}",
+        if opts.report_endpoint {
+            "/report and "
+        } else {
+            ""
+        },
         if web.as_ref().is_some_and(|w| w.users.is_some()) {
             " (basic auth)"
         } else {
@@ -88,13 +99,18 @@ pub enum Request {
     Report(oneshot::Sender<String>),
 }
 
-/// /metrics and /report behind basic auth when users are configured; /healthz (which says
-/// only "ok") open, for liveness probes.
-pub fn router(tx: mpsc::Sender<Request>, users: Option<Arc<BTreeMap<String, String>>>) -> Router {
-    let mut data = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/report", get(report))
-        .with_state(tx);
+/// /metrics and /report (unless turned off) behind basic auth when users are configured;
+/// /healthz (which says only "ok") open, for liveness probes.
+pub fn router(
+    tx: mpsc::Sender<Request>,
+    users: Option<Arc<BTreeMap<String, String>>>,
+    report_endpoint: bool,
+) -> Router {
+    let mut data = Router::new().route("/metrics", get(metrics));
+    if report_endpoint {
+        data = data.route("/report", get(report));
+    }
+    let mut data = data.with_state(tx);
     if let Some(u) = users {
         data = data.layer(axum::middleware::from_fn_with_state(
             Auth::new(u),

@@ -5,12 +5,16 @@
 use std::net::SocketAddr;
 
 use super::{Evidence, id};
-use crate::report::model::{Confidence, Diagnosis, ProcessReport};
+use crate::{
+    redact,
+    report::model::{Confidence, Diagnosis, ProcessReport},
+};
 
 /// Connects to itself below this many are a health check, not a loop.
 const MIN_CONNECTS: u64 = 10;
 
-/// Proxy variables an HTTP client reads (Go, curl, Python, Node agents).
+/// Proxy variables an HTTP client reads (Go, curl, Python, Node agents), and the exemptions
+/// the fix points at. Their values reach the report masked (`redact`).
 pub const PROXY_VARS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
@@ -18,31 +22,12 @@ pub const PROXY_VARS: &[&str] = &[
     "https_proxy",
     "ALL_PROXY",
     "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
-/// The port a proxy URL names ("http://127.0.0.1:8080/", "localhost:3128", "socks5://h:1080"),
-/// with the scheme's default, and its host.
-pub fn proxy_target(value: &str) -> Option<(String, u16)> {
-    let v = value.trim();
-    let (scheme, rest) = match v.split_once("://") {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("http".to_string(), v),
-    };
-    let authority = rest.split('/').next()?;
-    let hostport = authority.rsplit('@').next()?;
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, p.parse().ok()?),
-        _ => (
-            hostport,
-            match scheme.as_str() {
-                "https" => 443,
-                "socks5" | "socks5h" | "socks4" | "socks" => 1080,
-                _ => 80,
-            },
-        ),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| (host.to_string(), port))
+fn is_exemption(var: &str) -> bool {
+    var.eq_ignore_ascii_case("no_proxy")
 }
 
 /// Whether a proxy host names the address `to` (a loopback name or the same IP).
@@ -67,23 +52,43 @@ pub fn check(_r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
                 "{} connects to {} while traced, which this process listens on ({listener}); {} still open",
                 d.connects, d.remote, d.live
             )];
-            let proxy = ev.proxy_env.iter().find(|(_, v)| {
-                proxy_target(v).is_some_and(|(h, p)| p == d.remote.port() && names(&h, &d.remote))
-            });
-            let (summary, fix) = match proxy {
-                Some((var, value)) => {
-                    evidence.push(format!(
-                        "{var}={value} in its environment: its HTTP client sends outgoing requests to that proxy, which is itself"
-                    ));
-                    (
-                        format!("Its proxy setting {var} points at its own port {}: every request it forwards comes back in, until fds or ports run out", d.remote.port()),
-                        format!("Do not route this process's own requests through itself: unset {var} for it or list its upstream hosts in NO_PROXY; in Go, set Proxy: nil on the Transport it forwards with (http.DefaultTransport reads {var})"),
-                    )
-                }
-                None => (
+            // Every variable that points here, in PROXY_VARS order (the environment's own
+            // order is arbitrary): which one a client reads depends on the client.
+            let mut pointing: Vec<&(String, String)> = ev
+                .proxy_env
+                .iter()
+                .filter(|(var, v)| {
+                    !is_exemption(var)
+                        && redact::host_port(v)
+                            .is_some_and(|(h, p)| p == d.remote.port() && names(&h, &d.remote))
+                })
+                .collect();
+            pointing.sort_by_key(|(var, _)| PROXY_VARS.iter().position(|p| p == var));
+            let (summary, fix) = match pointing.as_slice() {
+                [] => (
                     format!("It connects to its own listening port {}: requests loop back into it", d.remote.port()),
                     "Check the upstream/backend address it forwards to (it names this process) and refuse to forward to itself (e.g. detect its own Via/X-Forwarded-For hop)".into(),
                 ),
+                found => {
+                    for (var, value) in found {
+                        evidence.push(format!(
+                            "{var}={value} in its environment: an HTTP client that reads {var} sends outgoing requests to that proxy, which is itself"
+                        ));
+                    }
+                    if let Some((nv, nval)) = ev.proxy_env.iter().find(|(v, _)| is_exemption(v)) {
+                        evidence.push(format!("{nv}={nval}: the hosts it exempts from the proxy"));
+                    }
+                    let vars = found.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", ");
+                    let (setting, them) = if found.len() == 1 {
+                        ("setting", "it")
+                    } else {
+                        ("settings", "them")
+                    };
+                    (
+                        format!("Its proxy {setting} {vars} point{} at its own port {}: every request it forwards comes back in, until fds or ports run out", if found.len() == 1 { "s" } else { "" }, d.remote.port()),
+                        format!("Do not route this process's own requests through itself: unset {them} ({vars}) for it or list its upstream hosts in NO_PROXY; in Go, set Proxy: nil on the Transport it forwards with (http.DefaultTransport reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY, upper or lower case)"),
+                    )
+                }
             };
             Diagnosis {
                 pattern: id::CONNECTS_TO_ITSELF,
@@ -102,29 +107,14 @@ mod tests {
     use super::*;
     use crate::diagnose::{Dest, fixture};
 
-    #[test]
-    fn proxy_urls() {
-        assert_eq!(
-            proxy_target("http://127.0.0.1:8080/"),
-            Some(("127.0.0.1".into(), 8080))
-        );
-        assert_eq!(
-            proxy_target("localhost:3128"),
-            Some(("localhost".into(), 3128))
-        );
-        assert_eq!(
-            proxy_target("https://user:pw@proxy.corp"),
-            Some(("proxy.corp".into(), 443))
-        );
-        assert_eq!(
-            proxy_target("socks5://[::1]:1080"),
-            Some(("::1".into(), 1080))
-        );
-        assert_eq!(proxy_target("http://[::1]"), Some(("::1".into(), 80)));
-        assert_eq!(proxy_target(""), None);
+    fn ev(connects: u64, proxy: Option<&str>) -> Evidence {
+        ev_with(
+            connects,
+            proxy.map(|v| ("HTTP_PROXY", v)).into_iter().collect(),
+        )
     }
 
-    fn ev(connects: u64, proxy: Option<&str>) -> Evidence {
+    fn ev_with(connects: u64, env: Vec<(&str, &str)>) -> Evidence {
         let remote: SocketAddr = "127.0.0.1:18080".parse().unwrap();
         Evidence {
             self_dests: vec![(
@@ -135,9 +125,9 @@ mod tests {
                 },
                 "127.0.0.1:18080".parse().unwrap(),
             )],
-            proxy_env: proxy
-                .map(|v| ("HTTP_PROXY".to_string(), v.to_string()))
+            proxy_env: env
                 .into_iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             ..Evidence::default()
         }
@@ -169,5 +159,69 @@ mod tests {
     #[test]
     fn a_health_check_is_not_a_loop() {
         assert!(check(&fixture::process(), &ev(3, Some("http://127.0.0.1:18080"))).is_empty());
+    }
+
+    #[test]
+    fn a_masked_proxy_still_names_the_loop_and_exemptions_are_shown() {
+        let d = check(
+            &fixture::process(),
+            &ev_with(
+                40,
+                vec![
+                    ("NO_PROXY", "localhost,***@corp"),
+                    ("https_proxy", "http://***@127.0.0.1:18080"),
+                ],
+            ),
+        );
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].evidence[1].starts_with("https_proxy=http://***@127.0.0.1:18080 in its"),
+            "{:?}",
+            d[0].evidence
+        );
+        assert_eq!(
+            d[0].evidence[2],
+            "NO_PROXY=localhost,***@corp: the hosts it exempts from the proxy"
+        );
+        assert!(
+            d[0].summary
+                .contains("https_proxy points at its own port 18080")
+        );
+    }
+
+    #[test]
+    fn no_proxy_alone_is_not_a_proxy() {
+        let d = check(
+            &fixture::process(),
+            &ev_with(40, vec![("NO_PROXY", "127.0.0.1:18080")]),
+        );
+        assert_eq!(d[0].evidence.len(), 1, "{d:#?}");
+    }
+
+    #[test]
+    fn every_variable_pointing_here_is_named_in_a_fixed_order() {
+        let d = check(
+            &fixture::process(),
+            &ev_with(
+                40,
+                vec![
+                    ("ALL_PROXY", "socks5://***@127.0.0.1:18080"),
+                    ("HTTPS_PROXY", "http://127.0.0.1:9"),
+                    ("HTTP_PROXY", "http://***@localhost:18080"),
+                ],
+            ),
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].evidence.len(), 3, "{:?}", d[0].evidence);
+        assert!(d[0].evidence[1].starts_with("HTTP_PROXY="));
+        assert!(d[0].evidence[2].starts_with("ALL_PROXY="));
+        assert!(
+            d[0].summary.starts_with(
+                "Its proxy settings HTTP_PROXY, ALL_PROXY point at its own port 18080"
+            ),
+            "{}",
+            d[0].summary
+        );
+        assert!(d[0].fix.contains("unset them (HTTP_PROXY, ALL_PROXY)"));
     }
 }

@@ -9,7 +9,7 @@ use sockleak_common::socket::{DestKey, Endpoint};
 
 use super::{Dest, Evidence, SuspectFacts, connects_to_itself::PROXY_VARS, fd_limit_too_low};
 use crate::{
-    launcher, procfs,
+    launcher, procfs, redact,
     report::{model::ProcessReport, names},
     sockdiag::NetView,
     tracker::Process,
@@ -64,7 +64,14 @@ pub fn evidence(
         })
         .collect();
     let proxy_env = if alive && !self_dests.is_empty() {
+        // Masked here, at the edge: the raw values go no further.
         procfs::environ_vars(p.tgid, PROXY_VARS)
+            .into_iter()
+            .map(|(n, v)| {
+                let shown = redact::env_value(&n, &v);
+                (n, shown)
+            })
+            .collect()
     } else {
         Vec::new()
     };

@@ -225,6 +225,11 @@ impl Trace {
         Self::spawn(&["trace", "--format", "json"], args)
     }
 
+    /// Starts `sockleak trace --format text <args>` and waits until it has attached.
+    pub fn text(args: &[&str]) -> Trace {
+        Self::spawn(&["trace", "--format", "text"], args)
+    }
+
     /// Starts `sockleak serve <args>` and waits until it has attached.
     pub fn serve(args: &[&str]) -> Trace {
         Self::spawn(&["serve"], args)
@@ -321,6 +326,26 @@ impl Trace {
     pub fn stop(mut self) -> Value {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.finish()
+    }
+
+    /// SIGINT, then everything it wrote: (stdout, stderr), after a successful exit.
+    pub fn stop_output(mut self) -> (String, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "sockleak exited with {status}: {}",
+            self.stderr.lock().unwrap()
+        );
+        let mut out = String::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        // The stderr reader ends with the pipe; give it a moment to append the last lines.
+        thread::sleep(Duration::from_millis(100));
+        let err = self.stderr.lock().unwrap().clone();
+        (out, err)
     }
 
     /// Waits for sockleak to exit by itself; its status.
@@ -554,7 +579,8 @@ pub fn no_diagnosis(proc_: &Value, patterns: &[&str]) {
 
 /// An HTTP GET with an optional Accept header: (status, content type, body).
 pub fn http_get(url: &str, accept: Option<&str>) -> (u16, String, String) {
-    let mut req = ureq::get(url);
+    // Error statuses are answers here, not failures of the request.
+    let mut req = ureq::get(url).config().http_status_as_error(false).build();
     if let Some(a) = accept {
         req = req.header("Accept", a);
     }
