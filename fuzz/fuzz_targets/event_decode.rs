@@ -7,7 +7,7 @@ use sockleak_common::event::Event;
 fuzz_target!(|data: &[u8]| {
     if let Ok((ev, kind)) = Event::decode(data) {
         assert_eq!(ev.kind, kind as u8);
-        let _ = sockleak::report::names::endpoint(&ev.record.remote);
-        let _ = sockleak::report::names::socket_addr(&ev.record.remote);
+        let _ = sockleak::model::names::endpoint(&ev.record.remote);
+        let _ = sockleak::model::names::socket_addr(&ev.record.remote);
     }
 });

@@ -3,11 +3,11 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    bpf::LoadOptions,
-    cgroup::{self, Cgroup},
     cli::{Format, ServeArgs, TargetArgs, TraceArgs},
     error::UserError,
-    procfs,
+    host::cgroup::{self, Cgroup},
+    host::procfs,
+    kernel::bpf::LoadOptions,
 };
 
 #[derive(Debug, Clone)]
@@ -25,22 +25,12 @@ pub struct Config {
     pub output: Option<PathBuf>,
     pub load: LoadOptions,
     /// Set for `sockleak serve`.
-    pub serve: Option<ServeOptions>,
+    pub serve: Option<crate::serve::ServeOptions>,
     /// Uprobes may be attached to traced Go programs (see `gohttp`).
     pub uprobes: bool,
     pub stack_mode: crate::cli::StackMode,
     /// Ask JVMs for their perf map (`--java-perfmap`).
     pub java_perfmap: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub listen: std::net::SocketAddr,
-    pub top: usize,
-    /// `--web-config`: TLS and authentication.
-    pub web: Option<crate::webconfig::WebConfig>,
-    /// `/report` is served (`--no-report-endpoint` turns it off).
-    pub report_endpoint: bool,
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -66,15 +56,17 @@ impl Config {
             return Err(UserError::BadTop);
         }
         let web = match &a.web_config {
-            Some(path) => Some(
-                crate::webconfig::load(path).map_err(|e| UserError::WebConfig {
-                    path: path.clone(),
-                    reason: e.0,
-                })?,
-            ),
+            Some(path) => {
+                Some(
+                    crate::serve::webconfig::load(path).map_err(|e| UserError::WebConfig {
+                        path: path.clone(),
+                        reason: e.0,
+                    })?,
+                )
+            }
             None => None,
         };
-        c.serve = Some(ServeOptions {
+        c.serve = Some(crate::serve::ServeOptions {
             listen: a.listen,
             top: a.top,
             web,

@@ -8,7 +8,7 @@ use sockleak_common::{
     socket::{ENDPOINT_ADDR_LEN, Endpoint, Origin},
 };
 
-use crate::{procfs, report::names};
+use crate::{host::procfs, model::names};
 
 proptest! {
     #[test]
@@ -23,14 +23,14 @@ proptest! {
         port in any::<u16>(),
     ) {
         let value = format!("{scheme}{user}:{pw}@{host}:{port}");
-        let shown = crate::redact::env_value("HTTPS_PROXY", &value);
+        let shown = crate::host::redact::env_value("HTTPS_PROXY", &value);
         // Exactly the host and port survive (a plain "does not contain" could be fooled by a
         // password that happens to be part of the host).
         prop_assert_eq!(&shown, &format!("{scheme}***@{host}:{port}"));
-        let masked_list = crate::redact::env_value("NO_PROXY", &format!("a,{value},b"));
+        let masked_list = crate::host::redact::env_value("NO_PROXY", &format!("a,{value},b"));
         prop_assert_eq!(masked_list, format!("a,{scheme}***@{host}:{port},b"));
         let expected_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        prop_assert_eq!(crate::redact::host_port(&shown), Some((expected_host, port)));
+        prop_assert_eq!(crate::host::redact::host_port(&shown), Some((expected_host, port)));
     }
 
     #[test]

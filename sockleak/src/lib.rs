@@ -1,50 +1,37 @@
 //! sockleak's userspace: loads the kernel programs, mirrors each traced process's live
 //! sockets from their events, and reports leak suspects and failed calls.
 
-pub mod basic_auth;
-pub mod batch;
-pub mod bpf;
-pub mod callsite;
-pub mod cgroup;
+// Layers, lowest first: a module uses only the layers above it in this list (the `layers`
+// unit test checks every `crate::` path). `error` is shared by all.
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod diagnose;
-pub mod elf;
 pub mod error;
-pub mod gohttp;
-pub mod gopclntab;
-pub mod javamap;
-pub mod kernel_offsets;
-pub mod launcher;
-pub mod limits;
-pub mod metrics;
-pub mod metrics_text;
-pub mod netns;
+pub mod host;
+pub mod kernel;
+pub mod model;
 pub mod output;
-pub mod perfmap;
-pub mod preflight;
-pub mod procfs;
-pub mod redact;
 pub mod report;
-pub mod runtimes;
 pub mod serve;
-pub mod sockdiag;
-pub mod stacks;
-pub mod tcp_ages;
-pub mod tls;
+pub mod symbols;
 pub mod trace;
 pub mod tracker;
-pub mod unwind;
-pub mod webconfig;
 
 #[cfg(test)]
 mod fuzz_props;
+#[cfg(test)]
+mod layers;
 
 /// Runs every parser of text sockleak does not control (/proc, /sys, mountinfo, cgroup files,
 /// tracefs formats) on `s`. Shared by the proptest properties and the cargo-fuzz target.
 #[doc(hidden)]
 pub fn exercise_parsers(s: &str) {
+    use crate::{
+        host::{cgroup, launcher, netns, procfs, redact},
+        kernel::{bpf, preflight},
+        symbols::{gohttp, gopclntab},
+    };
+
     let _ = procfs::parse_status(s);
     let _ = procfs::parse_fd_limit(s);
     let _ = procfs::parse_stat_start_time(s);

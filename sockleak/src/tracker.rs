@@ -65,7 +65,7 @@ pub enum Action {
     /// A call site not seen before: symbolize it while the process is alive.
     NewStack {
         tgid: u32,
-        site: crate::stacks::Site,
+        site: crate::symbols::stacks::Site,
     },
     /// The process exited; `collect`: the kernel could not hand over its sockets, so its LIVE
     /// entries made before `ts_ns` are to be collected (with [`Tracker::exit_leftovers`]).
@@ -104,7 +104,7 @@ impl Socket {
 pub struct Meta {
     pub comm: String,
     pub ns_pid: Option<u32>,
-    pub fd_limit: Option<crate::procfs::FdLimit>,
+    pub fd_limit: Option<crate::host::procfs::FdLimit>,
     pub open_fds: Option<u64>,
     pub start_time: Option<u64>,
     /// cgroup v2 path.
@@ -112,8 +112,8 @@ pub struct Meta {
     /// Network namespace inode (read once: processes rarely move).
     pub netns: Option<u64>,
     /// A Go HTTP client: whether its Transports are probed (see `gohttp`).
-    pub go_http: Option<crate::gohttp::Probe>,
-    pub runtime: Option<crate::runtimes::Runtime>,
+    pub go_http: Option<crate::symbols::gohttp::Probe>,
+    pub runtime: Option<crate::symbols::runtimes::Runtime>,
     /// `target::stack_mode` it was last given.
     pub stack_mode: u8,
 }
@@ -123,7 +123,7 @@ pub struct Meta {
 pub struct FailureKey {
     pub syscall: Syscall,
     pub errno: i64,
-    pub site: crate::stacks::Site,
+    pub site: crate::symbols::stacks::Site,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -606,7 +606,7 @@ impl Tracker {
                 let key = FailureKey {
                     syscall,
                     errno: ev.arg,
-                    site: crate::stacks::Site::of(&ev.record),
+                    site: crate::symbols::stacks::Site::of(&ev.record),
                 };
                 let p = self.process(tgid, ev.ts_ns);
                 let f = p.failures.entry(key).or_insert(FailureStats {
@@ -642,7 +642,7 @@ impl Tracker {
                 if ev.record.stack_id >= 0 {
                     actions.push(Action::NewStack {
                         tgid,
-                        site: crate::stacks::Site::of(&ev.record),
+                        site: crate::symbols::stacks::Site::of(&ev.record),
                     });
                 }
             }

@@ -19,7 +19,7 @@ struct TestCgroup {
 }
 
 fn cgroup2_root() -> PathBuf {
-    sockleak::cgroup::cgroup2_mount().expect("a cgroup2 hierarchy is mounted")
+    sockleak::host::cgroup::cgroup2_mount().expect("a cgroup2 hierarchy is mounted")
 }
 
 impl TestCgroup {
@@ -39,7 +39,7 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        for pid in sockleak::cgroup::pids_in(&self.dir) {
+        for pid in sockleak::host::cgroup::pids_in(&self.dir) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         sleep_ms(100);

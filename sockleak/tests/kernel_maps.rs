@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sockleak::bpf::{LoadOptions, Tracer};
+use sockleak::kernel::bpf::{LoadOptions, Tracer};
 use sockleak_common::{
     event::{Event, EventKind},
     target::state,
@@ -41,9 +41,9 @@ fn own_sockets_are_kept_and_counted_by_the_kernel() {
         .unwrap();
     let other_pid = other.id();
 
-    let tracefs = sockleak::preflight::ensure_tracefs().unwrap();
-    let btf = btf_rs::Btf::from_file(sockleak::preflight::BTF).unwrap();
-    let (offsets, missing) = sockleak::kernel_offsets::read(&btf);
+    let tracefs = sockleak::kernel::preflight::ensure_tracefs().unwrap();
+    let btf = btf_rs::Btf::from_file(sockleak::kernel::preflight::BTF).unwrap();
+    let (offsets, missing) = sockleak::kernel::offsets::read(&btf);
     assert!(missing.is_empty(), "{missing:?}");
     let mut t = Tracer::load(
         &LoadOptions {

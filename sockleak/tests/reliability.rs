@@ -226,7 +226,7 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         return;
     }
     let _g = serial();
-    use sockleak::bpf::{LoadOptions, PROBES, Tracer};
+    use sockleak::kernel::bpf::{LoadOptions, PROBES, Tracer};
     let opts = LoadOptions {
         trace_all: false,
         capture_stacks: true,
@@ -452,7 +452,7 @@ fn the_kernel_object_only_reads() {
     // Helpers that would change a traced process: probe_write_user, send_signal(_thread),
     // override_return. None may appear in the object.
     const WRITERS: [i32; 4] = [36, 58, 109, 117];
-    let obj = sockleak::bpf::object();
+    let obj = sockleak::kernel::bpf::object();
     if obj.is_empty() {
         assert!(
             std::env::var("CI").is_err(),

@@ -52,7 +52,18 @@ fn leak_round(w: &mut Workload, extra: &[&str]) -> (Value, usize) {
     w.cmd_no_reply("go").unwrap();
     w.expect("done");
     sleep_ms(1500);
-    let truth = proc_socket_fds(w.pid).len();
+    // Wait until the process's sockets stop changing: with --java-perfmap, sockleak's jcmd
+    // makes the JVM open its attach listener (and accept jcmd's connection), which on a loaded
+    // machine can finish after the leak did.
+    let mut truth = proc_socket_fds(w.pid).len();
+    for _ in 0..20 {
+        sleep_ms(500);
+        let now = proc_socket_fds(w.pid).len();
+        if now == truth {
+            break;
+        }
+        truth = now;
+    }
     (t.stop(), truth)
 }
 

@@ -149,13 +149,13 @@ fn one_run(
     let s0 = bpfstats::since(&before);
     let c0 = t
         .as_ref()
-        .and_then(|t| sockleak::procfs::cpu_seconds(t.pid));
+        .and_then(|t| sockleak::host::procfs::cpu_seconds(t.pid));
     w.go()?;
     let e2e_ns = w.result(Duration::from_secs(600))?;
     let s1 = bpfstats::since(&before);
     let c1 = t
         .as_ref()
-        .and_then(|t| sockleak::procfs::cpu_seconds(t.pid));
+        .and_then(|t| sockleak::host::procfs::cpu_seconds(t.pid));
     let mut stack_lost = f64::NAN;
     if let Some(t) = t {
         if matches!(tool, Tool::Sockleak(_)) {
@@ -202,7 +202,7 @@ struct BenchCgroup {
 
 impl BenchCgroup {
     fn new(pid: u32) -> Result<BenchCgroup> {
-        let root = sockleak::cgroup::cgroup2_mount().context("no cgroup2 mount")?;
+        let root = sockleak::host::cgroup::cgroup2_mount().context("no cgroup2 mount")?;
         let rel = format!("sockleak-bench-{}", std::process::id());
         let dir = root.join(&rel);
         std::fs::create_dir_all(&dir)?;
@@ -784,7 +784,7 @@ fn serve_cpu(sockleak: &Path, churn: &Path, port: &str) -> Result<(f64, f64)> {
         Command::new(sockleak).args(["serve", "--all", "--listen", SERVE_ADDR, "--log", "info"]),
         "serving",
     )?;
-    let c0 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c0 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let start = Instant::now();
     let mut last_scrape = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -797,7 +797,7 @@ fn serve_cpu(sockleak: &Path, churn: &Path, port: &str) -> Result<(f64, f64)> {
         }
     }
     let el = start.elapsed().as_secs_f64();
-    let c1 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c1 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let rss = rss_kib(t.pid).map_or(0.0, |r| r.0 as f64 / 1024.0);
     t.stop()?;
     Ok(((c1 - c0) / el, rss))
@@ -963,10 +963,10 @@ fn quiet_cpu(sockleak: &Path) -> Result<f64> {
         ]),
         "attached:",
     )?;
-    let c0 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c0 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
-    let c1 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c1 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let el = t0.elapsed().as_secs_f64();
     t.stop()?;
     Ok((c1 - c0) / el)
@@ -997,10 +997,10 @@ fn many_processes(sockleak: &Path, churn: &Path, n: usize) -> Result<(f64, f64)>
     )?;
     // Past start-up (seeding every process), then a steady 20 s.
     std::thread::sleep(Duration::from_secs(3));
-    let c0 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c0 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(20));
-    let c1 = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c1 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let el = t0.elapsed().as_secs_f64();
     let rss = rss_kib(t.pid).map_or(0.0, |r| r.1 as f64 / 1024.0);
     t.stop()?;

@@ -212,12 +212,12 @@ impl Drop for Tracer {
 
 /// VmRSS and VmHWM in KiB.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let get = |f| sockleak::procfs::status_bytes(pid, f).map(|b| b / 1024);
+    let get = |f| sockleak::host::procfs::status_bytes(pid, f).map(|b| b / 1024);
     Some((get("VmRSS")?, get("VmHWM")?))
 }
 
 pub fn socket_fds(pid: u32) -> usize {
-    sockleak::procfs::socket_fds(pid).map_or(0, |v| v.len())
+    sockleak::host::procfs::socket_fds(pid).map_or(0, |v| v.len())
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

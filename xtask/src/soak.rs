@@ -37,7 +37,7 @@ fn in_cgroup(dir: &std::path::Path, bin: &std::path::Path, args: &[String]) -> R
 pub fn soak(minutes: f64, rate: u64) -> Result<()> {
     let (sockleak, churn) = build_release(false)?;
     let root = workspace_root();
-    let cg = sockleak::cgroup::cgroup2_mount()
+    let cg = sockleak::host::cgroup::cgroup2_mount()
         .context("no cgroup2 hierarchy is mounted")?
         .join(format!("sockleak-soak-{}", std::process::id()));
     std::fs::create_dir_all(&cg)?;
@@ -105,7 +105,7 @@ pub fn soak(minutes: f64, rate: u64) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let cpu = sockleak::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let cpu = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
     let truth: Vec<usize> = holders.iter().map(|h| socket_fds(h.pid)).collect();
     drop(workers);
     t.stop()?;

@@ -2,7 +2,7 @@
 //! in the listen queue (seed incident 4): the loop burns a CPU and clients time out.
 
 use super::{Evidence, id};
-use crate::report::model::{Confidence, Diagnosis, ProcessReport};
+use crate::model::{Confidence, Diagnosis, ProcessReport};
 
 pub fn check(r: &ProcessReport, _ev: &Evidence) -> Vec<Diagnosis> {
     r.failures
@@ -52,7 +52,7 @@ pub fn check(r: &ProcessReport, _ev: &Evidence) -> Vec<Diagnosis> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{diagnose::fixture, report::model::Backlog};
+    use crate::{diagnose::fixture, model::Backlog};
 
     #[test]
     fn a_spinning_accept_with_a_queue() {

@@ -2,7 +2,7 @@
 //! end of the stream (or never read again) without closing its side (seed incident 4).
 
 use super::{Evidence, dur, id, plural};
-use crate::report::model::{Confidence, Diagnosis, ProcessReport};
+use crate::model::{Confidence, Diagnosis, ProcessReport};
 
 pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
     r.suspects

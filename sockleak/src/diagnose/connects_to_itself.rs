@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use super::{Evidence, id};
 use crate::{
-    redact,
-    report::model::{Confidence, Diagnosis, ProcessReport},
+    host::redact,
+    model::{Confidence, Diagnosis, ProcessReport},
 };
 
 /// Connects to itself below this many are a health check, not a loop.

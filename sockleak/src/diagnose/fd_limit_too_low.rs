@@ -5,8 +5,8 @@
 
 use super::{Evidence, dur, id};
 use crate::{
-    launcher::{Engine, Launcher},
-    report::model::{Confidence, Diagnosis, ProcessReport},
+    host::launcher::{Engine, Launcher},
+    model::{Confidence, Diagnosis, ProcessReport},
 };
 
 /// Soft limits at or under this are the classic trap (1024 under systemd and supervisord).
@@ -216,7 +216,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
 mod tests {
     use super::*;
     use crate::{
-        diagnose::fixture, launcher::Ancestor, procfs::FdLimit, report::model::FdLimitJson,
+        diagnose::fixture, host::launcher::Ancestor, host::procfs::FdLimit, model::FdLimitJson,
     };
 
     fn hitting(soft: u64, hard: u64) -> ProcessReport {

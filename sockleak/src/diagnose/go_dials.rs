@@ -4,8 +4,8 @@
 
 use super::{Evidence, SuspectFacts, dur, plural};
 use crate::{
-    gohttp::{DIAL_CONN, Probe},
-    report::model::{Confidence, ProcessReport, Suspect},
+    model::{Confidence, ProcessReport, Suspect},
+    symbols::gohttp::{DIAL_CONN, Probe},
 };
 
 /// A Transport keeps at most this many idle connections per host unless told otherwise

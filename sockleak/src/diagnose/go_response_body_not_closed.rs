@@ -7,7 +7,7 @@ use super::{
     go_dials::{Cause, verdicts},
     id,
 };
-use crate::report::model::{Diagnosis, ProcessReport};
+use crate::model::{Diagnosis, ProcessReport};
 
 pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
     verdicts(r, ev)
@@ -32,8 +32,8 @@ mod tests {
     use super::*;
     use crate::{
         diagnose::{SuspectFacts, fixture},
-        gohttp::{DIAL_CONN, Probe},
-        report::model::Confidence,
+        model::Confidence,
+        symbols::gohttp::{DIAL_CONN, Probe},
     };
 
     fn shared(owners: Vec<(u64, u64)>, unread: u64) -> (ProcessReport, Evidence) {

@@ -2,27 +2,30 @@
 //! it needs, and says what is wrong and what to change. A pattern the evidence does not
 //! support is not emitted; one whose check could not be made is `likely` and says why.
 //!
-//! The patterns are pure functions of ([`ProcessReport`], [`Evidence`]); `gather` reads what
-//! the evidence needs from /proc and the socket tables, and only when a pattern can use it.
+//! The patterns are pure functions of ([`ProcessReport`], [`Evidence`]). The evidence is built
+//! from the report builder's facts (`evidence`); what only the edge can read, and only some
+//! patterns want, it reads when [`wants`] says so.
 
 pub mod accept_emfile_spin;
 pub mod close_wait_not_closed;
 pub mod connects_to_itself;
+mod evidence;
 pub mod fd_limit_too_low;
-pub mod gather;
 mod go_dials;
 pub mod go_response_body_not_closed;
 pub mod go_transport_per_request;
 pub mod time_wait_churn;
+
+pub use evidence::{Wants, evidence, wants};
 
 use std::net::SocketAddr;
 
 use hashbrown::HashMap;
 
 use crate::{
-    gohttp::Probe,
-    launcher::Launcher,
-    report::model::{Diagnosis, ProcessReport},
+    host::launcher::Launcher,
+    model::{Diagnosis, ProcessReport},
+    symbols::gohttp::Probe,
 };
 
 /// Pattern ids, a public contract (docs/json-output.md).
@@ -124,14 +127,14 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 /// Seconds as a person says them ("45s", "12m", "3.5h"), as the text report writes them.
-pub(crate) use crate::report::text::duration_str as dur;
+pub(crate) use crate::model::names::duration_str as dur;
 
 #[cfg(test)]
 pub(crate) mod fixture {
     //! Reports and suspects for the patterns' unit tests.
     use std::collections::BTreeMap;
 
-    use crate::report::model::{Failure, FdLimitJson, ProcessReport, Remote, Suspect};
+    use crate::model::{Failure, FdLimitJson, ProcessReport, Remote, Suspect};
 
     pub fn process() -> ProcessReport {
         ProcessReport {

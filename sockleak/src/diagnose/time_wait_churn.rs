@@ -3,7 +3,7 @@
 //! with EADDRNOTAVAIL ("cannot assign requested address").
 
 use super::{Evidence, id};
-use crate::report::model::{Confidence, Diagnosis, ProcessReport};
+use crate::model::{Confidence, Diagnosis, ProcessReport};
 
 /// TIME_WAIT towards one destination above this share of the ephemeral range is churn.
 const SHARE: f64 = 0.2;

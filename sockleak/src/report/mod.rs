@@ -1,6 +1,16 @@
-//! Reports: the JSON contract, how it is built, and how text mode shows it.
+//! Reports: built from the tracker's state and the facts gathered for them by a pure function
+//! (`build`, in steps: the socket `walk`, `suspects`, `failures`, `limits`, `time_wait`), and
+//! shown as text. The model they fill is `crate::model`; the facts are gathered by the session
+//! (`trace::facts`).
 
 pub mod build;
-pub mod model;
-pub mod names;
+pub mod facts;
+pub mod failures;
+pub mod limits;
+pub mod suspects;
 pub mod text;
+pub mod time_wait;
+pub mod walk;
+
+#[cfg(test)]
+mod tests;

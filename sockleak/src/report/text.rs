@@ -2,10 +2,11 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::model::{
+use crate::model::{
     Confidence, Diagnosis, Failure, ProcessReport, Report, Snapshot, Suspect, TimeWait,
+    names::duration_str,
 };
-use crate::stacks::Frame;
+use crate::symbols::stacks::Frame;
 
 /// Frames printed per stack; JSON carries them all.
 const MAX_FRAMES: usize = 16;
@@ -15,17 +16,6 @@ fn limit_str(v: u64) -> String {
         "unlimited".into()
     } else {
         v.to_string()
-    }
-}
-
-/// Seconds as a person says them: "45s", "12m", "3.5h".
-pub fn duration_str(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0}s")
-    } else if s < 7200.0 {
-        format!("{:.0}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
     }
 }
 

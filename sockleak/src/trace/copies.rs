@@ -4,7 +4,7 @@
 use sockleak_common::stack::StackCopy;
 
 use super::Session;
-use crate::stacks::Site;
+use crate::symbols::stacks::Site;
 
 /// Unwound copies held before unreferenced ones are dropped.
 const PRUNE_ABOVE: usize = 4096;

@@ -8,8 +8,9 @@ use sockleak_common::{event::Event, stack::is_copy_id};
 use super::{Session, mono_ns};
 use crate::{
     cli::Format,
-    output, procfs,
-    report::{model::FailureLine, names},
+    host::procfs,
+    model::{FailureLine, names},
+    output,
     tracker::{Action, FailureKey},
 };
 
@@ -68,7 +69,7 @@ impl Session {
             Action::Insert { tgid, fd, record } => {
                 let ok = matches!(
                     self.tracer.insert_if_absent(tgid, fd, &record),
-                    crate::bpf::Insert::Inserted
+                    crate::kernel::bpf::Insert::Inserted
                 );
                 self.tracker.inserted(tgid, ok);
             }

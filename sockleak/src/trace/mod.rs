@@ -3,11 +3,12 @@
 //! The [`Session`] is a dispatcher: the event loop is here, and each job it dispatches lives in
 //! its own module (`seed`: copying sockets from /proc into the kernel map; `events`: applying
 //! the kernel's events; `sync`: reading the kernel's maps every interval; `refresh`: /proc
-//! facts per process; `reconcile`: the /proc safety net; `present`: snapshots, reports and
-//! answers to `serve`).
+//! facts per process; `reconcile`: the /proc safety net; `facts`: what a report reads from the host;
+//! `present`: snapshots, reports and answers to `serve`).
 
 mod copies;
 mod events;
+mod facts;
 mod present;
 mod reconcile;
 mod refresh;
@@ -28,8 +29,9 @@ use tokio::{
 };
 
 use crate::{
-    bpf::Tracer, cgroup, config::Config, error::UserError, kernel_offsets, preflight, procfs,
-    serve, stacks::Stacks, tcp_ages::StateAges, tracker::Tracker,
+    config::Config, error::UserError, host::cgroup, host::procfs, host::tcp_ages::StateAges,
+    kernel::bpf::Tracer, kernel::offsets, kernel::preflight, serve, symbols::stacks::Stacks,
+    tracker::Tracker,
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
@@ -69,11 +71,11 @@ pub struct Session {
     /// Kernel events decoded so far.
     events_seen: u64,
     /// Uprobes on traced Go HTTP clients.
-    go: crate::gohttp::GoProbes,
+    go: crate::symbols::gohttp::GoProbes,
     /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
     seeded: Vec<(u32, runtime::Setup)>,
     /// DWARF unwinding of stack copies.
-    unwinders: crate::unwind::Unwinders,
+    unwinders: crate::symbols::unwind::Unwinders,
     /// Unwound copies held after the last prune.
     copies_at_prune: usize,
     /// Processes switched to DWARF unwinding so far (the first few are logged at info).
@@ -114,7 +116,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
 fn load_offsets(cfg: &mut Config) -> Vec<String> {
     match btf_rs::Btf::from_file_with_backend(preflight::BTF, btf_rs::Backend::Mmap) {
         Ok(btf) => {
-            let (o, missing) = kernel_offsets::read(&btf);
+            let (o, missing) = offsets::read(&btf);
             cfg.load.offsets = o;
             missing
                 .into_iter()
@@ -187,9 +189,9 @@ impl Session {
             drawn_lines: 0,
             closed: false,
             events_seen: 0,
-            go: crate::gohttp::GoProbes::new(uprobes),
+            go: crate::symbols::gohttp::GoProbes::new(uprobes),
             seeded: Vec::new(),
-            unwinders: crate::unwind::Unwinders::default(),
+            unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
         };

@@ -10,28 +10,28 @@ use super::{Session, mono_ns};
 use crate::{
     cli::Format,
     error::UserError,
-    metrics::{self, SelfStats},
-    netns,
+    host::netns,
+    host::procfs,
+    host::sockdiag,
+    model::{Report, Snapshot},
     output::{self, Closed},
-    procfs,
     report::{
         build::{self, BuildCtx},
-        model::{Report, Snapshot},
         text,
     },
     serve,
-    sockdiag::{self, NetView},
-    stacks::{Site, Stacks},
+    serve::metrics::{self, SelfStats},
+    symbols::stacks::{Site, Stacks},
     tracker::Process,
 };
 
 /// The network namespaces (by inode) in use.
-struct Namespaces {
+pub(super) struct Namespaces {
     /// sockleak's own.
-    own: Option<u64>,
-    of_pid: HashMap<u32, u64>,
+    pub own: Option<u64>,
+    pub of_pid: HashMap<u32, u64>,
     /// Each namespace with a pid inside it (sockleak's own first).
-    with_pid: Vec<(u64, u32)>,
+    pub with_pid: Vec<(u64, u32)>,
 }
 
 /// Processes shown in text mode's live summary and report with `--all`.
@@ -120,7 +120,7 @@ impl Session {
     }
 
     /// Network namespaces of the traced processes (sockleak's own first), with a pid in each.
-    fn namespaces(&self) -> Namespaces {
+    pub(super) fn namespaces(&self) -> Namespaces {
         let own_ns = netns::netns_of(std::process::id());
         let mut pid_ns: HashMap<u32, u64> = HashMap::new();
         let mut view_pids: Vec<(u64, u32)> = own_ns
@@ -211,8 +211,8 @@ impl Session {
             + l[LossCause::ReceivedOverflow as usize]
     }
 
-    /// The report as of now: syncs with the kernel, symbolizes what is new and dumps the socket
-    /// tables of every traced network namespace.
+    /// The report as of now: syncs with the kernel, symbolizes what is new, gathers the facts
+    /// (socket tables of every traced network namespace, /proc) and builds.
     fn build_report(&mut self) -> Report {
         let now = mono_ns();
         self.sync(now);
@@ -222,92 +222,42 @@ impl Session {
         }
         self.poll_states(now);
         self.resolve_stacks();
-        let Namespaces {
-            own: own_ns,
-            of_pid: pid_ns,
-            with_pid: view_pids,
-        } = self.namespaces();
-        let mut views: HashMap<u64, NetView> = HashMap::new();
-        for (ns, pid) in view_pids {
-            match NetView::of(pid) {
-                Ok(v) => {
-                    views.insert(ns, v);
-                }
-                Err(e) => warn!("TCP states unavailable for pid {pid}'s network namespace: {e:#}"),
-            }
-        }
-        let ages = &self.ages;
-        let state_since = |cookie: u64, state: u8| ages.since(cookie, state);
-        let tracer = &self.tracer;
-        let sampled = |pid: u32, caller: u64| tracer.last_stack(pid, caller);
-        let mut connects: HashMap<u32, Vec<(std::net::SocketAddr, u64)>> = HashMap::new();
-        for (k, v) in tracer.dests() {
-            if let Some(a) = crate::diagnose::gather::dest_addr(&k) {
-                connects.entry(k.tgid).or_default().push((a, v.connects));
-            }
-        }
-        let ctx = BuildCtx {
-            stacks: &self.stacks,
-            views: &views,
-            netns: &pid_ns,
-            default_netns: own_ns,
-            state_since: &state_since,
-            sampled: &sampled,
-            now_ns: now,
-            start_ns: self.start_ns,
-            min_age_ns: self.cfg.min_age_ns,
-            min_count: self.cfg.min_count,
-            max_remotes: 10,
-            connects: &connects,
-        };
-        let mut processes: Vec<_> = self
+        let procs: Vec<&Process> = self
             .tracker
             .procs
             .values()
             .chain(self.tracker.exited.iter())
             .filter(|p| self.reportable(p))
-            .map(|p| build::process_report(p, &ctx))
             .collect();
-        build::rank(&mut processes);
-        // With --pid/--cgroup, TIME_WAIT only where the traced processes take part.
-        let tw_scope = if self.cfg.all {
-            build::TimeWaitScope::Host
-        } else {
-            let ns_of = |pid: u32| pid_ns.get(&pid).copied().or(own_ns);
-            let dests = connects
-                .iter()
-                .filter_map(|(pid, d)| Some((ns_of(*pid)?, d)))
-                .flat_map(|(ns, d)| d.iter().map(move |(a, _)| (ns, *a)))
-                .collect();
-            let ports = processes
-                .iter()
-                .filter_map(|p| Some((ns_of(p.pid)?, &p.listening)))
-                .flat_map(|(ns, l)| {
-                    l.iter().filter_map(move |a| {
-                        Some((ns, a.parse::<std::net::SocketAddr>().ok()?.port()))
-                    })
-                })
-                .collect();
-            build::TimeWaitScope::Traced { dests, ports }
+        let facts = self.gather_facts(&procs);
+        let ctx = BuildCtx {
+            stacks: &self.stacks,
+            ages: &self.ages,
+            now_ns: now,
+            start_ns: self.start_ns,
+            min_age_ns: self.cfg.min_age_ns,
+            min_count: self.cfg.min_count,
+            max_remotes: 10,
         };
+        let processes = procs
+            .iter()
+            .map(|p| {
+                let (r, mut ev) = build::process(p, &facts, &ctx);
+                self.read_wanted(p, &r, &mut ev);
+                build::diagnosed(r, &ev)
+            })
+            .collect();
         let lost = self.lost();
-        let lost_events = self.lost_events();
-        let unseen_opened = processes.iter().map(|p| p.unseen_opened).sum();
-        let unseen_closed = processes.iter().map(|p| p.unseen_closed).sum();
-        Report {
-            kind: "report",
+        let totals = build::Totals {
             duration_s: (now - self.start_ns) as f64 / 1e9,
-            lost_events,
             lost: LossCause::ALL
                 .iter()
                 .map(|c| (c.as_str(), lost[*c as usize]))
                 .collect(),
-            counts_are_lower_bounds: lost_events > 0,
-            unseen_opened,
-            unseen_closed,
-            time_wait: build::time_wait(&views, &tw_scope, 10),
-            processes,
-        }
+            lost_events: self.lost_events(),
+            all: self.cfg.all,
+        };
+        build::report(processes, &facts, totals)
     }
 
     pub(super) fn finish(&mut self) -> Result<()> {

@@ -12,8 +12,8 @@ use sockleak_common::socket::{Origin, SocketRecord};
 
 use super::{Session, mono_ns};
 use crate::{
-    bpf::Insert,
-    procfs,
+    host::procfs,
+    kernel::bpf::Insert,
     tracker::{self, Socket},
 };
 
@@ -150,7 +150,7 @@ impl Session {
             if self.tracer.forget(pid, fd, known.created_ns) {
                 warn!(
                     "pid {pid}: socket fd {fd} ({}) went away without sockleak seeing it closed; dropped",
-                    crate::report::names::kind_of(&known)
+                    crate::model::names::kind_of(&known)
                 );
                 self.tracker.vanished(pid, fd);
             }

@@ -6,7 +6,7 @@
 use hashbrown::HashMap;
 
 use super::Session;
-use crate::{cgroup, netns, procfs};
+use crate::{host::cgroup, host::netns, host::procfs};
 
 /// Processes refreshed per interval beyond those that changed.
 const ROTATE_PER_TICK: usize = 16;

@@ -9,9 +9,9 @@ use sockleak_common::target::{flag, stack_mode};
 use super::Session;
 use crate::{
     cli::StackMode,
-    gohttp::Probe,
-    runtimes::{self, Runtime},
-    stacks::{self, Site},
+    symbols::gohttp::Probe,
+    symbols::runtimes::{self, Runtime},
+    symbols::stacks::{self, Site},
 };
 
 /// DWARF switches logged at info level before the rest go to debug.

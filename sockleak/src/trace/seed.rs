@@ -9,7 +9,7 @@ use sockleak_common::{
 };
 
 use super::{Session, mono_ns};
-use crate::{bpf::Insert, procfs, tracker::Socket};
+use crate::{host::procfs, kernel::bpf::Insert, tracker::Socket};
 
 impl Session {
     /// Seeds a process's socket fds from /proc into LIVE and the mirror. `parent` is the

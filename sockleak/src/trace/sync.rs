@@ -6,7 +6,7 @@ use hashbrown::{HashMap, HashSet};
 use sockleak_common::{socket::SocketRecord, target::state};
 
 use super::Session;
-use crate::procfs;
+use crate::host::procfs;
 
 /// Work the kernel left to userspace (kernels without the fd-table offsets).
 #[derive(Debug, Default)]

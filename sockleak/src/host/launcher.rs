@@ -2,8 +2,8 @@
 //! from, and so where a higher one must be set. `detect` is pure; `of` reads /proc.
 
 use crate::{
-    cgroup,
-    procfs::{self, FdLimit},
+    host::cgroup,
+    host::procfs::{self, FdLimit},
 };
 
 /// A process above the one being judged.

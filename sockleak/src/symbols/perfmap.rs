@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
 
 use hashbrown::HashMap;
 
-use crate::procfs;
+use crate::host::procfs;
 
 /// One line: start address, size, name. Addresses and sizes are hex, with or without `0x`.
 pub fn parse_line(line: &str) -> Option<(u64, u64, &str)> {

@@ -146,7 +146,7 @@ impl GoTable {
         let (_, tab) = sections.section_by_name(endian, b".gopclntab")?;
         let bytes = tab.data(endian, data).ok()?.to_vec();
         Pclntab::parse(&bytes)?;
-        let loads = crate::elf::loads(header, endian, data)?;
+        let loads = crate::symbols::elf::loads(header, endian, data)?;
         Some(GoTable { data: bytes, loads })
     }
 

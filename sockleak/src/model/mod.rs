@@ -1,10 +1,14 @@
-//! The JSON output contract (docs/json-output.md). Field names are a public interface.
+//! The report's data model: the JSON output contract (docs/json-output.md), whose field names
+//! are a public interface, and how kernel values are named in it (`names`). Plain data: the
+//! report builder fills it, the diagnoses read it, text, JSON and metrics render it.
+
+pub mod names;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::stacks::Frame;
+use crate::symbols::stacks::Frame;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FdLimitJson {

@@ -13,7 +13,7 @@ use object::{
     read::elf::{FileHeader, SectionHeader, Sym},
 };
 
-use crate::{bpf::Tracer, gopclntab::Pclntab};
+use crate::{kernel::bpf::Tracer, symbols::gopclntab::Pclntab};
 
 /// The function whose receiver is the Transport a connection is dialed for.
 pub const DIAL_CONN: &str = "net/http.(*Transport).dialConn";

@@ -15,7 +15,7 @@ use object::{
 };
 use sockleak_common::stack::StackCopy;
 
-use crate::procfs;
+use crate::host::procfs;
 
 #[cfg(target_arch = "x86_64")]
 use framehop::x86_64::{CacheX86_64 as Cache, UnwindRegsX86_64, UnwinderX86_64 as ArchUnwinder};
@@ -55,7 +55,7 @@ impl Sections {
         let text_svma = sections
             .section_by_name(endian, b".text")
             .map(|(_, s)| s.sh_addr(endian)..s.sh_addr(endian) + s.sh_size(endian));
-        let loads = crate::elf::loads(header, endian, data)?;
+        let loads = crate::symbols::elf::loads(header, endian, data)?;
         Some(Sections {
             loads,
             text_svma,

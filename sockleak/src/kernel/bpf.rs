@@ -26,7 +26,7 @@ use sockleak_common::{
     },
 };
 
-use crate::{batch, error::UserError};
+use crate::{error::UserError, kernel::batch};
 
 /// The kernel object, embedded by build.rs (empty when built without bpf-linker).
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockleak.bpf.o"));
@@ -193,7 +193,7 @@ pub struct LoadOptions {
     pub stack_copy_ring_bytes: u32,
     /// Traced cgroup subtrees (at most MAX_CGROUPS).
     pub cgroups: Vec<CgroupTarget>,
-    /// Kernel struct offsets from BTF (see `kernel_offsets`).
+    /// Kernel struct offsets from BTF (see `kernel::offsets`).
     pub offsets: Offsets,
 }
 
@@ -623,10 +623,10 @@ fn calibrate(bpf: &mut Ebpf) -> Result<(Clock, ClockMaps)> {
     let clock = match prog
         .load()
         .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(crate::clock::test_run(prog.fd()?)?))
+        .and_then(|()| Ok(crate::kernel::clock::test_run(prog.fd()?)?))
         .and_then(|()| Ok(sample.get(&0, 0)?))
     {
-        Ok(s) => crate::clock::clock_from(s),
+        Ok(s) => crate::kernel::clock::clock_from(s),
         Err(e) => {
             log::debug!(
                 "clock calibration failed ({e:#}): sockets are stamped with the precise clock"

@@ -7,12 +7,18 @@ pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
 
-/// The named variables of a process's initial environment (nothing else is kept: the rest
-/// may hold secrets).
+/// The named variables of a process's initial environment, their values masked
+/// (`redact::env_value`): nothing else is kept, and no credential leaves this function.
 pub fn environ_vars(pid: u32, names: &[&str]) -> Vec<(String, String)> {
     fs::read(proc_path(pid, "environ"))
         .map(|b| parse_environ(&b, names))
         .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| {
+            let masked = super::redact::env_value(&n, &v);
+            (n, masked)
+        })
+        .collect()
 }
 
 pub fn parse_environ(bytes: &[u8], names: &[&str]) -> Vec<(String, String)> {

@@ -110,6 +110,27 @@ pub fn endpoint(ep: &Endpoint) -> Option<String> {
     }
 }
 
+/// Seconds as a person says them: "45s", "12m", "3.5h" (the text report and the diagnoses
+/// write durations alike).
+pub fn duration_str(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+/// A DESTS key (the kernel's per-destination connect counts) as an address.
+pub fn dest_addr(k: &sockleak_common::socket::DestKey) -> Option<std::net::SocketAddr> {
+    let mut ep = Endpoint::UNKNOWN;
+    ep.family = k.family;
+    ep.port = k.port;
+    ep.addr[..16].copy_from_slice(&k.addr);
+    socket_addr(&ep)
+}
+
 #[cfg(test)]
 mod tests {
     use sockleak_common::socket::ENDPOINT_ADDR_LEN;
@@ -159,5 +180,19 @@ mod tests {
         assert_eq!(errno_name(24), "EMFILE");
         assert_eq!(errno_name(99), "EADDRNOTAVAIL");
         assert_eq!(errno_name(4095), "E4095");
+    }
+
+    #[test]
+    fn dest_keys_are_addresses() {
+        let mut k = sockleak_common::socket::DestKey {
+            tgid: 1,
+            family: 2,
+            port: 80,
+            addr: [0; 16],
+        };
+        k.addr[..4].copy_from_slice(&[10, 0, 0, 7]);
+        assert_eq!(dest_addr(&k), Some("10.0.0.7:80".parse().unwrap()));
+        k.family = 1;
+        assert_eq!(dest_addr(&k), None);
     }
 }

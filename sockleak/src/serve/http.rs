@@ -14,7 +14,8 @@ use log::{info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    basic_auth::Auth, config::ServeOptions, error::UserError, metrics_text, tls::TlsListener,
+    error::UserError, serve::ServeOptions, serve::basic_auth::Auth, serve::metrics_text,
+    serve::tls::TlsListener,
 };
 
 /// What anyone who reaches an unprotected `serve` port can read, with and without /report.
@@ -114,7 +115,7 @@ pub fn router(
     if let Some(u) = users {
         data = data.layer(axum::middleware::from_fn_with_state(
             Auth::new(u),
-            crate::basic_auth::require,
+            crate::serve::basic_auth::require,
         ));
     }
     data.route("/healthz", get(|| async { "ok\n" }))

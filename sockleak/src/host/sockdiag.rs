@@ -352,10 +352,10 @@ pub struct NetView {
 impl NetView {
     /// Reads the network namespace `pid` lives in.
     pub fn of(pid: u32) -> Result<NetView> {
-        crate::netns::in_netns_of(pid, || -> Result<NetView> {
+        crate::host::netns::in_netns_of(pid, || -> Result<NetView> {
             Ok(NetView {
                 table: SocketTable::dump()?,
-                port_range: crate::netns::local_port_range(),
+                port_range: crate::host::netns::local_port_range(),
             })
         })?
     }

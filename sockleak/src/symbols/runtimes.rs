@@ -42,10 +42,10 @@ pub fn detect<'a>(exe: &str, mapped: impl IntoIterator<Item = &'a str>) -> Runti
 }
 
 pub fn of(pid: u32) -> Runtime {
-    let exe = std::fs::read_link(crate::procfs::proc_path(pid, "exe"))
+    let exe = std::fs::read_link(crate::host::procfs::proc_path(pid, "exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let maps = crate::procfs::maps(pid);
+    let maps = crate::host::procfs::maps(pid);
     detect(&exe, maps.iter().map(|m| m.path.as_str()))
 }
 

@@ -132,7 +132,7 @@ mod tests {
     /// The running kernel's BTF (every machine sockleak runs on has it; no privilege needed).
     #[test]
     fn offsets_of_the_running_kernel() {
-        let btf = Btf::from_file(crate::preflight::BTF).expect("kernel BTF is readable");
+        let btf = Btf::from_file(crate::kernel::preflight::BTF).expect("kernel BTF is readable");
         let (o, missing) = read(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         // Stable facts: the fdtable starts with max_fds; an upid's nr is its first field; the

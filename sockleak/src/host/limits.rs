@@ -1,6 +1,6 @@
 //! Interpreting fd usage and failures: pure functions the report and the diagnoses share.
 
-use crate::procfs::FdLimit;
+use crate::host::procfs::FdLimit;
 
 /// Fraction of the soft limit that earns a warning.
 pub const USAGE_WARNING: f64 = 0.8;

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{error::UserError, procfs};
+use crate::{error::UserError, host::procfs};
 
 /// A traced cgroup subtree, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,10 @@ use blazesym::{
 use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::{bpf::Tracer, gopclntab::GoTable, javamap::JavaPerfMaps, perfmap::PerfMaps, procfs};
+use crate::{
+    host::procfs, kernel::bpf::Tracer, symbols::gopclntab::GoTable, symbols::javamap::JavaPerfMaps,
+    symbols::perfmap::PerfMaps,
+};
 
 /// One symbolized frame. Unknown frames keep their address and, when known, their module.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,8 +230,8 @@ impl Stacks {
             .flatten()
             .any(|f| f.symbol.is_none() && f.module.is_none());
         if unnamed_jit
-            && crate::runtimes::detect("", maps.iter().map(|m| m.path.as_str()))
-                == crate::runtimes::Runtime::Jvm
+            && crate::symbols::runtimes::detect("", maps.iter().map(|m| m.path.as_str()))
+                == crate::symbols::runtimes::Runtime::Jvm
             && self.java.refresh(pid)
         {
             named = self.symbolize(pid, &maps, &stacks, &addrs);

@@ -1,44 +1,27 @@
-//! Reads the evidence the patterns need, at the edge: the process's connects (the kernel's
-//! DESTS map), its listeners and the TIME_WAIT sockets of its network namespace, and, only
-//! when a pattern can use them, its proxy variables and how it was started.
+//! The evidence the patterns read beyond the report: the process's connects (the kernel's
+//! DESTS map, in the facts), its listeners and the TIME_WAIT sockets of its network namespace.
+//! Pure: what only the edge can read (the environment, how the process was started) is added
+//! by the session, and only when [`wants`] says a pattern can use it.
 
 use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::HashMap;
-use sockleak_common::socket::{DestKey, Endpoint};
 
-use super::{Dest, Evidence, SuspectFacts, connects_to_itself::PROXY_VARS, fd_limit_too_low};
+use super::{Dest, Evidence, SuspectFacts, fd_limit_too_low};
 use crate::{
-    launcher, procfs, redact,
-    report::{model::ProcessReport, names},
-    sockdiag::NetView,
+    host::sockdiag::NetView,
+    model::{ProcessReport, names},
     tracker::Process,
 };
 
-/// A DESTS key as an address.
-pub fn dest_addr(k: &DestKey) -> Option<SocketAddr> {
-    let mut ep = Endpoint::UNKNOWN;
-    ep.family = k.family;
-    ep.port = k.port;
-    ep.addr[..16].copy_from_slice(&k.addr);
-    names::socket_addr(&ep)
-}
-
-/// What `build` learned while walking the process's sockets.
-pub struct Walked {
-    pub suspects: Vec<SuspectFacts>,
-    pub listeners: Vec<SocketAddr>,
-}
-
 pub fn evidence(
     p: &Process,
-    r: &ProcessReport,
-    walked: Walked,
+    suspects: Vec<SuspectFacts>,
+    listeners: Vec<SocketAddr>,
     view: Option<&NetView>,
     connects: &[(SocketAddr, u64)],
     min_age_s: f64,
 ) -> Evidence {
-    let alive = p.exited_ns.is_none();
     let mut live_to: HashMap<SocketAddr, u64> = HashMap::new();
     for s in p.sockets.values() {
         if let Some(a) = names::socket_addr(&s.record.remote) {
@@ -56,27 +39,12 @@ pub fn evidence(
     let self_dests: Vec<(Dest, SocketAddr)> = dests
         .iter()
         .filter_map(|d| {
-            let l = walked
-                .listeners
+            let l = listeners
                 .iter()
-                .find(|l| listens_for(l, &d.remote, &walked.listeners, view))?;
+                .find(|l| listens_for(l, &d.remote, &listeners, view))?;
             Some((d.clone(), *l))
         })
         .collect();
-    let proxy_env = if alive && !self_dests.is_empty() {
-        // Masked here, at the edge: the raw values go no further.
-        procfs::environ_vars(p.tgid, PROXY_VARS)
-            .into_iter()
-            .map(|(n, v)| {
-                let shown = redact::env_value(&n, &v);
-                (n, shown)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let launcher = (alive && fd_limit_too_low::limit_matters(r))
-        .then(|| launcher::of(p.tgid, p.meta.cgroup.as_deref()));
     let time_wait = view
         .map(|v| {
             dests
@@ -87,15 +55,32 @@ pub fn evidence(
         .unwrap_or_default();
     Evidence {
         min_age_s,
-        suspects: walked.suspects,
+        suspects,
         go: p.meta.go_http.clone(),
-        listeners: walked.listeners,
+        listeners,
         dests,
         self_dests,
-        proxy_env,
+        proxy_env: Vec::new(),
         time_wait,
         port_range: view.and_then(|v| v.port_range),
-        launcher,
+        launcher: None,
+    }
+}
+
+/// What the edge may read for the patterns (of a live process only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// Its proxy variables: it connects to one of its own listeners.
+    pub environment: bool,
+    /// How it was started: its fd limit is part of the problem.
+    pub launcher: bool,
+}
+
+pub fn wants(r: &ProcessReport, ev: &Evidence) -> Wants {
+    let alive = !r.exited;
+    Wants {
+        environment: alive && !ev.self_dests.is_empty(),
+        launcher: alive && fd_limit_too_low::limit_matters(r),
     }
 }
 
@@ -151,19 +136,5 @@ mod tests {
             &[any],
             None
         ));
-    }
-
-    #[test]
-    fn dest_keys_are_addresses() {
-        let mut k = DestKey {
-            tgid: 1,
-            family: 2,
-            port: 80,
-            addr: [0; 16],
-        };
-        k.addr[..4].copy_from_slice(&[10, 0, 0, 7]);
-        assert_eq!(dest_addr(&k), Some("10.0.0.7:80".parse().unwrap()));
-        k.family = 1;
-        assert_eq!(dest_addr(&k), None);
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use log::{debug, info};
 
-use crate::{bpf::TRACEFS, error::UserError};
+use crate::{error::UserError, kernel::bpf::TRACEFS};
 
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;

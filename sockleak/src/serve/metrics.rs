@@ -9,7 +9,7 @@ use prometheus_client::{
 };
 use std::sync::atomic::AtomicU64;
 
-use crate::report::model::{ProcessReport, Report};
+use crate::model::{ProcessReport, Report};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Proc {
@@ -275,7 +275,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::model::{Failure, FdLimitJson, Suspect};
+    use crate::model::{Failure, FdLimitJson, Suspect};
 
     fn proc_(pid: u32, live: u64) -> ProcessReport {
         ProcessReport {
@@ -301,13 +301,13 @@ mod tests {
             seconds_to_fd_limit: Some(100.0),
             fd_usage_ratio: Some(0.5),
             limit_advice: None,
-            diagnoses: vec![crate::report::model::Diagnosis {
+            diagnoses: vec![crate::model::Diagnosis {
                 pattern: "close-wait-not-closed",
                 summary: String::new(),
                 evidence: vec![],
                 fix: String::new(),
                 call_site: None,
-                confidence: crate::report::model::Confidence::Certain,
+                confidence: crate::model::Confidence::Certain,
             }],
             warnings: vec![],
             tcp_states: BTreeMap::from([("ESTABLISHED".to_string(), live)]),

@@ -8,7 +8,7 @@
 //! `JS:<tier><name> <file>:<line>:<col>`, CPython `py::<name>:<file>`, the JVM (jcmd
 //! Compiler.perfmap) `<type> <class>.<method>(<args>)`.
 
-use crate::stacks::Frame;
+use crate::symbols::stacks::Frame;
 
 /// A call site.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

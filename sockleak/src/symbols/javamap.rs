@@ -13,7 +13,7 @@ use std::{
 use hashbrown::HashMap;
 use log::{debug, warn};
 
-use crate::procfs;
+use crate::host::procfs;
 
 /// Code compiled since the last dump is named by the next one, no sooner than this.
 const MIN_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,0 +1,9 @@
+//! The kernel side, from userspace: loading the BPF object and talking to its maps (`bpf`, the
+//! only module that holds the programs), batched ring-buffer reads, the BPF clock, kernel
+//! offsets read from BTF and the start-up checks. Uses nothing of sockleak above `error`.
+
+pub mod batch;
+pub mod bpf;
+pub mod clock;
+pub mod offsets;
+pub mod preflight;

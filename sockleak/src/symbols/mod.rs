@@ -1,0 +1,14 @@
+//! From addresses to names: stack symbolization (blazesym), DWARF unwinding of stack copies,
+//! the runtimes' own symbol sources (JIT perf maps, Go's `.gopclntab`, the Go uprobe's binary
+//! inspection) and the runtime-aware call-site picker. Uses `kernel` (stack maps, uprobes) and
+//! `host` (/proc).
+
+pub mod callsite;
+pub mod elf;
+pub mod gohttp;
+pub mod gopclntab;
+pub mod javamap;
+pub mod perfmap;
+pub mod runtimes;
+pub mod stacks;
+pub mod unwind;
