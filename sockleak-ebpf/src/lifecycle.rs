@@ -104,6 +104,8 @@ fn exec_traced(ctx: TracePointContext) {
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Only reached through the gate, which found the process traced.
     let task = current();
+    // UNWIND TABLES: the old image's mappings are gone; userspace lists the new ones.
+    crate::unwind::forget(task.tgid);
     let mut handled = -1i64;
     if let Some(fdt) = FdTable::current() {
         let mut s = ExecScan {
@@ -201,6 +203,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         handed = u64::from(s.full == 0);
     }
     let _ = TARGETS.remove(task.tgid);
+    crate::unwind::forget(task.tgid);
     unmark(task.tgid);
     let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);
     send_full(

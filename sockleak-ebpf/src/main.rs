@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
+// Inline asm hides search bounds from the verifier (see unwind.rs).
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod args;
@@ -25,6 +27,7 @@ mod maps;
 mod open;
 mod received;
 mod stack;
+mod unwind;
 mod uring;
 
 #[cfg(not(test))]

@@ -3,9 +3,11 @@
 //! lookup); only a new one pays for the kernel's full capture into STACKS, and userspace hears
 //! of it (NewStack) to symbolize it while the process is alive.
 //!
-//! A process whose code has no frame pointers (`stack_mode::STACK_COPY`) gets a copy of the top
-//! of its user stack instead, which userspace unwinds with DWARF CFI: a chain of garbage frame
-//! pointers would name (and merge) call sites wrongly.
+//! A process whose code has no frame pointers gets its stack walked in the kernel with the
+//! binaries' compiled CFI (`stack_mode::TABLES`, see `unwind`), or a copy of the top of its
+//! user stack (`stack_mode::STACK_COPY`, and what the tables cannot walk), which userspace
+//! unwinds with DWARF CFI: a chain of garbage frame pointers would name (and merge) call sites
+//! wrongly.
 
 use aya_ebpf::{
     EbpfContext, bindings::BPF_F_USER_STACK, helpers::bpf_probe_read_user,
@@ -238,12 +240,27 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         };
         return;
     }
-    if mode == stack_mode::STACK_COPY {
+    // UNWIND TABLES: walked in the kernel with the binaries' CFI (unwind.rs); what the tables
+    // cannot walk is copied below, and userspace hears where the walk stopped.
+    let mut stop = None;
+    if mode == stack_mode::TABLES {
+        match crate::unwind::capture(regs, task, rec) {
+            Ok(()) => {
+                remember_sampled(sample, task, rec);
+                return;
+            }
+            Err(s) => stop = Some(s),
+        }
+    }
+    if mode == stack_mode::STACK_COPY || mode == stack_mode::TABLES {
         rec.caller = match regs.caller_in_register() {
             Some(c) => c,
             None => regs.caller(),
         };
         rec.stack_id = copy_stack(regs, task);
+        if let Some(s) = stop {
+            crate::unwind::report_stop(ctx, task, s, rec.stack_id);
+        }
         remember_sampled(sample, task, rec);
         return;
     }

@@ -347,6 +347,9 @@ pub struct Tracker {
     pub dropped_exited: Vec<u32>,
     /// The current LIVE pass (never 0 once one began).
     pass: u32,
+    /// Sockets the kernel counted as opened, over every process ever traced (exited and
+    /// dropped ones included), as of the latest counters and exits.
+    pub opened_total: u64,
 }
 
 impl Tracker {
@@ -428,6 +431,7 @@ impl Tracker {
     /// The kernel's counters for a live process.
     pub fn set_counters(&mut self, tgid: u32, t: Target) {
         if let Some(p) = self.procs.get_mut(&tgid) {
+            self.opened_total += t.opened.saturating_sub(p.counts.kernel.opened);
             p.counts.kernel = t;
         }
     }
@@ -589,6 +593,7 @@ impl Tracker {
                         .map_or(tgid, |s| s.stack_pid);
                     p.sockets.insert(fd, Socket::new(rec, stack_pid));
                 }
+                self.opened_total += (ev.arg as u64).saturating_sub(p.counts.kernel.opened);
                 p.counts.kernel.opened = ev.arg as u64;
                 p.counts.kernel.direct_opened = (ev.arg3 >> 32) as u32;
                 p.counts.kernel.direct_closed = ev.arg3 as u32;
@@ -638,6 +643,8 @@ impl Tracker {
                 f.recent.push_back(ev.ts_ns);
                 actions.push(Action::FailureSeen { tgid, key });
             }
+            // Where a kernel table walk stopped: the session's unwinder's business.
+            EventKind::UnwindStop => {}
             EventKind::NewStack => {
                 if ev.record.stack_id >= 0 {
                     actions.push(Action::NewStack {

@@ -29,10 +29,11 @@ pub fn build_ebpf(release: bool) -> Result<()> {
         c.arg("--release");
     }
     // BTF (func_info for bpf_loop callbacks) comes from debug info, which every crate of the
-    // object needs, the build-std ones included (memcpy and friends).
+    // object needs, the build-std ones included (memcpy and friends). Global BPF functions
+    // (verified once, on their own) must stay exported through the link.
     c.env(
         "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-        "-C debuginfo=2 -C link-arg=--btf",
+        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_row",
     );
     run(&mut c)
 }

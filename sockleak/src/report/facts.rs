@@ -32,6 +32,8 @@ pub struct Facts {
     pub comms: HashMap<u32, String>,
     /// The host's file handles (allocated, max), read when a process failed with ENFILE.
     pub host_files: Option<(u64, u64)>,
+    /// Per process: stacks the kernel's table walk handed over to copies, by reason and place.
+    pub stack_fallbacks: HashMap<u32, Vec<crate::model::StackFallback>>,
 }
 
 /// What /proc says of one live process's sockets.

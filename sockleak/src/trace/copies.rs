@@ -48,9 +48,10 @@ impl Session {
         self.tracer.stack_copies = Some(ring);
     }
 
-    /// Drops unwound copies no socket or failure refers to any more.
+    /// Drops unwound copies no socket or failure refers to any more, and walked stacks of
+    /// processes gone that nothing refers to (the kernel forgets them too).
     pub(super) fn prune_copies(&mut self) {
-        if self.stacks.copies() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
+        if self.stacks.copies() + self.stacks.walked() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
             return;
         }
         let used: hashbrown::HashSet<i32> = self
@@ -64,9 +65,16 @@ impl Session {
                     .map(|s| s.record.stack_id)
                     .chain(p.failures.keys().map(|k| k.site.stack_id))
             })
-            .filter(|id| sockleak_common::stack::is_copy_id(*id))
+            .filter(|id| *id >= sockleak_common::unwind::WALK_ID_BASE)
             .collect();
         self.stacks.prune_copies(&used);
-        self.copies_at_prune = self.stacks.copies();
+        let procs = &self.tracker.procs;
+        for (pid, hash) in self
+            .stacks
+            .prune_walked(&used, |pid| procs.contains_key(&pid))
+        {
+            self.tracer.forget_stack(pid, hash);
+        }
+        self.copies_at_prune = self.stacks.copies() + self.stacks.walked();
     }
 }

@@ -3,7 +3,11 @@
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
-use sockleak_common::{event::Event, stack::is_copy_id};
+use sockleak_common::{
+    event::{Event, EventKind},
+    stack::is_copy_id,
+    unwind::WalkedStack,
+};
 
 use super::{Session, mono_ns};
 use crate::{
@@ -25,7 +29,19 @@ impl Session {
         self.drain_copies();
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {
-            match Event::decode(&item) {
+            // A stack the kernel walked with its unwind tables comes with its frames.
+            let decoded = match WalkedStack::decode(&item) {
+                Some(w) => {
+                    let ev = self.walked_stack(&w);
+                    Ok((ev, EventKind::NewStack))
+                }
+                None => Event::decode(&item),
+            };
+            match decoded {
+                Ok((ev, EventKind::UnwindStop)) => {
+                    self.events_seen += 1;
+                    self.unwind_stop(&ev);
+                }
                 Ok((mut ev, kind)) => {
                     self.events_seen += 1;
                     // Failures are grouped by call site: copies of one stack are one site.
@@ -49,6 +65,7 @@ impl Session {
             }
             for pid in std::mem::take(&mut self.tracker.dropped_exited) {
                 self.stacks.forget_pid(pid);
+                self.forget_stops(pid);
             }
         }
         self.activate_seeded();

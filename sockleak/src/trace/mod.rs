@@ -9,12 +9,14 @@
 mod copies;
 mod events;
 mod facts;
+mod own_cost;
 mod present;
 mod reconcile;
 mod refresh;
 mod runtime;
 mod seed;
 mod sync;
+mod tables;
 
 use std::{path::Path, time::Duration};
 
@@ -80,6 +82,14 @@ pub struct Session {
     copies_at_prune: usize,
     /// Processes switched to DWARF unwinding so far (the first few are logged at info).
     dwarf_switches: usize,
+    /// Kernel unwind tables; None when off (`--unwind-table-mib 0`).
+    tables: Option<crate::symbols::unwind_tables::UnwindTables>,
+    /// Where kernel table walks stopped short, per process.
+    unwind_stops: HashMap<u32, tables::Stops>,
+    /// Lasting stopping places logged so far.
+    lasting_stops: usize,
+    /// sockleak's own cost (BPF time per socket).
+    own: own_cost::OwnCostMeter,
 }
 
 struct Signals {
@@ -175,6 +185,17 @@ impl Session {
         let start_ns = mono_ns();
         let uprobes = cfg.uprobes;
         let java_perfmap = cfg.java_perfmap;
+        let tables = tracer
+            .unwind
+            .take()
+            .map(crate::symbols::unwind_tables::UnwindTables::new);
+        let own = own_cost::OwnCostMeter::new(
+            start_ns,
+            own_cost::Reading {
+                bpf_ns: tracer.run_time().0,
+                sockets: 0,
+            },
+        );
         let mut s = Session {
             cfg,
             tracer,
@@ -194,6 +215,10 @@ impl Session {
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
+            tables,
+            unwind_stops: HashMap::new(),
+            lasting_stops: 0,
+            own,
         };
         let mut alive = 0;
         for pid in initial {
@@ -271,7 +296,11 @@ impl Session {
                         self.closed = true;
                     }
                 }
-                _ = drain.tick() => self.drain(events.get_mut()),
+                _ = drain.tick() => {
+                    self.drain(events.get_mut());
+                    self.tables_work();
+                    self.own_cost_poll();
+                }
                 Some(req) = requests.recv() => {
                     self.drain(events.get_mut());
                     self.answer(req);

@@ -1,7 +1,8 @@
 //! What each process's runtime needs, decided when it becomes traced or execs and undone when
 //! it exits: the Go HTTP uprobe (kernel flag GO_HTTP), and how its stacks are taken (frame
-//! pointers, or stack copies unwound with DWARF for code built without them). The kernel learns
-//! both through CONTROL.
+//! pointers; for code built without them, a walk in the kernel with its compiled DWARF CFI, or
+//! stack copies unwound in userspace when the tables are off). The kernel learns both through
+//! CONTROL.
 
 use log::{debug, info};
 use sockleak_common::target::{flag, stack_mode};
@@ -42,7 +43,10 @@ impl Session {
             _ => 0,
         };
         let runtime = runtimes::of(pid);
-        let mode = initial_stack_mode(self.cfg.stack_mode, runtime);
+        let mut mode = initial_stack_mode(self.cfg.stack_mode, runtime);
+        if mode == stack_mode::STACK_COPY {
+            mode = self.dwarf_mode(pid, &[]);
+        }
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
             p.meta.go_http = probe;
             p.meta.runtime = Some(runtime);
@@ -56,14 +60,18 @@ impl Session {
 
     /// A running process's binary changed or was found late: re-check and tell the kernel.
     pub(super) fn recheck_runtime(&mut self, pid: u32) {
+        // A new image: its mappings and frame pointers are decided again.
+        if let Some(t) = self.tables.as_mut() {
+            t.forget(pid);
+        }
         let s = self.runtime_setup(pid);
         self.tracer
             .control_all(pid, None, Some(s.stack_mode), Some(s.flags));
     }
 
     /// With `--stack-mode auto`: a process whose first frame-pointer stack stops short of its
-    /// thread's start lacks frame pointers somewhere; its next stacks are copied and unwound
-    /// with DWARF instead.
+    /// thread's start lacks frame pointers somewhere; its next stacks are unwound with DWARF
+    /// instead (in the kernel with its tables, else from copies).
     pub(super) fn check_unwinding(&mut self, pid: u32, site: Site) {
         if self.cfg.stack_mode != StackMode::Auto {
             return;
@@ -71,7 +79,7 @@ impl Session {
         let Some(p) = self.tracker.procs.get(&pid) else {
             return;
         };
-        if p.meta.stack_mode == stack_mode::STACK_COPY {
+        if p.meta.stack_mode != stack_mode::FRAME_POINTERS {
             return;
         }
         let frames = self.stacks.frames(pid, site);
@@ -84,7 +92,7 @@ impl Session {
             .unwrap_or_default();
         // With --all a host has dozens of such processes: name the first few, then go quiet.
         let line = format!(
-            "pid {pid} ({}): its stack stops at {last}, frame pointers are missing there: unwinding copies of its stacks with DWARF from now on",
+            "pid {pid} ({}): its stack stops at {last}, frame pointers are missing there: unwinding its stacks with DWARF from now on",
             p.meta.comm
         );
         self.dwarf_switches += 1;
@@ -95,16 +103,20 @@ impl Session {
             }
             _ => debug!("{line}"),
         }
+        let hints: Vec<u64> = frames.iter().map(|f| f.addr).collect();
+        let mode = self.dwarf_mode(pid, &hints);
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
-            p.meta.stack_mode = stack_mode::STACK_COPY;
+            p.meta.stack_mode = mode;
         }
-        self.tracer
-            .control_all(pid, None, Some(stack_mode::STACK_COPY), None);
+        self.tracer.control_all(pid, None, Some(mode), None);
     }
 
     pub(super) fn forget_runtime(&mut self, pid: u32) {
         self.go.forget(pid);
         self.unwinders.forget(pid);
+        if let Some(t) = self.tables.as_mut() {
+            t.forget(pid);
+        }
         self.stacks.forget_runtime(pid);
     }
 }
