@@ -30,10 +30,6 @@ pub enum EventKind {
     /// The first socket of a process at a call site not seen before: `record.stack_id` and
     /// `record.caller` name it, for userspace to symbolize while the process is alive.
     NewStack = 11,
-    /// A table walk (`target::stack_mode::TABLES`) stopped short and the socket's stack was
-    /// copied instead: `arg` the `unwind::walk_status`, `arg2` the pc it stopped at, `arg3`
-    /// the frames walked before it; `record.stack_id` the copy.
-    UnwindStop = 12,
 }
 
 impl EventKind {
@@ -48,7 +44,6 @@ impl EventKind {
             9 => EventKind::Failure,
             10 => EventKind::ExitSocket,
             11 => EventKind::NewStack,
-            12 => EventKind::UnwindStop,
             _ => return None,
         })
     }

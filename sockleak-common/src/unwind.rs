@@ -2,8 +2,8 @@
 //! file's CFI (`.eh_frame`, `.debug_frame`) into sorted 8-byte rows, places them once in the
 //! UNWIND_ROWS array however many processes map the file, and gives each process the list of
 //! its executable mappings (UNWIND_PROCS). The kernel walks a socket's user stack with them;
-//! what the rows cannot walk falls back to a stack copy (`crate::stack`), and the kernel says
-//! where it stopped (`event::EventKind::UnwindStop`) so userspace can build what was missing.
+//! what the rows cannot walk falls back to a stack copy (`crate::stack`), which says where the
+//! walk stopped (`StackCopy::walk_status`) so userspace can build what was missing.
 
 use crate::event::Event;
 

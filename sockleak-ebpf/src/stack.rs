@@ -161,6 +161,9 @@ fn copy_stack(regs: &Regs, task: Task) -> i32 {
     let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
     let seq = ((cpu & 0xff) << 22) | (tick(2) & 0x3f_ffff);
     let id = COPY_ID_BASE | seq as i32;
+    // UNWIND TABLES: where a kernel walk stopped short, when this copy stands in for it
+    // (taken first: a copy that cannot be made leaves nothing behind for the next one).
+    let (walk_status, walk_frames, walk_stop) = crate::unwind::take_stop();
     let Some(mut entry) = STACK_COPIES.reserve::<StackCopy>(0) else {
         count_loss(LossCause::StackLost);
         return NO_STACK;
@@ -168,6 +171,9 @@ fn copy_stack(regs: &Regs, task: Task) -> i32 {
     let c = entry.as_mut_ptr();
     let sp = regs.sp();
     unsafe {
+        (*c).walk_status = walk_status;
+        (*c).walk_frames = walk_frames;
+        (*c).walk_stop = walk_stop;
         (*c).tgid = task.tgid;
         (*c).tid = task.tid;
         (*c).id = id;
@@ -241,16 +247,10 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         return;
     }
     // UNWIND TABLES: walked in the kernel with the binaries' CFI (unwind.rs); what the tables
-    // cannot walk is copied below, and userspace hears where the walk stopped.
-    let mut stop = None;
-    if mode == stack_mode::TABLES {
-        match crate::unwind::capture(regs, task, rec) {
-            Ok(()) => {
-                remember_sampled(sample, task, rec);
-                return;
-            }
-            Err(s) => stop = Some(s),
-        }
+    // cannot walk is copied below, the copy saying where the walk stopped.
+    if mode == stack_mode::TABLES && crate::unwind::capture(regs, task, rec).is_ok() {
+        remember_sampled(sample, task, rec);
+        return;
     }
     if mode == stack_mode::STACK_COPY || mode == stack_mode::TABLES {
         rec.caller = match regs.caller_in_register() {
@@ -258,9 +258,6 @@ pub fn capture<C: EbpfContext + StackIdContext>(
             None => regs.caller(),
         };
         rec.stack_id = copy_stack(regs, task);
-        if let Some(s) = stop {
-            crate::unwind::report_stop(ctx, task, s, rec.stack_id);
-        }
         remember_sampled(sample, task, rec);
         return;
     }

@@ -13,7 +13,6 @@
 //! stack for userspace instead (`stack.rs`), which also builds what was missing.
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::generated::{bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_user},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -31,7 +30,6 @@ use sockleak_common::{
 use crate::{
     args::Regs,
     clock::now,
-    emit::Header,
     filter::Task,
     maps::{EVENTS, STACK_CACHE, count_loss, wakeup_bytes},
 };
@@ -63,6 +61,11 @@ static UNWIND_SCRATCH: PerCpuArray<WalkedStack> = PerCpuArray::with_max_entries(
 /// Per-CPU window of user stack memory (its own: the frame-pointer walk has another).
 #[map]
 static UNWIND_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU: where the last walk stopped short ([status | frames << 32, pc]), for the copy that
+/// stands in for it (`take_stop`).
+#[map]
+static UNWIND_STOP: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters (`unwind::counter`), and [ID_SEQ] the sequence walk ids are made from.
 #[map]
@@ -358,15 +361,18 @@ unsafe extern "C" fn step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// where and why it stopped short (the caller copies the stack instead).
 #[inline(always)]
 pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> Result<(), Stop> {
+    // No mappings (yet): a new image since exec, not listed by userspace so far.
     let no_proc = Stop {
-        status: walk_status::NO_MAPPING,
+        status: walk_status::NO_TABLE,
         frames: 0,
         pc: regs.ip(),
     };
     let Some(p) = UNWIND_PROCS.get_ptr(task.tgid) else {
+        note_stop(no_proc);
         return Err(no_proc);
     };
     let Some(out) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+        note_stop(no_proc);
         return Err(no_proc);
     };
     let mut w = Walk {
@@ -395,11 +401,13 @@ pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> Result<(), St
     bump(counter::FRAMES, w.n as u64);
     if !walk_status::walked(w.status) {
         bump(counter::FALLBACK, 1);
-        return Err(Stop {
+        let stop = Stop {
             status: w.status,
             frames: w.n,
             pc: w.stop_pc,
-        });
+        };
+        note_stop(stop);
+        return Err(stop);
     }
     bump(counter::WALKED, 1);
     let o = unsafe { &mut *out };
@@ -465,19 +473,26 @@ fn announce(task: Task, o: &mut WalkedStack, w: &Walk, caller: u64) -> i32 {
     id
 }
 
-/// Tells userspace a walk stopped short and the stack was copied instead (`copy` its id).
 #[inline(always)]
-pub fn report_stop<C: EbpfContext>(ctx: &C, task: Task, stop: Stop, copy: i32) {
-    let mut r = SocketRecord::EMPTY;
-    r.stack_id = copy;
-    r.tid = task.tid;
-    let h = Header {
-        kind: EventKind::UnwindStop,
-        syscall: Syscall::None,
-        fd: -1,
-        arg: stop.status as i64,
-    };
-    crate::emit::send_full(ctx, task, h, 0, stop.pc, stop.frames as u64, &r);
+fn note_stop(s: Stop) {
+    if let Some(v) = UNWIND_STOP.get_ptr_mut(0) {
+        unsafe { *v = [s.status as u64 | (s.frames as u64) << 32, s.pc] };
+    }
+}
+
+/// Where the last walk on this CPU stopped short, cleared as it is taken: (status, frames,
+/// pc), zeros when no walk stopped (a copy of a STACK_COPY process). The copy that stands in
+/// for a walk takes it in the same program run.
+#[inline(always)]
+pub fn take_stop() -> (u32, u32, u64) {
+    match UNWIND_STOP.get_ptr_mut(0) {
+        Some(v) => unsafe {
+            let [a, pc] = *v;
+            *v = [0, 0];
+            (a as u32, (a >> 32) as u32, pc)
+        },
+        None => (0, 0, 0),
+    }
 }
 
 /// Drops a process's mappings (exec, exit): a walk finds none and copies until userspace has

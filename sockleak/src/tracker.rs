@@ -643,8 +643,6 @@ impl Tracker {
                 f.recent.push_back(ev.ts_ns);
                 actions.push(Action::FailureSeen { tgid, key });
             }
-            // Where a kernel table walk stopped: the session's unwinder's business.
-            EventKind::UnwindStop => {}
             EventKind::NewStack => {
                 if ev.record.stack_id >= 0 {
                     actions.push(Action::NewStack {

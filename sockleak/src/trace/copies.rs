@@ -24,6 +24,9 @@ impl Session {
             // SAFETY: a whole, aligned StackCopy (plain data, any bit pattern valid) written by
             // the kernel program; it lives as long as `item`.
             let c = unsafe { &*item.as_ptr().cast::<StackCopy>() };
+            if c.walk_status != 0 {
+                self.unwind_stop(c.tgid, c.walk_status, c.walk_stop);
+            }
             let ips = self.unwinders.unwind(c);
             let fresh = !self.stacks.has_copy(c.id);
             self.stacks.add_copy(c.tgid, c.id, ips);

@@ -38,10 +38,6 @@ impl Session {
                 None => Event::decode(&item),
             };
             match decoded {
-                Ok((ev, EventKind::UnwindStop)) => {
-                    self.events_seen += 1;
-                    self.unwind_stop(&ev);
-                }
                 Ok((mut ev, kind)) => {
                     self.events_seen += 1;
                     // Failures are grouped by call site: copies of one stack are one site.

@@ -90,10 +90,22 @@ impl Session {
             .last()
             .map(|f| f.symbol.clone().unwrap_or_else(|| format!("{:#x}", f.addr)))
             .unwrap_or_default();
+        let comm = p.meta.comm.clone();
+        // Switched before it is said: a socket made after the line is unwound with DWARF.
+        let hints: Vec<u64> = frames.iter().map(|f| f.addr).collect();
+        let mode = self.dwarf_mode(pid, &hints);
+        if let Some(p) = self.tracker.procs.get_mut(&pid) {
+            p.meta.stack_mode = mode;
+        }
+        self.tracer.control_all(pid, None, Some(mode), None);
+        let how = if mode == stack_mode::TABLES {
+            "in the kernel, with its binaries' unwind tables"
+        } else {
+            "from stack copies"
+        };
         // With --all a host has dozens of such processes: name the first few, then go quiet.
         let line = format!(
-            "pid {pid} ({}): its stack stops at {last}, frame pointers are missing there: unwinding its stacks with DWARF from now on",
-            p.meta.comm
+            "pid {pid} ({comm}): its stack stops at {last}, frame pointers are missing there: unwinding its stacks with DWARF from now on ({how})"
         );
         self.dwarf_switches += 1;
         match self.dwarf_switches {
@@ -103,12 +115,6 @@ impl Session {
             }
             _ => debug!("{line}"),
         }
-        let hints: Vec<u64> = frames.iter().map(|f| f.addr).collect();
-        let mode = self.dwarf_mode(pid, &hints);
-        if let Some(p) = self.tracker.procs.get_mut(&pid) {
-            p.meta.stack_mode = mode;
-        }
-        self.tracer.control_all(pid, None, Some(mode), None);
     }
 
     pub(super) fn forget_runtime(&mut self, pid: u32) {

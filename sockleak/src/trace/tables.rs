@@ -1,12 +1,12 @@
 //! The session's side of kernel unwinding (`symbols::unwind_tables`): which processes get
 //! their stacks walked in the kernel, the frames of the stacks it walked (they come with the
-//! event that announces them), where walks stopped short and fell back to copies (for the
-//! tables to build what was missing, and for the report to say so).
+//! event that announces them), where walks stopped short and fell back to copies (each copy
+//! says so: for the tables to build what was missing, and for the report to say where).
 
 use hashbrown::HashMap;
 use log::info;
 use sockleak_common::{
-    event::{Event, EventKind},
+    event::Event,
     target::stack_mode,
     unwind::{WalkedStack, walk_status},
 };
@@ -47,14 +47,17 @@ impl Session {
             self.stacks
                 .add_walked(ev.tgid, ev.record.stack_id, w.hash, w.frames().to_vec());
         }
+        // New stacks are rare: a moment to notice libraries loaded or unloaded since.
+        if let Some(t) = self.tables.as_mut() {
+            t.check_maps(ev.tgid);
+        }
         ev
     }
 
-    /// A walk stopped short (an `UnwindStop` event): the tables build what it lacked, and the
-    /// process's report will say where its stacks were copied instead.
-    pub(super) fn unwind_stop(&mut self, ev: &Event) {
-        debug_assert_eq!(ev.kind, EventKind::UnwindStop as u8);
-        let (pid, status, pc) = (ev.tgid, ev.arg as u32, ev.arg2);
+    /// A walk stopped short at `pc` for `status` and the stack was copied instead (the copy
+    /// says so): the tables build what it lacked, and the process's report will say where its
+    /// stacks were copied.
+    pub(super) fn unwind_stop(&mut self, pid: u32, status: u32, pc: u64) {
         if let Some(t) = self.tables.as_mut() {
             t.stopped(pid, status, pc);
         }
@@ -62,11 +65,21 @@ impl Session {
         let at = match stops.names.get(&pc) {
             Some(n) => n.clone(),
             None if stops.names.len() >= MAX_PLACES => "(other places)".into(),
+            // A file whose table is being built: its module is enough.
+            None if status == walk_status::NO_TABLE => {
+                let maps = crate::host::procfs::maps(pid);
+                let n = crate::host::procfs::module_of(&maps, pc)
+                    .unwrap_or("a new image, not listed yet")
+                    .to_string();
+                let stops = self.unwind_stops.entry(pid).or_default();
+                stops.names.insert(pc, n.clone());
+                n
+            }
             None => {
                 let n = self.stacks.name_addr(pid, pc);
                 let stops = self.unwind_stops.entry(pid).or_default();
                 stops.names.insert(pc, n.clone());
-                if status != walk_status::NO_TABLE {
+                {
                     self.lasting_stops += 1;
                     let comm = self
                         .tracker

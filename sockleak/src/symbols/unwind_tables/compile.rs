@@ -171,7 +171,7 @@ pub fn plt_expression(b: &[u8]) -> Option<UnwindRow> {
     if b.len() == 11
         && b[0] == 0x77
         && b[1] < 0x40
-        && b[1] % 8 == 0
+        && b[1].is_multiple_of(8)
         && b[2..6] == [0x80, 0x00, 0x3f, 0x1a]
         && (0x30..0x50).contains(&b[6])
         && b[7..] == [0x2a, 0x33, 0x24, 0x22]

@@ -82,6 +82,23 @@ struct ProcMap {
 struct ProcEntry {
     maps: Vec<ProcMap>,
     maps_read_ns: u64,
+    /// The executable file mappings as /proc listed them (start, end, offset, path): a
+    /// change means libraries were loaded or unloaded.
+    listed: Vec<(u64, u64, u64, String)>,
+}
+
+/// A process's executable file mappings as /proc lists them.
+fn exec_mappings(pid: u32) -> Vec<procfs::Mapping> {
+    procfs::maps(pid)
+        .into_iter()
+        .filter(|m| m.exec && !m.path.starts_with('['))
+        .collect()
+}
+
+fn listing(maps: &[procfs::Mapping]) -> Vec<(u64, u64, u64, String)> {
+    maps.iter()
+        .map(|m| (m.start, m.end, m.offset, m.path.clone()))
+        .collect()
 }
 
 /// CPU budget for building tables (a token bucket in ns of build time).
@@ -176,9 +193,8 @@ impl UnwindTables {
         let exe = std::fs::read_link(procfs::proc_path(pid, "exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let wanted: Vec<FileKey> = procfs::maps(pid)
+        let wanted: Vec<FileKey> = exec_mappings(pid)
             .into_iter()
-            .filter(|m| m.exec)
             .filter(|m| {
                 let name = m.path.rsplit('/').next().unwrap_or("");
                 Some(&m.path) == exe.as_ref()
@@ -207,22 +223,42 @@ impl UnwindTables {
     }
 
     /// A walk of `pid` stopped at `pc` for `status` (`unwind::walk_status`): builds the file
-    /// that lacked rows, or re-reads the mappings (a library loaded since).
+    /// that lacked rows; for any other reason, looks whether libraries were loaded or unloaded
+    /// since its mappings were listed (then the kernel gets the new list).
     pub fn stopped(&mut self, pid: u32, status: u32, pc: u64) {
         use sockleak_common::unwind::walk_status::{NO_MAPPING, NO_TABLE};
         let now = now_ns();
-        let Some(p) = self.procs.get(&pid) else {
-            return;
-        };
-        let known = p.maps.iter().any(|m| (m.start..m.end).contains(&pc));
-        if status == NO_MAPPING && !known && now.saturating_sub(p.maps_read_ns) >= REREAD_MAPS_NS {
-            self.register(pid, now);
+        if status != NO_TABLE {
+            self.check_maps(pid);
         }
         if matches!(status, NO_TABLE | NO_MAPPING)
             && let Some(k) = self.key_at(pid, pc)
         {
             self.want(&k, now);
         }
+    }
+
+    /// Re-lists `pid`'s mappings (at most once per REREAD_MAPS_NS) and tells the kernel when
+    /// they changed: a library unloaded and another loaded at its address must not be walked
+    /// with the old one's rows. Called when a walk stops short and when a new walked stack
+    /// arrives (both rare).
+    pub fn check_maps(&mut self, pid: u32) {
+        let now = now_ns();
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        if now.saturating_sub(p.maps_read_ns) < REREAD_MAPS_NS {
+            return;
+        }
+        let maps = exec_mappings(pid);
+        if listing(&maps) == p.listed {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.maps_read_ns = now;
+            }
+            return;
+        }
+        log::debug!("pid {pid}: executable mappings changed: listing them again");
+        self.register_from(pid, maps, now);
     }
 
     /// Builds queued files while the budget allows; frees what waited out its grace period.
@@ -274,11 +310,13 @@ impl UnwindTables {
     /// Lists a process's executable file mappings and tells the kernel. False when it has none
     /// (or is gone).
     fn register(&mut self, pid: u32, now: u64) -> bool {
+        // [vdso], [vsyscall] have no file: walks through them copy.
+        self.register_from(pid, exec_mappings(pid), now)
+    }
+
+    fn register_from(&mut self, pid: u32, listed: Vec<procfs::Mapping>, now: u64) -> bool {
         let mut maps = Vec::new();
-        for m in procfs::maps(pid).into_iter().filter(|m| m.exec) {
-            if m.path.starts_with('[') {
-                continue; // [vdso], [vsyscall]: no file (walks there copy)
-            }
+        for m in &listed {
             let Some(key) = self.file_of(pid, m.start, m.end, &m.path) else {
                 continue;
             };
@@ -304,6 +342,7 @@ impl UnwindTables {
             ProcEntry {
                 maps,
                 maps_read_ns: now,
+                listed: listing(&listed),
             },
         );
         self.push_proc(pid)
@@ -385,6 +424,10 @@ impl UnwindTables {
             })
             .collect();
         let entry = layout::proc_entry(maps, self.generation);
+        log::trace!(
+            "pid {pid}: unwind mappings {:x?}",
+            &entry.maps[..entry.n as usize]
+        );
         match self.maps.set_proc(pid, &entry) {
             Ok(()) => true,
             Err(e) => {
@@ -472,7 +515,7 @@ impl UnwindTables {
                     if self.told_full.insert(key.clone()) {
                         log::warn!(
                             "unwind tables full ({} MiB, --unwind-table-mib): {path} ({} KiB of rows) waits; its frames are unwound from stack copies meanwhile",
-                            self.store.capacity() as u64 * 8 >> 20,
+                            (self.store.capacity() as u64 * 8) >> 20,
                             n as u64 * 8 / 1024
                         );
                     }
@@ -499,8 +542,8 @@ impl UnwindTables {
             "{path}: {n} unwind rows ({} KiB) in {:.1} ms, {} of {} MiB used",
             n as u64 * 8 / 1024,
             t0.elapsed().as_secs_f64() * 1e3,
-            self.store.used() * 8 >> 20,
-            self.store.capacity() as u64 * 8 >> 20
+            (self.store.used() * 8) >> 20,
+            (self.store.capacity() as u64 * 8) >> 20
         );
         if let Some(f) = self.files.get_mut(key) {
             f.state = FileState::Placed(Placed {
