@@ -248,7 +248,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
     }
     // UNWIND TABLES: walked in the kernel with the binaries' CFI (unwind.rs); what the tables
     // cannot walk is copied below, the copy saying where the walk stopped.
-    if mode == stack_mode::TABLES && crate::unwind::capture(regs, task, rec).is_ok() {
+    if mode == stack_mode::TABLES && crate::unwind::capture(regs, task, rec) {
         remember_sampled(sample, task, rec);
         return;
     }

@@ -113,7 +113,7 @@ fn opaque(v: u64, seed: u64) -> u64 {
 
 /// Where a walk stopped short, for the caller's fallback and userspace.
 #[derive(Clone, Copy)]
-pub struct Stop {
+struct Stop {
     pub status: u32,
     pub frames: u32,
     pub pc: u64,
@@ -357,28 +357,51 @@ unsafe extern "C" fn step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Walks the user stack with the tables and names it in `rec` (stack id and leaf caller). Err:
-/// where and why it stopped short (the caller copies the stack instead).
+/// Walks the user stack with the tables and names it in `rec` (stack id and leaf caller).
+/// False when it stopped short (the caller copies the stack instead; `take_stop` says where).
 #[inline(always)]
-pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> Result<(), Stop> {
+pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> bool {
+    let who = (task.tgid as u64) << 32 | task.tid as u64;
+    let v = sockleak_unwind_capture(regs.ip(), regs.sp(), regs.fp(), who);
+    if !walk_status::walked((v >> 32) as u32) {
+        return false;
+    }
+    rec.stack_id = v as u32 as i32;
+    rec.caller = UNWIND_SCRATCH
+        .get(0)
+        .map_or(0, |o| if o.n > 1 { o.ips[1] } else { 0 });
+    true
+}
+
+/// The table walk and the naming of its stack: `(status << 32) | stack id`. A global
+/// function: the verifier checks it once, on its own, not once per state of every program
+/// that takes a stack (inlined, it took sys_exit_recvmmsg to 784k of the 1M instructions a
+/// program may cost the verifier). `who`: tgid << 32 | tid.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sockleak_unwind_capture(ip: u64, sp: u64, bp: u64, who: u64) -> u64 {
+    let task = Task {
+        tgid: (who >> 32) as u32,
+        tid: who as u32,
+    };
     // No mappings (yet): a new image since exec, not listed by userspace so far.
     let no_proc = Stop {
         status: walk_status::NO_TABLE,
         frames: 0,
-        pc: regs.ip(),
+        pc: ip,
     };
     let Some(p) = UNWIND_PROCS.get_ptr(task.tgid) else {
         note_stop(no_proc);
-        return Err(no_proc);
+        return (no_proc.status as u64) << 32;
     };
     let Some(out) = UNWIND_SCRATCH.get_ptr_mut(0) else {
         note_stop(no_proc);
-        return Err(no_proc);
+        return (no_proc.status as u64) << 32;
     };
     let mut w = Walk {
-        ip: regs.ip(),
-        sp: regs.sp(),
-        bp: regs.fp(),
+        ip,
+        sp,
+        bp,
         hash: WALK_HASH_SEED,
         out,
         generation: unsafe { (*p).generation } as u64,
@@ -399,29 +422,29 @@ pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> Result<(), St
         )
     };
     bump(counter::FRAMES, w.n as u64);
+    let o = unsafe { &mut *out };
+    o.n = w.n;
     if !walk_status::walked(w.status) {
         bump(counter::FALLBACK, 1);
-        let stop = Stop {
+        note_stop(Stop {
             status: w.status,
             frames: w.n,
             pc: w.stop_pc,
-        };
-        note_stop(stop);
-        return Err(stop);
+        });
+        return (w.status as u64) << 32;
     }
     bump(counter::WALKED, 1);
-    let o = unsafe { &mut *out };
-    rec.caller = if w.n > 1 { o.ips[1] } else { 0 };
+    let caller = if w.n > 1 { o.ips[1] } else { 0 };
     let key = StackKey {
         hash: w.hash,
         tgid: task.tgid,
         _pad: 0,
     };
-    rec.stack_id = match unsafe { STACK_CACHE.get(key) } {
+    let id = match unsafe { STACK_CACHE.get(key) } {
         Some(id) => *id,
-        None => announce(task, o, &w, rec.caller),
+        None => announce(task, o, &w, caller),
     };
-    Ok(())
+    (w.status as u64) << 32 | id as u32 as u64
 }
 
 /// A stack not seen before in the process: a new id, and its frames to userspace. The cache

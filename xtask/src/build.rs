@@ -33,7 +33,7 @@ pub fn build_ebpf(release: bool) -> Result<()> {
     // (verified once, on their own) must stay exported through the link.
     c.env(
         "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_row",
+        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_row -C link-arg=--export=sockleak_unwind_capture",
     );
     run(&mut c)
 }

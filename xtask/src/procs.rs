@@ -34,17 +34,28 @@ pub fn reported_live(report: &serde_json::Value, pid: u32) -> Option<u64> {
         .as_u64()
 }
 
-/// Compiles the churn workload into target/xtask/.
+/// Compiles the churn workload into target/xtask/, with frame pointers (`churn`) and
+/// without (`churn_nofp`, as most distribution packages are built). Returns the first.
 pub fn build_churn() -> Result<PathBuf> {
     let root = workspace_root();
     let out_dir = root.join("target/xtask");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join("churn");
-    run(Command::new("gcc")
-        .args(["-O2", "-fno-omit-frame-pointer", "-o"])
-        .arg(&out)
-        .arg(root.join("xtask/workloads/churn.c")))?;
+    for (name, fp) in [
+        ("churn", "-fno-omit-frame-pointer"),
+        ("churn_nofp", "-fomit-frame-pointer"),
+    ] {
+        run(Command::new("gcc")
+            .args(["-O2", "-g", fp, "-o"])
+            .arg(out_dir.join(name))
+            .arg(root.join("xtask/workloads/churn.c")))?;
+    }
     Ok(out)
+}
+
+/// The churn workload built without frame pointers (beside `churn`).
+pub fn churn_nofp(churn: &Path) -> PathBuf {
+    churn.with_file_name("churn_nofp")
 }
 
 /// A running churn process: waits for `go`, reports `ns_per_op`, holds until dropped.

@@ -12,7 +12,7 @@ use sockleak_common::{
 };
 
 use super::Session;
-use crate::model::StackFallback;
+use crate::{host::procfs, model::StackFallback};
 
 /// Distinct stopping places remembered per process; beyond, they are counted by reason.
 const MAX_PLACES: usize = 16;
@@ -58,50 +58,57 @@ impl Session {
     /// says so): the tables build what it lacked, and the process's report will say where its
     /// stacks were copied.
     pub(super) fn unwind_stop(&mut self, pid: u32, status: u32, pc: u64) {
+        let mut status = status;
         if let Some(t) = self.tables.as_mut() {
             t.stopped(pid, status, pc);
+            // A library loaded since the mappings were listed: listed now, its table on its
+            // way; not a lasting reason.
+            if status == walk_status::NO_MAPPING && t.pending(pid, pc) {
+                status = walk_status::NO_TABLE;
+            }
         }
         let stops = self.unwind_stops.entry(pid).or_default();
         let at = match stops.names.get(&pc) {
             Some(n) => n.clone(),
             None if stops.names.len() >= MAX_PLACES => "(other places)".into(),
-            // A file whose table is being built: its module is enough.
-            None if status == walk_status::NO_TABLE => {
-                let maps = crate::host::procfs::maps(pid);
-                let n = crate::host::procfs::module_of(&maps, pc)
-                    .unwrap_or("a new image, not listed yet")
-                    .to_string();
-                let stops = self.unwind_stops.entry(pid).or_default();
-                stops.names.insert(pc, n.clone());
-                n
-            }
             None => {
-                let n = self.stacks.name_addr(pid, pc);
+                let n = self.name_stop(pid, status, pc);
                 let stops = self.unwind_stops.entry(pid).or_default();
                 stops.names.insert(pc, n.clone());
-                {
-                    self.lasting_stops += 1;
-                    let comm = self
-                        .tracker
-                        .procs
-                        .get(&pid)
-                        .map(|p| p.meta.comm.clone())
-                        .unwrap_or_default();
-                    let line = format!(
-                        "pid {pid} ({comm}): the kernel cannot walk its stack at {n}: {}; such stacks are copied and unwound in userspace",
-                        walk_status::as_str(status)
-                    );
-                    if self.lasting_stops <= QUIET_AFTER {
-                        info!("{line}");
-                    } else {
-                        log::debug!("{line}");
-                    }
-                }
                 n
             }
         };
         let stops = self.unwind_stops.entry(pid).or_default();
         *stops.places.entry((status, at)).or_default() += 1;
+    }
+
+    /// Names a new stopping place while the process is alive, and logs a lasting one.
+    fn name_stop(&mut self, pid: u32, status: u32, pc: u64) -> String {
+        if status == walk_status::NO_TABLE {
+            // A file whose table is being built: its module is enough.
+            let maps = procfs::maps(pid);
+            return procfs::module_of(&maps, pc)
+                .unwrap_or("a new image, not listed yet")
+                .to_string();
+        }
+        let n = self.stacks.name_addr(pid, pc);
+        self.lasting_stops += 1;
+        let comm = self
+            .tracker
+            .procs
+            .get(&pid)
+            .map(|p| p.meta.comm.clone())
+            .unwrap_or_default();
+        let line = format!(
+            "pid {pid} ({comm}): the kernel cannot walk its stack at {n}: {}; such stacks are copied and unwound in userspace",
+            walk_status::as_str(status)
+        );
+        if self.lasting_stops <= QUIET_AFTER {
+            info!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+        n
     }
 
     /// Builds queued tables within their budget; on the drain timer.

@@ -34,8 +34,8 @@ use crate::{host::procfs, kernel::unwind_maps::UnwindMaps};
 const BUDGET_NS_PER_S: u64 = 10_000_000;
 /// Build time that may be spent at once (start-up, a burst of new processes).
 const BUDGET_MAX_NS: i64 = 1_000_000_000;
-/// A file placed this recently is not evicted for another (thrashing guard).
-const EVICT_GUARD_NS: u64 = 10_000_000_000;
+/// A file that did not fit is tried again after this long.
+const NO_ROOM_RETRY_NS: u64 = 30_000_000_000;
 /// A process's mappings are re-read at most this often when walks stop outside them.
 const REREAD_MAPS_NS: u64 = 1_000_000_000;
 
@@ -56,8 +56,18 @@ enum FileState {
     Unbuilt,
     Queued,
     Placed(Placed),
+    /// Built, but the row array had no room for it (when).
+    NoRoom(u64),
     /// No table can be made (no CFI, not x86_64, malformed, too large).
     Failed(String),
+}
+
+/// What `make_room` could do.
+enum Room {
+    /// Rows are being freed: place the table after the grace period.
+    Soon,
+    /// Nothing may be evicted for it now.
+    Never,
 }
 
 struct FileEntry {
@@ -82,6 +92,9 @@ struct ProcMap {
 struct ProcEntry {
     maps: Vec<ProcMap>,
     maps_read_ns: u64,
+    /// When a walk last stopped outside every file mapping and a fresh listing found none
+    /// there either (JIT code): such pcs are looked up again at most once per REREAD_MAPS_NS.
+    anon_read_ns: u64,
     /// The executable file mappings as /proc listed them (start, end, offset, path): a
     /// change means libraries were loaded or unloaded.
     listed: Vec<(u64, u64, u64, String)>,
@@ -156,6 +169,8 @@ pub struct UnwindTables {
     build_ns: u64,
     /// Files already said to be full (the log says so once per file).
     told_full: HashSet<FileKey>,
+    /// Compiled tables waiting for evicted rows to be free.
+    waiting: HashMap<FileKey, compile::Table>,
 }
 
 /// Monotonic ns (CLOCK_MONOTONIC through std).
@@ -179,6 +194,7 @@ impl UnwindTables {
             evictions: 0,
             build_ns: 0,
             told_full: HashSet::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -223,12 +239,26 @@ impl UnwindTables {
     }
 
     /// A walk of `pid` stopped at `pc` for `status` (`unwind::walk_status`): builds the file
-    /// that lacked rows; for any other reason, looks whether libraries were loaded or unloaded
-    /// since its mappings were listed (then the kernel gets the new list).
+    /// that lacked rows; a pc outside every listed mapping means a library loaded since (it is
+    /// listed and built at once) or JIT code; for any other reason, looks whether libraries were
+    /// loaded or unloaded since its mappings were listed.
     pub fn stopped(&mut self, pid: u32, status: u32, pc: u64) {
         use sockleak_common::unwind::walk_status::{NO_MAPPING, NO_TABLE};
         let now = now_ns();
-        if status != NO_TABLE {
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let known = p.maps.iter().any(|m| (m.start..m.end).contains(&pc));
+        if status == NO_MAPPING && !known {
+            if now.saturating_sub(p.anon_read_ns) >= REREAD_MAPS_NS {
+                let maps = exec_mappings(pid);
+                if maps.iter().any(|m| (m.start..m.end).contains(&pc)) {
+                    self.register_from(pid, maps, now);
+                } else if let Some(p) = self.procs.get_mut(&pid) {
+                    p.anon_read_ns = now;
+                }
+            }
+        } else if status != NO_TABLE {
             self.check_maps(pid);
         }
         if matches!(status, NO_TABLE | NO_MAPPING)
@@ -236,6 +266,14 @@ impl UnwindTables {
         {
             self.want(&k, now);
         }
+    }
+
+    /// Whether `pc` of `pid` lies in a listed file mapping whose table is on its way (queued,
+    /// waiting for room to be freed): a walk that stopped there will not stop there for long.
+    pub fn pending(&self, pid: u32, pc: u64) -> bool {
+        self.key_at(pid, pc)
+            .and_then(|k| self.files.get(&k))
+            .is_some_and(|f| matches!(f.state, FileState::Queued | FileState::Unbuilt))
     }
 
     /// Re-lists `pid`'s mappings (at most once per REREAD_MAPS_NS) and tells the kernel when
@@ -342,6 +380,7 @@ impl UnwindTables {
             ProcEntry {
                 maps,
                 maps_read_ns: now,
+                anon_read_ns: 0,
                 listed: listing(&listed),
             },
         );
@@ -399,7 +438,8 @@ impl UnwindTables {
     fn want(&mut self, key: &FileKey, now: u64) {
         if let Some(f) = self.files.get_mut(key) {
             f.last_used_ns = now;
-            if f.state == FileState::Unbuilt {
+            let retry = matches!(f.state, FileState::NoRoom(at) if now.saturating_sub(at) >= NO_ROOM_RETRY_NS);
+            if f.state == FileState::Unbuilt || retry {
                 f.state = FileState::Queued;
                 self.queue.push_back(key.clone());
             }
@@ -458,60 +498,23 @@ impl UnwindTables {
         if f.state != FileState::Queued {
             return false;
         }
-        // Any live process mapping it will do to open it (in its own mount namespace).
-        let sources: Vec<(u32, u64, u64)> = self
-            .procs
-            .iter()
-            .flat_map(|(pid, p)| {
-                p.maps
-                    .iter()
-                    .filter(|m| &m.key == key)
-                    .map(move |m| (*pid, m.start, m.end))
-            })
-            .collect();
-        let opened = sources.iter().find_map(|(pid, s, e)| {
-            File::open(procfs::proc_path(*pid, &format!("map_files/{s:x}-{e:x}"))).ok()
-        });
-        let Some(file) = opened else {
-            // Every process mapping it has gone: build it when one needs it again.
-            if let Some(f) = self.files.get_mut(key) {
-                f.state = FileState::Unbuilt;
-            }
-            return false;
-        };
-        let t0 = Instant::now();
-        let table = {
-            let cache = ReadCache::new(file);
-            compile::compile(&cache)
-        };
-        let path = self
-            .files
-            .get(key)
-            .map(|f| f.path.clone())
-            .unwrap_or_default();
-        let table = match table {
-            Ok(t) => t,
-            Err(e) => {
-                let quiet = matches!(e, CompileError::NoCfi | CompileError::Architecture(_));
-                let line = format!(
-                    "{path}: no kernel unwind table: {e}; its frames are unwound from stack copies"
-                );
-                if quiet {
-                    log::debug!("{line}");
-                } else {
-                    log::info!("{line}");
-                }
-                if let Some(f) = self.files.get_mut(key) {
-                    f.state = FileState::Failed(e.to_string());
-                }
-                return false;
-            }
+        let path = f.path.clone();
+        let table = match self.waiting.remove(key) {
+            Some(t) => t,
+            None => match self.compile(key) {
+                Some(t) => t,
+                None => return false,
+            },
         };
         let n = table.rows.len() as u32;
         let first = match self.store.alloc(n) {
             Some(first) => first,
-            None => {
-                if !self.make_room(key, n, now) {
+            None => match self.make_room(key, n, now) {
+                Room::Soon => {
+                    self.waiting.insert(key.clone(), table);
+                    return true;
+                }
+                Room::Never => {
                     if self.told_full.insert(key.clone()) {
                         log::warn!(
                             "unwind tables full ({} MiB, --unwind-table-mib): {path} ({} KiB of rows) waits; its frames are unwound from stack copies meanwhile",
@@ -520,15 +523,11 @@ impl UnwindTables {
                         );
                     }
                     if let Some(f) = self.files.get_mut(key) {
-                        f.state = FileState::Unbuilt;
+                        f.state = FileState::NoRoom(now);
                     }
                     return false;
                 }
-                match self.store.alloc(n) {
-                    Some(first) => first,
-                    None => return true, // freed rows wait out their grace period
-                }
-            }
+            },
         };
         if let Err(e) = self.maps.write_rows(first, &table.rows) {
             log::debug!("{path}: {e:#}");
@@ -539,9 +538,8 @@ impl UnwindTables {
             return false;
         }
         log::debug!(
-            "{path}: {n} unwind rows ({} KiB) in {:.1} ms, {} of {} MiB used",
+            "{path}: {n} unwind rows ({} KiB), {} of {} MiB used",
             n as u64 * 8 / 1024,
-            t0.elapsed().as_secs_f64() * 1e3,
             (self.store.used() * 8) >> 20,
             (self.store.capacity() as u64 * 8) >> 20
         );
@@ -558,61 +556,111 @@ impl UnwindTables {
         false
     }
 
-    /// Evicts files until `n` rows can be had once freed rows settle. False when nothing
-    /// more may be evicted.
-    fn make_room(&mut self, for_key: &FileKey, n: u32, now: u64) -> bool {
-        if n as u64 > self.store.capacity() as u64 {
-            return false;
-        }
-        let mut users: HashMap<FileKey, usize> = HashMap::new();
-        for p in self.procs.values() {
-            for m in &p.maps {
-                *users.entry(m.key.clone()).or_default() += 1;
-            }
-        }
-        // Unused files first, least recently used first; then those fewest processes map.
-        let mut victims: Vec<(usize, u64, FileKey)> = self
-            .files
+    /// Compiles a queued file's rows, opening it through any live process that maps it (in
+    /// that process's mount namespace). None when it has no table, or nobody maps it now.
+    fn compile(&mut self, key: &FileKey) -> Option<compile::Table> {
+        let sources: Vec<(u32, u64, u64)> = self
+            .procs
             .iter()
-            .filter(|(k, f)| {
-                *k != for_key
-                    && matches!(f.state, FileState::Placed(_))
-                    && (users.get(*k).copied().unwrap_or(0) == 0
-                        || now.saturating_sub(f.last_used_ns) >= EVICT_GUARD_NS)
-            })
-            .map(|(k, f)| {
-                (
-                    users.get(k).copied().unwrap_or(0),
-                    f.last_used_ns,
-                    k.clone(),
-                )
+            .flat_map(|(pid, p)| {
+                p.maps
+                    .iter()
+                    .filter(|m| &m.key == key)
+                    .map(move |m| (*pid, m.start, m.end))
             })
             .collect();
-        victims.sort();
+        let opened = sources.iter().find_map(|(pid, s, e)| {
+            File::open(procfs::proc_path(*pid, &format!("map_files/{s:x}-{e:x}"))).ok()
+        });
+        let f = self.files.get_mut(key)?;
+        let Some(file) = opened else {
+            // Every process mapping it has gone: built when one needs it again.
+            f.state = FileState::Unbuilt;
+            return None;
+        };
+        let t0 = Instant::now();
+        let table = {
+            let cache = ReadCache::new(file);
+            compile::compile(&cache)
+        };
+        match table {
+            Ok(t) => {
+                log::debug!(
+                    "{}: compiled {} unwind rows in {:.1} ms",
+                    f.path,
+                    t.rows.len(),
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+                Some(t)
+            }
+            Err(e) => {
+                let line = format!(
+                    "{}: no kernel unwind table: {e}; its frames are unwound from stack copies",
+                    f.path
+                );
+                if matches!(e, CompileError::NoCfi | CompileError::Architecture(_)) {
+                    log::debug!("{line}");
+                } else {
+                    log::info!("{line}");
+                }
+                f.state = FileState::Failed(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Evicts files so that `n` rows can be had once freed rows settle.
+    fn make_room(&mut self, for_key: &FileKey, n: u32, now: u64) -> Room {
+        if n > self.store.capacity() {
+            return Room::Never;
+        }
+        let free = self.store.reclaimable();
+        // Enough rows free but in pieces: more must go for one long enough.
+        let fragmented = free >= n as u64 && !self.store.has_waiting();
+        let need = if fragmented {
+            free + n as u64
+        } else {
+            n as u64
+        };
+        let mut users: HashMap<&FileKey, usize> = HashMap::new();
+        for p in self.procs.values() {
+            for m in &p.maps {
+                *users.entry(&m.key).or_default() += 1;
+            }
+        }
+        let cands: Vec<store::Candidate<FileKey>> = self
+            .files
+            .iter()
+            .filter(|(k, _)| *k != for_key)
+            .filter_map(|(k, f)| match f.state {
+                FileState::Placed(p) => Some(store::Candidate {
+                    key: k.clone(),
+                    rows: p.count,
+                    users: users.get(k).copied().unwrap_or(0),
+                    last_used_ns: f.last_used_ns,
+                }),
+                _ => None,
+            })
+            .collect();
         drop(users);
-        let mut freed = self.store.reclaimable();
-        let mut evicted = Vec::new();
-        for (_, _, k) in victims {
-            if freed >= n as u64 && self.store.largest_free() >= n {
-                break;
-            }
-            if freed >= n as u64 && self.store.has_waiting() {
-                break; // enough frees waiting: see once they settle
-            }
-            if let Some(f) = self.files.get_mut(&k)
+        let victims = store::victims(cands, need, free, now);
+        for k in &victims {
+            if let Some(f) = self.files.get_mut(k)
                 && let FileState::Placed(p) = f.state
             {
                 f.state = FileState::Unbuilt;
                 self.store.release(p.first, p.count, now);
-                freed += p.count as u64;
                 self.evictions += 1;
                 log::debug!("{}: unwind rows evicted for room", f.path);
-                evicted.push(k);
             }
         }
-        for k in &evicted {
+        for k in &victims {
             self.push_users(k);
         }
-        freed >= n as u64
+        if self.store.has_waiting() && self.store.reclaimable() >= n as u64 {
+            Room::Soon
+        } else {
+            Room::Never
+        }
     }
 }

@@ -100,9 +100,100 @@ impl Store {
     }
 }
 
+/// A file whose rows could make room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate<K> {
+    pub key: K,
+    pub rows: u32,
+    /// Registered processes mapping it.
+    pub users: usize,
+    /// When it was placed or last asked for.
+    pub last_used_ns: u64,
+}
+
+/// A file in use placed (or asked for) this recently is not evicted for another: two files
+/// that do not fit together would otherwise evict each other forever.
+pub const EVICT_GUARD_NS: u64 = 10_000_000_000;
+
+/// The files to evict so that `need` rows are free once freed rows settle, `free` being free
+/// (or freed) already: files no process maps first, least recently used first; then those
+/// fewest processes map. Nothing when that would not make room.
+pub fn victims<K: Ord + Clone>(
+    mut cands: Vec<Candidate<K>>,
+    need: u64,
+    free: u64,
+    now_ns: u64,
+) -> Vec<K> {
+    cands.retain(|c| c.users == 0 || now_ns.saturating_sub(c.last_used_ns) >= EVICT_GUARD_NS);
+    cands.sort_by(|a, b| (a.users, a.last_used_ns, &a.key).cmp(&(b.users, b.last_used_ns, &b.key)));
+    let mut got = free;
+    let mut out = Vec::new();
+    for c in cands {
+        if got >= need {
+            break;
+        }
+        got += c.rows as u64;
+        out.push(c.key);
+    }
+    if got < need { Vec::new() } else { out }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cand(
+        key: &'static str,
+        rows: u32,
+        users: usize,
+        last_used_ns: u64,
+    ) -> Candidate<&'static str> {
+        Candidate {
+            key,
+            rows,
+            users,
+            last_used_ns,
+        }
+    }
+
+    #[test]
+    fn unused_files_go_first_oldest_first_then_the_least_shared() {
+        let now = 100 * EVICT_GUARD_NS;
+        let c = vec![
+            cand("libc", 100, 40, 0),
+            cand("old-unused", 10, 0, 1),
+            cand("new-unused", 10, 0, now - 1),
+            cand("app", 50, 1, 0),
+        ];
+        assert_eq!(
+            victims(c.clone(), 15, 0, now),
+            vec!["old-unused", "new-unused"]
+        );
+        assert_eq!(victims(c.clone(), 5, 0, now), vec!["old-unused"]);
+        assert_eq!(
+            victims(c.clone(), 60, 0, now),
+            vec!["old-unused", "new-unused", "app"],
+            "then the file one process maps, before the one forty map"
+        );
+        assert_eq!(
+            victims(c.clone(), 60, 60, now),
+            Vec::<&str>::new(),
+            "room already"
+        );
+        assert_eq!(
+            victims(c, 1000, 0, now),
+            Vec::<&str>::new(),
+            "would not fit anyway"
+        );
+    }
+
+    #[test]
+    fn files_in_use_placed_recently_stay() {
+        let now = 2 * EVICT_GUARD_NS;
+        let c = vec![cand("hot", 100, 1, now - 1), cand("cold", 100, 1, 0)];
+        assert_eq!(victims(c.clone(), 100, 0, now), vec!["cold"]);
+        assert_eq!(victims(c, 150, 0, now), Vec::<&str>::new());
+    }
 
     #[test]
     fn first_fit_and_exact_fit() {
