@@ -17,7 +17,9 @@ use anyhow::{Context, Result};
 
 use crate::{
     bpfstats::{self, ProgStat, StatsOn},
-    procs::{Churn, Tracer, build_release, machine, median, reported_live, rss_kib, socket_fds},
+    procs::{
+        Churn, CpuMeter, Tracer, build_release, machine, median, reported_live, rss_kib, socket_fds,
+    },
     util::workspace_root,
 };
 
@@ -170,18 +172,18 @@ fn one_run(
         traced,
         cgroup.as_ref().map(|c| c.rel.as_str()),
     )?;
+    let meter = t
+        .as_ref()
+        .filter(|_| matches!(tool, Tool::Sockleak(_)))
+        .map(|t| CpuMeter::new(t.pid));
     // Past start-up work (seeding, the first interval's reads) before measuring.
     std::thread::sleep(Duration::from_millis(1000));
     let s0 = bpfstats::since(&before);
-    let c0 = t
-        .as_ref()
-        .and_then(|t| sockleak::host::procfs::cpu_seconds(t.pid));
+    let c0 = meter.as_ref().and_then(CpuMeter::seconds);
     w.go()?;
     let e2e_ns = w.result(Duration::from_secs(600))?;
     let s1 = bpfstats::since(&before);
-    let c1 = t
-        .as_ref()
-        .and_then(|t| sockleak::host::procfs::cpu_seconds(t.pid));
+    let c1 = meter.as_ref().and_then(CpuMeter::seconds);
     let mut stack_lost = f64::NAN;
     let (mut walked, mut fallbacks) = (f64::NAN, f64::NAN);
     let mut leak_stack = Vec::new();
@@ -372,7 +374,33 @@ fn write_scenario(out: &mut String, sc: &Scenario, rows: &[Measured], rounds: us
     let base = rows
         .iter()
         .find(|r| r.tool == Tool::Baseline)
-        .map_or(f64::NAN, |r| r.e2e_ns);
+        .map(|r| r.e2e_ns);
+    // Without a baseline (paced scenarios: every run takes 1/rate per lifecycle end to end,
+    // traced or not) only the tools' own costs are shown.
+    let Some(base) = base else {
+        let _ = writeln!(
+            out,
+            "\n### {}\n\n{} lifecycles per run, {rounds} round(s), paced: the loop's own time is fixed by its rate, \
+             so the costs are the BPF programs' run time and sockleak's userspace CPU (its cgroup's `usage_usec`).\n",
+            sc.what, sc.ops
+        );
+        let _ = writeln!(
+            out,
+            "| configuration | BPF ns / lifecycle | sockleak userspace ns / lifecycle |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: |");
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} |",
+                r.name,
+                r.bpf_ns,
+                count(r.cpu_ns)
+            );
+        }
+        write_programs(out, sc, rows, rounds);
+        return;
+    };
     let _ = writeln!(
         out,
         "\n### {}\n\n{} lifecycles per run, {rounds} rounds; baseline {:.2} µs per lifecycle.\n",
@@ -400,6 +428,11 @@ fn write_scenario(out: &mut String, sc: &Scenario, rows: &[Measured], rounds: us
             (r.e2e_ns - base) / 1e3
         );
     }
+    write_programs(out, sc, rows, rounds);
+}
+
+/// Runs per lifecycle and ns per run of each program, summed over rounds.
+fn write_programs(out: &mut String, sc: &Scenario, rows: &[Measured], rounds: usize) {
     let _ = writeln!(
         out,
         "\nPer program (all rounds): runs per lifecycle and ns per run.\n"
@@ -951,7 +984,8 @@ fn no_fp_section(sockleak: &Path, churn: &Path, runs: usize) -> Result<String> {
         out,
         "\nThe same C source (`churn deep`: socket()+close() D calls below main, each level with a frame of its own \
          size, leaking 1 socket in 5000 so the report has a call site) built `-O2 -fomit-frame-pointer` and \
-         `-O2 -fno-omit-frame-pointer`, at 10,000 sockets a second for 5 s, sockleak with default settings: \
+         `-O2 -fno-omit-frame-pointer`, at 10,000 sockets a second for 5 s, sockleak with default settings (and `--min-age 0`, so that the \
+         report of a 5 s run lists the leaked sockets with their stack; it changes nothing in the kernel): \
          `--stack-mode auto` finds the first frame-pointer stack short and switches the process to DWARF, \
          walked in the kernel with its binaries' unwind tables (built at the switch: the program and libc). \
          `--unwind-table-mib 0` is the previous behaviour: a 16 KiB stack copy per socket, unwound in userspace."
@@ -974,16 +1008,20 @@ fn no_fp_section(sockleak: &Path, churn: &Path, runs: usize) -> Result<String> {
             ops: 50_000,
             target: Target::Workload,
             cfgs: vec![
-                cfg_on(Bin::Fp, "frame-pointer build, sockleak", sockleak_args(&[])),
+                cfg_on(
+                    Bin::Fp,
+                    "frame-pointer build, sockleak",
+                    sockleak_args(&["--min-age", "0"]),
+                ),
                 cfg_on(
                     Bin::NoFp,
                     "no-frame-pointer build, sockleak (kernel unwind tables)",
-                    sockleak_args(&[]),
+                    sockleak_args(&["--min-age", "0"]),
                 ),
                 cfg_on(
                     Bin::NoFp,
                     "no-frame-pointer build, sockleak --unwind-table-mib 0 (stack copies)",
-                    sockleak_args(&["--unwind-table-mib", "0"]),
+                    sockleak_args(&["--min-age", "0", "--unwind-table-mib", "0"]),
                 ),
             ],
         };
@@ -1055,12 +1093,12 @@ fn no_fp_section(sockleak: &Path, churn: &Path, runs: usize) -> Result<String> {
                 cfg_on(
                     Bin::Python,
                     "CPython, sockleak (kernel unwind tables)",
-                    sockleak_args(&[]),
+                    sockleak_args(&["--min-age", "0"]),
                 ),
                 cfg_on(
                     Bin::Python,
                     "CPython, sockleak --unwind-table-mib 0 (stack copies)",
-                    sockleak_args(&["--unwind-table-mib", "0"]),
+                    sockleak_args(&["--min-age", "0", "--unwind-table-mib", "0"]),
                 ),
             ],
         };
@@ -1074,41 +1112,81 @@ fn no_fp_section(sockleak: &Path, churn: &Path, runs: usize) -> Result<String> {
         );
     }
 
-    // trace --all on 1000 processes, half of them without frame pointers.
-    let a = all_with_tables(sockleak, churn, 1000)?;
+    // trace --all on 1000 processes, half of them without frame pointers; then the same load
+    // with frame pointers everywhere, to tell what the tables add to what the load costs.
+    let a = all_with_tables(sockleak, churn, 1000, true)?;
+    let f = all_with_tables(sockleak, churn, 1000, false)?;
     let _ = writeln!(
         out,
         "\n### `trace --all` with 1000 processes, 500 of them without frame pointers\n\n\
-         Each process holds 10 sockets and makes one more (3 calls deep) every 2 s: 500 sockets a second on the \
-         host, each with a stack. The 500 processes built without frame pointers switch to kernel unwinding \
-         at their first socket; their program and libc are compiled once (keyed by build id) and shared.\n"
+         Each process holds 10 sockets and makes one more (3 calls deep) when the bench writes a line to it, \
+         each in turn every 2 s: 500 sockets a second on the host, each with a stack, every process active in \
+         every `--interval 2`. The 500 processes built without frame pointers switch to kernel unwinding at \
+         their first socket; their program and libc are compiled once (keyed by build id) and shared. The \
+         second column is the same load with all 1000 built with frame pointers (no table). CPU is sockleak's \
+         cgroup's `usage_usec`; the host also runs whatever else it runs (here: other builds on 2 shared \
+         cores, which `--all` traces too).\n"
     );
-    let _ = writeln!(out, "| measure | value | target | verdict |");
-    let _ = writeln!(out, "| --- | ---: | ---: | --- |");
     let _ = writeln!(
         out,
-        "| sockleak CPU, start-up included (attach to +{:.0} s) | {:.2}% of a core | | |",
+        "| measure | 500 without frame pointers | all with frame pointers | target | verdict |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
+    let _ = writeln!(
+        out,
+        "| sockleak CPU, attach to +{:.0} s | {:.2}% of a core | {:.2}% of a core | | |",
         a.total_s,
-        a.cpu_total * 100.0
+        a.cpu_total * 100.0,
+        f.cpu_total * 100.0
     );
     let _ = writeln!(
         out,
-        "| sockleak CPU, steady state (the last 20 s) | {:.2}% of a core | ≤ 2% | {} |",
+        "| sockleak CPU, steady state (the last 20 s) | {:.2}% of a core | {:.2}% of a core | ≤ 2% | {} |",
         a.cpu_steady * 100.0,
+        f.cpu_steady * 100.0,
         verdict(a.cpu_steady * 100.0, 2.0)
     );
+    let total = |x: &AllTables| x.rss_mib + x.kernel_mib;
     let _ = writeln!(
         out,
-        "| peak RSS + unwind tables in the kernel (row array {:.0} MiB, {} process entries, row cache) | {:.1} MiB | ≤ 64 MiB | {} |",
-        a.cap_mib,
-        a.procs,
-        a.rss_mib + a.kernel_mib,
-        verdict(a.rss_mib + a.kernel_mib, 64.0)
+        "| peak RSS + unwind tables in the kernel not in it | {:.1} MiB | {:.1} MiB | ≤ 64 MiB | {} |",
+        total(&a),
+        total(&f),
+        verdict(total(&a), 64.0)
     );
     let _ = writeln!(
         out,
-        "| of which peak RSS | {:.1} MiB | | |\n| rows in use | {:.2} MiB in {} file(s) | | |\n| stacks walked in the kernel / fallbacks to copies | {} / {} | | |\n| processes switched to kernel unwinding | {} | | |\n| table build CPU | {:.3} s | | |",
-        a.rss_mib, a.rows_mib, a.files, a.walked, a.fallbacks, a.procs, a.build_s
+        "| of which peak RSS (VmHWM) | {:.1} MiB | {:.1} MiB | | |",
+        a.rss_mib, f.rss_mib
+    );
+    let _ = writeln!(
+        out,
+        "| of the RSS, the row array (`--unwind-table-mib` {:.0}, mapped by sockleak to fill it) | {:.1} MiB | {:.1} MiB | | |",
+        a.cap_mib, a.array_resident_mib, f.array_resident_mib
+    );
+    let _ = writeln!(
+        out,
+        "| kernel: rest of the row array, process entries, row cache | {:.1} MiB | {:.1} MiB | | |",
+        a.kernel_mib, f.kernel_mib
+    );
+    let _ = writeln!(
+        out,
+        "| rows in use | {:.2} MiB in {} file(s) | {:.2} MiB in {} file(s) | | |\n\
+         | processes switched to kernel unwinding | {} | {} | | |\n\
+         | stacks walked in the kernel / fallbacks to copies | {} / {} | {} / {} | | |\n\
+         | table build CPU | {:.3} s | {:.3} s | | |",
+        a.rows_mib,
+        a.files,
+        f.rows_mib,
+        f.files,
+        a.procs,
+        f.procs,
+        a.walked,
+        a.fallbacks,
+        f.walked,
+        f.fallbacks,
+        a.build_s,
+        f.build_s
     );
     Ok(out)
 }
@@ -1119,6 +1197,10 @@ struct AllTables {
     cpu_total: f64,
     cpu_steady: f64,
     rss_mib: f64,
+    /// Of the peak RSS, the row array's pages (sockleak maps it to fill it).
+    array_resident_mib: f64,
+    /// Kernel memory of the tables not already in the RSS: the rest of the row array, the
+    /// process entries, the row cache.
     kernel_mib: f64,
     cap_mib: f64,
     rows_mib: f64,
@@ -1129,14 +1211,18 @@ struct AllTables {
     build_s: f64,
 }
 
-/// `trace --all` with `n` processes holding 10 sockets, half built without frame pointers,
-/// each making a socket every 2 s.
-fn all_with_tables(sockleak: &Path, churn: &Path, n: usize) -> Result<AllTables> {
+/// `trace --all` with `n` processes holding 10 sockets, half built without frame pointers
+/// (or none: the same load without anything to unwind), each making a socket every 2 s.
+fn all_with_tables(sockleak: &Path, churn: &Path, n: usize, half_nofp: bool) -> Result<AllTables> {
     let nofp = crate::procs::churn_nofp(churn);
     let mut ws = Vec::with_capacity(n);
     for i in 0..n {
-        let bin = if i % 2 == 0 { churn } else { nofp.as_path() };
-        let mut w = Churn::start(bin, &["tick", "10", "2000"])?;
+        let bin = if i % 2 == 0 || !half_nofp {
+            churn
+        } else {
+            nofp.as_path()
+        };
+        let mut w = Churn::start(bin, &["tick", "10"])?;
         w.go()?;
         w.result(Duration::from_secs(30))?;
         ws.push(w);
@@ -1160,17 +1246,32 @@ fn all_with_tables(sockleak: &Path, churn: &Path, n: usize) -> Result<AllTables>
             .arg(&report),
         "attached:",
     )?;
+    let meter = CpuMeter::new(t.pid);
     let start = Instant::now();
-    let c0 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
-    std::thread::sleep(Duration::from_secs(5));
-    let c1 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
-    let t1 = Instant::now();
-    std::thread::sleep(Duration::from_secs(20));
-    let c2 = sockleak::host::procfs::cpu_seconds(t.pid).unwrap_or(0.0);
+    let c0 = meter.seconds().unwrap_or(0.0);
+    // Each process makes a socket every 2 s, in turn: one line on its stdin every 2 ms.
+    let period = Duration::from_secs(2) / n.max(1) as u32;
+    let (mut c1, mut t1) = (None, start);
+    let mut next = start;
+    let mut i = 0usize;
+    while start.elapsed() < Duration::from_secs(25) {
+        if c1.is_none() && start.elapsed() >= Duration::from_secs(5) {
+            c1 = meter.seconds();
+            t1 = Instant::now();
+        }
+        ws[i % n].go()?;
+        i += 1;
+        next += period;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let c2 = meter.seconds().unwrap_or(0.0);
     let steady_s = t1.elapsed().as_secs_f64();
     let total_s = start.elapsed().as_secs_f64();
-    let rss = rss_kib(t.pid).map_or(0.0, |r| r.1 as f64 / 1024.0);
+    let rss =
+        sockleak::host::procfs::status_bytes(t.pid, "VmHWM").map_or(0.0, |b| b as f64 / 1048576.0);
+    let mapped = bpf_map_mappings(t.pid);
     t.stop()?;
+    drop(meter);
     drop(ws);
     let v = read_report(&report)?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -1179,12 +1280,21 @@ fn all_with_tables(sockleak: &Path, churn: &Path, n: usize) -> Result<AllTables>
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cap_mib = u("cap_bytes") as f64 / 1048576.0;
     // The process map holds 2056-byte entries; the row cache 1024 x 24 bytes per CPU.
-    let kernel_mib = cap_mib + (u("processes") as f64 * 2056.0 + cpus * 1024.0 * 24.0) / 1048576.0;
+    // sockleak maps the row array to fill it: its pages are in the RSS already when resident.
+    let array_resident_mib = mapped
+        .iter()
+        .filter(|(size, _)| *size * 1024 == u("cap_bytes"))
+        .map(|(_, rss)| *rss as f64 / 1024.0)
+        .sum::<f64>()
+        .min(cap_mib);
+    let kernel_mib = cap_mib - array_resident_mib
+        + (u("processes") as f64 * 2056.0 + cpus * 1024.0 * 24.0) / 1048576.0;
     Ok(AllTables {
         total_s,
         cpu_total: (c2 - c0) / total_s,
-        cpu_steady: (c2 - c1) / steady_s,
+        cpu_steady: (c2 - c1.unwrap_or(c0)) / steady_s,
         rss_mib: rss,
+        array_resident_mib,
         kernel_mib,
         cap_mib,
         rows_mib: u("bytes") as f64 / 1048576.0,
@@ -1194,6 +1304,36 @@ fn all_with_tables(sockleak: &Path, churn: &Path, n: usize) -> Result<AllTables>
         fallbacks: u("fallbacks"),
         build_s: tables["build_cpu_s"].as_f64().unwrap_or(0.0),
     })
+}
+
+/// (size, resident) KiB of each BPF map a process has mapped (`anon_inode:bpf-map` in smaps).
+fn bpf_map_mappings(pid: u32) -> Vec<(u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let kib = |v: &str| {
+        v.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut in_map = false;
+    for l in smaps.lines() {
+        let head = l.split_whitespace().next().unwrap_or("");
+        if head.contains('-') && head.split('-').all(|h| u64::from_str_radix(h, 16).is_ok()) {
+            in_map = l.ends_with("bpf-map");
+            if in_map {
+                out.push((0, 0));
+            }
+        } else if in_map && let Some(last) = out.last_mut() {
+            if let Some(v) = l.strip_prefix("Size:") {
+                last.0 = kib(v);
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                last.1 = kib(v);
+            }
+        }
+    }
+    out
 }
 
 /// Replaces the section under `heading` (up to the next `## `) in `doc`, or appends it.

@@ -7,8 +7,8 @@
  *   churn serve                  accept and close connections forever (prints "port P")
  *   churn deep D N RATE LEAK     N x socket()+close() D calls below main (0..8, each level with
  *                                a frame of its own size), at RATE per second, leaking 1 in LEAK
- *   churn tick N MS              leak N sockets, then socket()+close() three calls deep every MS
- *                                milliseconds until stdin closes
+ *   churn tick N                 leak N sockets, then socket()+close() three calls deep for each
+ *                                further line on stdin, until it closes
  *
  * Built twice: with frame pointers (churn) and without (churn_nofp).
  *
@@ -18,7 +18,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,17 +136,9 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "tick")) {
     for (long i = 0; i < n; i++)
       if (make_socket() < 0) { perror("socket"); return 1; }
-    int ms = argc > 3 ? atoi(argv[3]) : 1000;
     printf("ns_per_op 0 ops %ld\n", n);
-    struct pollfd p = {.fd = 0, .events = POLLIN};
-    for (long i = 0;; i++) {
-      int r = poll(&p, 1, ms);
-      if (r > 0) {
-        if (!fgets(line, sizeof line, stdin)) return 0;
-        continue;
-      }
-      levels[3](i);
-    }
+    for (long i = 0; fgets(line, sizeof line, stdin); i++) levels[3](i);
+    return 0;
   } else if (!strcmp(mode, "getppid")) {
     for (long i = 0; i < n; i++) getppid();
   } else if (!strcmp(mode, "leak")) {

@@ -92,7 +92,9 @@ impl Session {
             .unwrap_or_default();
         let comm = p.meta.comm.clone();
         // Switched before it is said: a socket made after the line is unwound with DWARF.
-        let hints: Vec<u64> = frames.iter().map(|f| f.addr).collect();
+        // The ip and the leaf caller are right; what a frame-pointer walk finds past them in
+        // code without frame pointers is not (and may name big libraries never on the stack).
+        let hints: Vec<u64> = frames.iter().take(2).map(|f| f.addr).collect();
         let mode = self.dwarf_mode(pid, &hints);
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
             p.meta.stack_mode = mode;
