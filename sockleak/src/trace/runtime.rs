@@ -90,7 +90,12 @@ impl Session {
             .last()
             .map(|f| f.symbol.clone().unwrap_or_else(|| format!("{:#x}", f.addr)))
             .unwrap_or_default();
-        let comm = p.meta.comm.clone();
+        // A process seen first through this stack has no name yet in the tracker.
+        let comm = if p.meta.comm.is_empty() {
+            crate::host::procfs::comm(pid).unwrap_or_default()
+        } else {
+            p.meta.comm.clone()
+        };
         // Switched before it is said: a socket made after the line is unwound with DWARF.
         // The ip and the leaf caller are right; what a frame-pointer walk finds past them in
         // code without frame pointers is not (and may name big libraries never on the stack).

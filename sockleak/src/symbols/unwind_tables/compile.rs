@@ -94,12 +94,27 @@ pub struct Cfi<'a> {
     pub debug_frame: Option<&'a [u8]>,
 }
 
-/// A start-to-end span of code and its row (pc unset).
+/// A span of code and its row, whose `pc` holds the span's length: 16 bytes, for a file has
+/// one per CFI row (1.3 million in librustc_driver) and the list is the compile's peak memory.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: u64,
-    end: u64,
     row: UnwindRow,
+}
+
+impl Span {
+    /// None for an empty span, or one longer than a row's pc can say (4 GiB).
+    fn new(start: u64, end: u64, row: UnwindRow) -> Option<Span> {
+        let len = u32::try_from(end.checked_sub(start)?).ok()?;
+        (len > 0).then_some(Span {
+            start,
+            row: UnwindRow { pc: len, ..row },
+        })
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.row.pc as u64
+    }
 }
 
 fn only(kind: u8) -> UnwindRow {
@@ -220,11 +235,11 @@ where
         }
         fdes += 1;
         if fde.is_signal_trampoline() {
-            spans.push(Span {
-                start: fde.initial_address(),
-                end: fde.end_address(),
-                row: only(row_kind::SIGNAL),
-            });
+            spans.extend(Span::new(
+                fde.initial_address(),
+                fde.end_address(),
+                only(row_kind::SIGNAL),
+            ));
             continue;
         }
         let Ok(mut table) = fde.rows(section, bases, &mut ctx) else {
@@ -233,11 +248,7 @@ where
         while let Ok(Some(row)) = table.next_row() {
             stats.cfi_rows += 1;
             let r = classify(row, section, &mut stats.unsupported);
-            spans.push(Span {
-                start: row.start_address(),
-                end: row.end_address(),
-                row: r,
-            });
+            spans.extend(Span::new(row.start_address(), row.end_address(), r));
         }
     }
     Ok(fdes)
@@ -277,7 +288,7 @@ pub fn compile_cfi<'c>(
         stats.fdes = collect(&s, &bases, &mut spans, &mut stats)?;
     }
     if let Some(bytes) = cfi.debug_frame {
-        let mut covered: Vec<(u64, u64)> = spans.iter().map(|s| (s.start, s.end)).collect();
+        let mut covered: Vec<(u64, u64)> = spans.iter().map(|s| (s.start, s.end())).collect();
         covered.sort_unstable();
         let mut s = DebugFrame::new(bytes, LittleEndian);
         s.set_address_size(8);
@@ -287,15 +298,16 @@ pub fn compile_cfi<'c>(
         // Only for code .eh_frame leaves uncovered.
         extra.retain(|sp| {
             let i = covered.partition_point(|c| c.1 <= sp.start);
-            !(i < covered.len() && covered[i].0 < sp.end)
+            !(i < covered.len() && covered[i].0 < sp.end())
         });
         spans.extend(extra);
     }
     if spans.is_empty() {
         return Err(CompileError::NoCfi);
     }
-    // Stable: rows of one FDE keep their order.
-    spans.sort_by_key(|s| (s.start, s.end));
+    // Rows of one FDE have distinct starts; spans two FDEs claim alike are ordered by their
+    // rule, so the winner does not depend on the sort (unstable: no buffer of half the list).
+    spans.sort_unstable_by_key(|s| (s.start, s.end(), s.row.kind, s.row.cfa_off, s.row.rbp));
     let base = spans[0].start;
     let mut rows: Vec<UnwindRow> = Vec::with_capacity(spans.len());
     let mut covered_to = base;
@@ -313,7 +325,7 @@ pub fn compile_cfi<'c>(
         rows.push(r);
     };
     for s in &spans {
-        if s.end <= covered_to || s.start >= s.end {
+        if s.end() <= covered_to {
             continue; // within what earlier FDEs cover (duplicates): the first one wins
         }
         if s.start - base > u32::MAX as u64 {
@@ -329,7 +341,7 @@ pub fn compile_cfi<'c>(
             }
         }
         push(&mut rows, start, s.row);
-        covered_to = s.end;
+        covered_to = s.end();
     }
     if covered_to - base > u32::MAX as u64 {
         return Err(CompileError::TooLarge(

@@ -38,6 +38,9 @@ const BUDGET_MAX_NS: i64 = 1_000_000_000;
 const NO_ROOM_RETRY_NS: u64 = 30_000_000_000;
 /// A process's mappings are re-read at most this often when walks stop outside them.
 const REREAD_MAPS_NS: u64 = 1_000_000_000;
+/// Rows above which a compile's freed heap is handed back at once (about 4 MiB of heap).
+#[cfg(target_env = "gnu")]
+const BIG_TABLE_ROWS: usize = 100_000;
 
 /// What names a file: its build id, else its inode and version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -583,6 +586,13 @@ impl UnwindTables {
             let cache = ReadCache::new(file);
             compile::compile(&cache)
         };
+        // A big file's compile peaks at ~40 bytes per CFI row (the span list, the rows, the
+        // read sections); glibc keeps what was freed unless asked to give it back.
+        #[cfg(target_env = "gnu")]
+        if table.as_ref().is_ok_and(|t| t.rows.len() > BIG_TABLE_ROWS) {
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe { libc::malloc_trim(0) };
+        }
         match table {
             Ok(t) => {
                 log::debug!(
