@@ -114,7 +114,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
 
 /// Kernel struct offsets from BTF; what cannot be found degrades with a warning.
 fn load_offsets(cfg: &mut Config) -> Vec<String> {
-    match btf_rs::Btf::from_file_with_backend(preflight::BTF, btf_rs::Backend::Mmap) {
+    match offsets::load_btf(Path::new(preflight::BTF)) {
         Ok(btf) => {
             let (o, missing) = offsets::read(&btf);
             cfg.load.offsets = o;
@@ -124,7 +124,7 @@ fn load_offsets(cfg: &mut Config) -> Vec<String> {
                 .collect()
         }
         Err(e) => vec![format!(
-            "cannot parse kernel BTF ({e}): received and io_uring sockets are found only by reconciliation"
+            "cannot parse kernel BTF ({e:#}): received and io_uring sockets are found only by reconciliation"
         )],
     }
 }
