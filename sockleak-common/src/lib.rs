@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod socket;
 pub mod stack;
 pub mod target;
+pub mod tracepoint;
 
 /// Fails the build if a shared type grows implicit padding: its size must equal the sum of its
 /// declared fields.

@@ -15,9 +15,10 @@ use aya_ebpf::{
 };
 
 /// Offset of `ret` in every `syscalls:sys_exit_*` record (after the 8-byte common header and
-/// the padded `__syscall_nr`), and of the first argument in `sys_enter_*` records.
-const SYSCALL_RET: usize = 16;
-const SYSCALL_ARG0: usize = 16;
+/// the padded `__syscall_nr`), and of the first argument in `sys_enter_*` records (checked
+/// against the kernel's format files before attaching).
+const SYSCALL_RET: usize = sockleak_common::tracepoint::sys_exit::RET;
+const SYSCALL_ARG0: usize = sockleak_common::tracepoint::sys_enter_close::FD;
 
 /// A field of the tracepoint record, loaded directly (tracepoint contexts are readable memory).
 #[inline(always)]

@@ -19,10 +19,10 @@ use crate::{
     maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
-/// `task:task_newtask`: pid at 8, clone_flags at 32. Fires in the parent, before the child runs,
-/// so the child is a target from its first syscall.
-const NEWTASK_PID: usize = 8;
-const NEWTASK_CLONE_FLAGS: usize = 32;
+/// `task:task_newtask` fields (checked against the kernel's format file before attaching). It
+/// fires in the parent, before the child runs, so the child is a target from its first syscall.
+const NEWTASK_PID: usize = sockleak_common::tracepoint::task_newtask::PID;
+const NEWTASK_CLONE_FLAGS: usize = sockleak_common::tracepoint::task_newtask::CLONE_FLAGS;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[tracepoint]

@@ -37,6 +37,7 @@ pub fn object() -> &'static [u8] {
 }
 
 /// One tracepoint program and what is lost without it.
+#[derive(Debug)]
 pub struct Probe {
     pub category: &'static str,
     pub name: &'static str,
@@ -142,16 +143,11 @@ pub const PROBES: &[Probe] = &[
     },
 ];
 
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Uprobe programs, loaded on demand for the processes that need one, and what is not seen
+/// without them. A uprobe program not listed here is optional too (see `features`).
+pub const ON_DEMAND: &[(&str, &str)] = &[("go_dial_conn", "Go net/http dials per Transport")];
 
-/// Whether the running kernel has a tracepoint (checked before loading anything).
-pub fn tracepoint_exists(tracefs: &Path, p: &Probe) -> bool {
-    tracefs
-        .join("events")
-        .join(p.category)
-        .join(p.name)
-        .exists()
-}
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Offset of a field in a tracepoint's format file (`field:bool group_dead; offset:32; ...`).
 pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
@@ -234,6 +230,8 @@ pub struct Tracer {
     links: Vec<TracePointLink>,
     /// Optional probes that could not be attached, with what is lost.
     pub degraded: Vec<String>,
+    /// Programs the kernel cannot load (see `features`), with the reason: never loaded.
+    left_out: std::collections::BTreeMap<String, String>,
 }
 
 impl Drop for Tracer {
@@ -342,31 +340,20 @@ impl Tracer {
             tracefs: tracefs.to_path_buf(),
             links: Vec::new(),
             degraded: Vec::new(),
+            left_out: Default::default(),
         })
     }
 
-    /// Attaches every probe. A missing required tracepoint is an error (and `self` dropped by
-    /// the caller detaches what was attached); a missing optional one is a warning.
+    /// Attaches every probe as `hooks::plan` says. A required tracepoint that cannot be used is
+    /// an error (and `self` dropped by the caller detaches what was attached); an optional one
+    /// is a warning naming what is not seen.
     pub fn attach(&mut self) -> Result<()> {
-        let tracefs = self.tracefs.clone();
-        for p in PROBES {
-            if !tracepoint_exists(&tracefs, p) {
-                match p.optional {
-                    None => {
-                        return Err(UserError::MissingTracepoint(format!(
-                            "{}:{}",
-                            p.category, p.name
-                        ))
-                        .into());
-                    }
-                    Some(lost) => {
-                        self.degraded.push(format!(
-                            "tracepoint {}:{} is missing on this kernel: {lost} are not tracked",
-                            p.category, p.name
-                        ));
-                        continue;
-                    }
-                }
+        let plan = crate::kernel::hooks::plan(&crate::kernel::hooks::Mounted(&self.tracefs))?;
+        self.degraded.extend(plan.degraded);
+        for a in plan.attach {
+            let p = a.probe;
+            if self.left_out.contains_key(p.name) {
+                continue;
             }
             let prog: &mut TracePoint = self
                 .bpf
@@ -375,21 +362,27 @@ impl Tracer {
                 .try_into()?;
             let res = prog
                 .load()
-                .and_then(|()| prog.attach(p.category, p.name))
+                .and_then(|()| prog.attach(p.category, a.tracepoint))
                 .and_then(|id| prog.take_link(id));
             match (res, p.optional) {
                 (Ok(link), _) => self.links.push(link),
                 (Err(e), None) => {
                     return Err(anyhow::Error::new(e)
-                        .context(format!("attaching {}:{}", p.category, p.name)));
+                        .context(format!("attaching {}:{}", p.category, a.tracepoint)));
                 }
                 (Err(e), Some(lost)) => self.degraded.push(format!(
                     "could not attach {}:{} ({e}): {lost} are not tracked",
-                    p.category, p.name
+                    p.category, a.tracepoint
                 )),
             }
         }
         Ok(())
+    }
+
+    /// Programs the start-up probes found this kernel cannot load (name -> why): neither
+    /// attached nor loaded on demand.
+    pub fn leave_out(&mut self, programs: std::collections::BTreeMap<String, String>) {
+        self.left_out = programs;
     }
 
     /// Attaches the uprobe program `name` at `offset` in `binary`, firing for process `pid`
@@ -402,6 +395,9 @@ impl Tracer {
         offset: u64,
     ) -> Result<UProbeLink> {
         let pid = std::num::NonZeroU32::new(pid).context("pid 0")?;
+        if let Some(why) = self.left_out.get(name) {
+            anyhow::bail!("{why}");
+        }
         let prog: &mut UProbe = self
             .bpf
             .program_mut(name)

@@ -30,8 +30,8 @@ use tokio::{
 
 use crate::{
     config::Config, error::UserError, host::cgroup, host::procfs, host::tcp_ages::StateAges,
-    kernel::bpf::Tracer, kernel::offsets, kernel::preflight, serve, symbols::stacks::Stacks,
-    tracker::Tracker,
+    kernel::bpf::Tracer, kernel::features, kernel::offsets, kernel::preflight, serve,
+    symbols::stacks::Stacks, tracker::Tracker,
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
@@ -96,7 +96,10 @@ pub fn run(mut cfg: Config) -> Result<()> {
     if let Some(out) = &cfg.output {
         check_output_path(out)?;
     }
-    let degraded = load_offsets(&mut cfg);
+    // Before anything is loaded: a kernel that lacks what the programs need is one line.
+    let left_out = features::check(crate::kernel::bpf::object())?;
+    let mut degraded = load_offsets(&mut cfg);
+    degraded.extend(left_out.values().cloned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,7 +110,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
             int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
             term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
         };
-        let mut session = Session::start(cfg, &tracefs, degraded)?;
+        let mut session = Session::start(cfg, &tracefs, degraded, left_out)?;
         session.run(signals).await
     })
 }
@@ -150,8 +153,14 @@ fn check_output_path(p: &Path) -> Result<(), UserError> {
 }
 
 impl Session {
-    fn start(cfg: Config, tracefs: &Path, degraded: Vec<String>) -> Result<Session> {
+    fn start(
+        cfg: Config,
+        tracefs: &Path,
+        degraded: Vec<String>,
+        left_out: std::collections::BTreeMap<String, String>,
+    ) -> Result<Session> {
         let mut tracer = Tracer::load(&cfg.load, tracefs)?;
+        tracer.leave_out(left_out);
         // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
         // every close, so a socket closed mid-seed is not kept as live.
         let mut initial: Vec<u32> = if cfg.all {
