@@ -34,5 +34,11 @@ pub fn build_ebpf(release: bool) -> Result<()> {
         "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
         "-C debuginfo=2 -C link-arg=--btf",
     );
-    run(&mut c)
+    run(&mut c)?;
+    // Guard the stated minimum kernel: the object may use nothing newer.
+    let profile = if release { "release" } else { "debug" };
+    crate::kfeatures::check_built(
+        &crate::util::workspace_root()
+            .join(format!("target/bpfel-unknown-none/{profile}/sockleak")),
+    )
 }

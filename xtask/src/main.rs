@@ -4,6 +4,7 @@ mod bench;
 mod bpfstats;
 mod build;
 mod dist;
+mod kfeatures;
 mod procs;
 mod run;
 mod setup;
@@ -54,6 +55,13 @@ enum Cmd {
     },
     /// Build the release binary and a Debian package in target/dist (needs dpkg-deb).
     Dist,
+    /// List the BPF helpers, program and map types the built object uses, with the kernel
+    /// release of each; fails if one is newer than the stated minimum.
+    KernelFeatures {
+        /// Also write the table to docs/kernel-features.md.
+        #[arg(long)]
+        write: bool,
+    },
     /// Set up, build, run the unit tests and the privileged integration tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -70,6 +78,7 @@ fn main() {
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
         Cmd::Dist => dist::dist().map(|_| ()),
+        Cmd::KernelFeatures { write } => kfeatures::kernel_features(write),
         Cmd::Bench { runs } => bench::bench(runs),
         Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };
