@@ -10,6 +10,7 @@ mod run;
 mod setup;
 mod soak;
 mod util;
+mod vmtest;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -62,6 +63,13 @@ enum Cmd {
         #[arg(long)]
         write: bool,
     },
+    /// Boot Debian's kernels (default 6.1, 6.12 and 5.10) with virtme-ng and run the kernel
+    /// suite inside each; 5.10 must be refused in one line.
+    Vmtest {
+        /// A kernel series to boot (repeatable), e.g. 6.1.
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernels: Vec<String>,
+    },
     /// Set up, build, run the unit tests and the privileged integration tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -77,6 +85,7 @@ fn main() {
         Cmd::BuildEbpf { release } => build::build_ebpf(release),
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
+        Cmd::Vmtest { kernels } => vmtest::vmtest(&kernels),
         Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::KernelFeatures { write } => kfeatures::kernel_features(write),
         Cmd::Bench { runs } => bench::bench(runs),
