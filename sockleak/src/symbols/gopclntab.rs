@@ -16,6 +16,23 @@ pub struct Pclntab<'a> {
     text_start: u64,
     funcnames: usize,
     pcln: usize,
+    /// Go 1.18+: the compilation units' file lists, the file names, the pc-value tables.
+    cutab: usize,
+    filetab: usize,
+    pctab: usize,
+    /// Instruction size quantum (1 on x86).
+    min_lc: u64,
+}
+
+fn uvarint(d: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, b) in d.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
 }
 
 fn read_uint(d: &[u8], at: usize, size: usize) -> Option<u64> {
@@ -41,6 +58,11 @@ impl<'a> Pclntab<'a> {
             GO116 => (false, 0, word(2)?, word(6)?),
             _ => return None,
         };
+        let (cutab, filetab, pctab) = if go118 {
+            (word(4)?, word(5)?, word(6)?)
+        } else {
+            (0, 0, 0)
+        };
         let t = Pclntab {
             data,
             go118,
@@ -49,6 +71,10 @@ impl<'a> Pclntab<'a> {
             text_start,
             funcnames,
             pcln,
+            cutab,
+            filetab,
+            pctab,
+            min_lc: u64::from(*data.get(6)?).max(1),
         };
         // The table must hold nfunc + 1 entries (the last one bounds the last function).
         t.entry(t.nfunc)?;
@@ -100,14 +126,13 @@ impl<'a> Pclntab<'a> {
         (0..self.nfunc).find_map(|i| (self.name(i)? == name).then(|| self.entry(i).map(|e| e.0))?)
     }
 
-    /// The function holding `addr` (a link-time virtual address): (entry, name).
-    pub fn lookup(&self, addr: u64) -> Option<(u64, &'a str)> {
+    /// Index of the function holding `addr` (entries ascend: the last one at or below it).
+    fn index(&self, addr: u64) -> Option<usize> {
         let (first, _) = self.entry(0)?;
         let (end, _) = self.entry(self.nfunc)?;
         if addr < first || addr >= end {
             return None;
         }
-        // Entries ascend: the last one at or below addr.
         let (mut lo, mut hi) = (0, self.nfunc);
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
@@ -117,7 +142,67 @@ impl<'a> Pclntab<'a> {
                 hi = mid;
             }
         }
-        Some((self.entry(lo)?.0, self.name(lo)?))
+        Some(lo)
+    }
+
+    /// The value a pc-value table (at `off` in pctab) gives `addr` in a function starting at
+    /// `entry` (the runtime's `pcvalue`: zigzag value deltas and pc deltas, from -1).
+    fn pcvalue(&self, off: u32, entry: u64, addr: u64) -> Option<i64> {
+        if off == 0 {
+            return None;
+        }
+        let mut p = self.pctab.checked_add(off as usize)?;
+        let (mut pc, mut val) = (entry, -1i64);
+        let mut first = true;
+        // A table ends with a zero value delta; bound the walk all the same.
+        for _ in 0..1_000_000 {
+            let (uv, n) = uvarint(self.data.get(p..)?)?;
+            p += n;
+            if uv == 0 && !first {
+                return None;
+            }
+            first = false;
+            let delta = ((uv >> 1) as i64) ^ -((uv & 1) as i64);
+            let (pcd, n) = uvarint(self.data.get(p..)?)?;
+            p += n;
+            pc = pc.checked_add(pcd.checked_mul(self.min_lc)?)?;
+            val += delta;
+            if addr < pc {
+                return Some(val);
+            }
+        }
+        None
+    }
+
+    /// Source file and line of `addr` (Go 1.18+ tables), as tracebacks show them.
+    pub fn line(&self, addr: u64) -> Option<(&'a str, u32)> {
+        if !self.go118 {
+            return None;
+        }
+        let i = self.index(addr)?;
+        let (entry, func) = self.entry(i)?;
+        // `_func`: entryOff u32, nameOff i32, args i32, deferreturn u32, pcsp u32,
+        // pcfile u32, pcln u32, npcdata u32, cuOffset u32 (the same from 1.18 to 1.23).
+        let f = self.pcln.checked_add(func)?;
+        let field = |i: usize| read_uint(self.data, f + 4 * i, 4).map(|v| v as u32);
+        let (pcfile, pcln, cu) = (field(5)?, field(6)?, field(8)?);
+        let fileno = self.pcvalue(pcfile, entry, addr)?;
+        let line = self.pcvalue(pcln, entry, addr)?;
+        let at = self
+            .cutab
+            .checked_add(4 * (cu as usize).checked_add(usize::try_from(fileno).ok()?)?)?;
+        let name_off = read_uint(self.data, at, 4)? as usize;
+        let start = self.filetab.checked_add(name_off)?;
+        let rest = self.data.get(start..)?;
+        let len = rest.iter().position(|b| *b == 0)?;
+        let file = std::str::from_utf8(&rest[..len]).ok()?;
+        Some((file, u32::try_from(line).ok()?))
+    }
+
+    /// The function holding `addr` (a link-time virtual address): (entry, name).
+    pub fn lookup(&self, addr: u64) -> Option<(u64, &'a str)> {
+        let i = self.index(addr)?;
+        Some((self.entry(i)?.0, self.name(i)?))
     }
 }
 
@@ -130,8 +215,8 @@ pub struct GoTable {
 }
 
 impl GoTable {
-    /// Reads `.gopclntab` and the program headers of a 64-bit ELF file; None when it has no
-    /// readable Go table.
+    /// Reads `.gopclntab` (`.data.rel.ro.gopclntab` in a PIE build) and the program headers
+    /// of a 64-bit ELF file; None when it has no readable Go table.
     pub fn read(path: &std::path::Path) -> Option<GoTable> {
         use object::{
             Endianness, ReadCache,
@@ -143,7 +228,9 @@ impl GoTable {
         let header = FileHeader64::<Endianness>::parse(data).ok()?;
         let endian = header.endian().ok()?;
         let sections = header.sections(endian, data).ok()?;
-        let (_, tab) = sections.section_by_name(endian, b".gopclntab")?;
+        let (_, tab) = sections
+            .section_by_name(endian, b".gopclntab")
+            .or_else(|| sections.section_by_name(endian, b".data.rel.ro.gopclntab"))?;
         let bytes = tab.data(endian, data).ok()?.to_vec();
         Pclntab::parse(&bytes)?;
         let loads = crate::symbols::elf::loads(header, endian, data)?;
@@ -156,12 +243,19 @@ impl GoTable {
 
     /// The function at a file offset of the binary: (entry address, name).
     pub fn at_file_offset(&self, off: u64) -> Option<(u64, &str)> {
-        let vaddr = self
-            .loads
+        self.table()?.lookup(self.vaddr(off)?)
+    }
+
+    /// Source file and line at a file offset of the binary.
+    pub fn line_at_file_offset(&self, off: u64) -> Option<(&str, u32)> {
+        self.table()?.line(self.vaddr(off)?)
+    }
+
+    fn vaddr(&self, off: u64) -> Option<u64> {
+        self.loads
             .iter()
             .find(|(o, _, size)| off >= *o && off < o + size)
-            .map(|(o, v, _)| off - o + v)?;
-        self.table()?.lookup(vaddr)
+            .map(|(o, v, _)| off - o + v)
     }
 
     /// The file offset of a link-time address.
