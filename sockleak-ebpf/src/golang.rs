@@ -157,8 +157,9 @@ fn conn_fd(pc: u64, l: &GoLayout) -> Option<i32> {
 }
 
 /// The live record of `pc`'s socket, and its fd, if it is the connection's: through the typed
-/// chain, else the socket it was delivered with (same creation time). Its Transport becomes
-/// `pc.t`.
+/// chain (exact: the fd the connection itself holds), else the socket it was delivered with
+/// (same creation time, and no other Transport's). Its Transport becomes `pc.t`: a socket a
+/// dual-stack dial made on a racer goroutine is untagged until here.
 #[inline(always)]
 fn connection(
     task: Task,
@@ -166,7 +167,9 @@ fn connection(
     l: &GoLayout,
     fallback: Option<GoConn>,
 ) -> Option<(*mut SocketRecord, i32)> {
-    let (fd, created_ns) = match conn_fd(pc, l) {
+    let transport: u64 = read(pc + u64::from(l.pc_transport))?;
+    let typed = conn_fd(pc, l);
+    let (fd, created_ns) = match typed {
         Some(fd) => (fd, 0),
         None => {
             let c = match fallback {
@@ -183,13 +186,11 @@ fn connection(
         tgid: task.tgid,
         fd: fd as u32,
     })?;
-    let transport: u64 = read(pc + u64::from(l.pc_transport))?;
     unsafe {
-        if created_ns != 0 && (*rec).created_ns != created_ns {
-            return None;
-        }
-        // Another Transport's socket at that fd is not this connection.
-        if (*rec).owner != 0 && (*rec).owner != transport {
+        if typed.is_none()
+            && ((*rec).created_ns != created_ns
+                || ((*rec).owner != 0 && (*rec).owner != transport))
+        {
             return None;
         }
         (*rec).owner = transport;

@@ -29,7 +29,9 @@ pub struct Verdict<'a> {
     pub evidence: Vec<String>,
 }
 
-/// Made under net/http's dial (Go dials on a goroutine of its own, so it is the call site).
+/// Made under net/http's dial: on the dial goroutine (dialConn on the stack), or joined by the
+/// probes to a net/http connection (a dual-stack dial connects on racer goroutines of its own,
+/// whose stacks do not show dialConn).
 fn made_by_dial(s: &Suspect) -> bool {
     s.stack
         .iter()
@@ -37,6 +39,9 @@ fn made_by_dial(s: &Suspect) -> bool {
         || s.call_site
             .as_deref()
             .is_some_and(|c| c.starts_with(DIAL_CONN))
+        || s.origin_call
+            .as_ref()
+            .is_some_and(|o| o.join.starts_with("go-"))
 }
 
 /// Verdicts for every suspect made by net/http's dial that holds idle connections.

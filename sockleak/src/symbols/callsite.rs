@@ -165,6 +165,11 @@ fn runtime_module(module: &str) -> bool {
     .any(|p| m.starts_with(p))
         || (m.starts_with("python") && !m.contains('.'))
         || m.starts_with("python3.")
+        // The node executable: libuv, V8 and node itself (labels inside V8's builtins such as
+        // construct_stub_create_deopt_addr included). An application's native code is in a
+        // `.node` addon of its own.
+        || m == "node"
+        || m == "nodejs"
 }
 
 /// Go's standard library: its packages' first path element has no dot.
@@ -812,6 +817,13 @@ mod tests {
             f(Some("start_thread"), LIBC, None, None),
         ];
         assert_eq!(pick(&pool).name, None);
+        // A label inside V8's builtins is node's own code, not the application.
+        let label = [
+            f(Some("uv_tcp_init"), NODE, None, None),
+            f(Some("construct_stub_create_deopt_addr"), NODE, None, None),
+            f(Some("JS:^request node:http:102:17"), None, None, None),
+        ];
+        assert_eq!(pick(&label).name, None);
     }
 
     #[test]
