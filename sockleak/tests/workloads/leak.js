@@ -1,7 +1,7 @@
 // A Node service that leaks: `node --perf-basic-prof --interpreted-frames-native-stack
 // leak.js PORT N [MODE]` prints "ready", and on a line opens N connections it never closes,
-// then prints "done" once all are connected (or answered). The line marked `origin:MODE` is
-// where the connection is asked for.
+// then prints "done" once all are connected (or answered). The function marked `origin:MODE`
+// asks for the connections (V8's perf map names a function by the line it starts on).
 //
 //   net   net.connect to 127.0.0.1:PORT
 //   http  http.get to 127.0.0.1:PORT (an HTTP server) with a new keep-alive Agent per request,
@@ -12,15 +12,15 @@ const net = require('net');
 const http = require('http');
 const [port, n, mode] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4] || 'net'];
 const kept = [];
-function openLeakyConnection(onConnect) {
-  const s = net.connect(port, '127.0.0.1'); // origin:net
+function openLeakyConnection(onConnect) { // origin:net
+  const s = net.connect(port, '127.0.0.1');
   s.once('connect', onConnect);
   kept.push(s);
 }
-function openLeakyRequest(onDone) {
+function openLeakyRequest(onDone) { // origin:http
   const agent = new http.Agent({ keepAlive: true });
   kept.push(agent);
-  const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => { // origin:http
+  const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
     res.resume();
     res.on('end', onDone);
   });
@@ -31,8 +31,8 @@ function dualStackLookup(host, opts, cb) {
   // Answers on a later turn of the loop, as dns.lookup does.
   setImmediate(() => (opts && opts.all ? cb(null, addrs) : cb(null, addrs[0].address, 6)));
 }
-function openDualStackConnection(onConnect) {
-  const s = net.connect({ port, host: 'dualstack.test', lookup: dualStackLookup }); // origin:dual
+function openDualStackConnection(onConnect) { // origin:dual
+  const s = net.connect({ port, host: 'dualstack.test', lookup: dualStackLookup });
   s.once('connect', onConnect);
   s.on('error', (e) => console.error('connect', e.message));
   kept.push(s);
