@@ -188,8 +188,7 @@ fn connection(
     })?;
     unsafe {
         if typed.is_none()
-            && ((*rec).created_ns != created_ns
-                || ((*rec).owner != 0 && (*rec).owner != transport))
+            && ((*rec).created_ns != created_ns || ((*rec).owner != 0 && (*rec).owner != transport))
         {
             return None;
         }

@@ -13,8 +13,8 @@ mod common;
 use std::{path::PathBuf, process::Command};
 
 use common::{
-    Trace, Workload, build_go, build_go_using, diagnosis, evidence_has, go_toolchain,
-    no_diagnosis, proc_socket_fds, process, sleep_ms, source_line, suspect_at, symbols,
+    Trace, Workload, build_go, build_go_using, diagnosis, evidence_has, go_toolchain, no_diagnosis,
+    proc_socket_fds, process, sleep_ms, source_line, suspect_at, symbols,
 };
 use serde_json::Value;
 
@@ -61,12 +61,8 @@ struct Run {
 fn run_with(bin: &PathBuf, mode: &str, extra: &[&str]) -> Run {
     let (_server, addr) = server(if mode == "tls" { &["tls"] } else { &[] });
     let (_server2, addr2) = server(&[]);
-    let mut c = Workload::spawn(Command::new(bin).args([
-        &addr,
-        mode,
-        &REQUESTS.to_string(),
-        &addr2,
-    ]));
+    let mut c =
+        Workload::spawn(Command::new(bin).args([&addr, mode, &REQUESTS.to_string(), &addr2]));
     c.expect("ready");
     let pid = c.pid.to_string();
     let mut args = vec!["--pid", &pid, "--interval", "0.5", "--min-age", "1"];
@@ -146,7 +142,11 @@ fn per_request_transport_names_the_sending_function() {
             ..
         } = run_with(&c.bin, "leaky", &[]);
         let p = process(&report, pid);
-        assert_eq!(truth.len(), REQUESTS, "{who}: each request left one connection");
+        assert_eq!(
+            truth.len(),
+            REQUESTS,
+            "{who}: each request left one connection"
+        );
         assert_eq!(p["live_sockets"], truth.len(), "{who}");
         let s = only_suspect(p, who);
         assert_eq!(s["count"], REQUESTS, "{who}");

@@ -14,7 +14,7 @@ use crate::{
     diagnose::SuspectFacts,
     model::{OriginCall, Remote, Sender, StackCount, Suspect},
     symbols::{
-        callsite::{self, CallSite},
+        callsite::{self, CallSite, Origins},
         stacks::{Frame, Site},
     },
 };
@@ -84,8 +84,10 @@ fn secs(ns: u64) -> f64 {
 }
 
 /// The suspects, largest first, with the facts the diagnoses need of each (parallel).
+/// `origins`: whether the process's sockets are joined to the code that asked for them.
 pub fn suspects(
     groups: HashMap<GroupKey, Group>,
+    origins: Option<&Origins>,
     facts: &Facts,
     ctx: &BuildCtx<'_>,
 ) -> (Vec<Suspect>, Vec<SuspectFacts>) {
@@ -110,6 +112,18 @@ pub fn suspects(
                 name: None,
                 note: j.pick.call_site.note.clone().or(own.note),
                 shared: true,
+                deferred: false,
+            },
+            // Made by the runtime later, and not joined: say why, when the probes could not be.
+            None if own.deferred && own.name.is_none() => match origins {
+                Some(Origins::Unavailable(why)) => CallSite {
+                    note: Some(format!(
+                        "{}; sockleak could not join it to that code: {why}",
+                        own.note.as_deref().unwrap_or_default()
+                    )),
+                    ..own
+                },
+                _ => own,
             },
             None => own,
         };

@@ -27,6 +27,9 @@ pub struct CallSite {
     /// Unnamed, and nothing in the stack tells one such call site from another (Node's runtime
     /// frames only): the process's sockets with this note are one group, not one per stack.
     pub shared: bool,
+    /// The runtime made the socket on its own schedule (Go's dial goroutine, a later Node
+    /// tick): the code that asked for it is elsewhere, and only an origin names it.
+    pub deferred: bool,
 }
 
 /// Whether a process's sockets are joined to the code that asked for them (Go HTTP clients'
@@ -438,6 +441,7 @@ pub fn pick(frames: &[Frame]) -> CallSite {
             name: Some(name),
             note: None,
             shared: false,
+            deferred: false,
         };
     }
     // No application frame. A runtime's own frames are never the call site: say why there
@@ -449,6 +453,7 @@ pub fn pick(frames: &[Frame]) -> CallSite {
             name: None,
             note: Some(hint.to_string()),
             shared: node,
+            deferred: false,
         };
     }
     // Asynchronous, if a runtime's dispatcher is on the stack.
@@ -463,6 +468,7 @@ pub fn pick(frames: &[Frame]) -> CallSite {
             name: None,
             note: Some((*note).to_string()),
             shared: node,
+            deferred: true,
         };
     }
     if node {
@@ -470,12 +476,14 @@ pub fn pick(frames: &[Frame]) -> CallSite {
             name: None,
             note: Some(NODE_LATER.to_string()),
             shared: true,
+            deferred: true,
         };
     }
     CallSite {
         name: first_named_past_libc(frames),
         note: None,
         shared: false,
+        deferred: false,
     }
 }
 
@@ -522,10 +530,10 @@ fn join_note(j: u8, inherited: bool) -> &'static str {
             "the latest request sent on this connection (joined at (*persistConn).roundTrip); Go made the socket itself on a dial goroutine of its own, whose stack is below"
         }
         (_, false) => {
-            "where net.connect made the connection's handle (joined at libuv's uv_tcp_init); Node made the socket itself on a later tick, whose stack is below"
+            "where the connection was asked for: net.connect (or http.request through an Agent) made its libuv handle here (joined at uv_tcp_init); Node made the socket itself on a later tick, whose stack is below"
         }
         (_, true) => {
-            "where net.connect made the connection this one retried with another address (happy eyeballs; joined at libuv's uv_tcp_init and uv_close); Node made the socket itself on a later tick, whose stack is below"
+            "where the connection this one retried with another address was asked for (happy eyeballs: Node made a new handle for the next address; joined at libuv's uv_tcp_init and uv_close); Node made the socket itself on a later tick, whose stack is below"
         }
     }
 }
@@ -569,6 +577,7 @@ pub fn pick_origin(j: u8, stacks: &[&[Frame]]) -> Option<OriginPick> {
                     name: Some(name),
                     note: Some(join_note(j, i > 0).to_string()),
                     shared: false,
+                    deferred: false,
                 },
                 stack: i,
             });
@@ -588,6 +597,7 @@ pub fn pick_origin(j: u8, stacks: &[&[Frame]]) -> Option<OriginPick> {
                         name: None,
                         note: cs.note,
                         shared: true,
+                        deferred: false,
                     },
                     stack: 0,
                 });
@@ -675,6 +685,7 @@ mod tests {
                 name: Some("main.leak (main.go:9)".into()),
                 note: None,
                 shared: false,
+                deferred: false,
             }
         );
     }
@@ -1056,5 +1067,71 @@ mod tests {
         );
         assert_eq!(java("leak_here"), None);
         assert_eq!(pick(&[]), CallSite::default());
+    }
+
+    #[test]
+    fn origins_name_the_code_that_asked() {
+        let app = Some("/bin/app");
+        let go = [
+            f(Some("net/http.(*persistConn).roundTrip"), app, None, None),
+            f(Some("net/http.(*Client).Get"), app, None, None),
+            f(Some("main.request"), app, Some("/src/main.go"), Some(31)),
+            f(Some("main.main"), app, Some("/src/main.go"), Some(40)),
+        ];
+        let o = pick_origin(join::GO_ROUNDTRIP, &[&go]).unwrap();
+        assert_eq!(
+            o.call_site.name.as_deref(),
+            Some("main.request (main.go:31)")
+        );
+        assert!(
+            o.call_site
+                .note
+                .unwrap()
+                .contains("(*persistConn).roundTrip")
+        );
+        assert_eq!(o.stack, 0);
+        let o = pick_origin(join::GO_WANTCONN, &[&go]).unwrap();
+        assert!(o.call_site.note.unwrap().contains("tryDeliver"));
+        assert_eq!(
+            pick_origin(join::GO_ROUNDTRIP, &[&[]]),
+            None,
+            "no origin stack"
+        );
+        assert_eq!(join_name(join::NODE_HANDLE), Some("node-handle"));
+        assert_eq!(join_name(join::NONE), None);
+        // Only a Node retry inherits: a Go origin without an application frame stays unnamed.
+        let runtime_only = &go[..2];
+        let o = pick_origin(join::GO_ROUNDTRIP, &[runtime_only, &go]).unwrap();
+        assert_eq!(o.call_site.name, None);
+        assert_eq!(o.stack, 0);
+        // A Node handle made by the user's own code that closed another is not a retry.
+        let user = [
+            f(Some("uv_tcp_init"), NODE, None, None),
+            f(Some("JS:^reconnect /srv/app/db.js:40:3"), None, None, None),
+        ];
+        let earlier = [f(Some("JS:^connect /srv/app/db.js:10:3"), None, None, None)];
+        let o = pick_origin(join::NODE_HANDLE, &[&user, &earlier]).unwrap();
+        assert_eq!(o.call_site.name.as_deref(), Some("reconnect (db.js:40)"));
+        // Node's own retry inherits, and the note says so.
+        let retry = [
+            f(Some("uv_tcp_init"), NODE, None, None),
+            f(
+                Some("JS:^internalConnectMultiple node:net:1106:33"),
+                None,
+                None,
+                None,
+            ),
+        ];
+        let o = pick_origin(join::NODE_HANDLE, &[&retry, &user]).unwrap();
+        assert_eq!(o.call_site.name.as_deref(), Some("reconnect (db.js:40)"));
+        assert_eq!(o.stack, 1);
+        assert!(o.call_site.note.unwrap().contains("happy eyeballs"));
+        // A retry of a retry: two levels.
+        let o = pick_origin(join::NODE_HANDLE, &[&retry, &retry, &user]).unwrap();
+        assert_eq!(o.stack, 2);
+        // A retry with nothing to inherit is unnamed, one group.
+        let o = pick_origin(join::NODE_HANDLE, &[&retry]).unwrap();
+        assert_eq!(o.call_site.name, None);
+        assert!(o.call_site.shared);
     }
 }

@@ -333,4 +333,78 @@ mod tests {
         let t = Pclntab::parse(&far).unwrap();
         assert_eq!(t.name(1), None);
     }
+
+    /// One function, `main.f` at text+0x10..text+0x80 in /src/main.go: line 10 for its first
+    /// 16 bytes, line 12 after.
+    fn table_with_lines() -> Vec<u8> {
+        let text = 0x40_1000u64;
+        let mut d = vec![0u8; 8 + 8 * 8];
+        d[..4].copy_from_slice(&GO120.to_le_bytes());
+        d[6] = 1;
+        d[7] = 8;
+        let put = |d: &mut Vec<u8>, i: usize, v: u64| {
+            d[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes())
+        };
+        let funcnames = d.len();
+        d.extend(b"main.f\0");
+        let cutab = d.len();
+        d.extend(0u32.to_le_bytes());
+        let filetab = d.len();
+        d.extend(b"/src/main.go\0");
+        let pctab = d.len();
+        // Offset 0 means "no table": a pad byte first. pcln: 10 for 16 bytes, then 12 for
+        // 96; pcfile: file 0 for 112 bytes. Zigzag value deltas from -1, then pc deltas.
+        d.push(0);
+        let pcln = (d.len() - pctab) as u32;
+        d.extend([22, 16, 4, 96, 0]);
+        let pcfile = (d.len() - pctab) as u32;
+        d.extend([2, 112, 0]);
+        let funcs = d.len();
+        for (i, v) in [
+            1u64,
+            1,
+            text,
+            funcnames as u64,
+            cutab as u64,
+            filetab as u64,
+            pctab as u64,
+            funcs as u64,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            put(&mut d, i, v);
+        }
+        // functab: 2 entries of (entryoff, funcoff), then the _func.
+        let func = 2 * 8u32;
+        for (entry, f) in [(0x10u32, func), (0x80, 0)] {
+            d.extend(entry.to_le_bytes());
+            d.extend(f.to_le_bytes());
+        }
+        for field in [0x10u32, 0, 0, 0, 0, pcfile, pcln, 0, 0, 0] {
+            d.extend(field.to_le_bytes());
+        }
+        d
+    }
+
+    #[test]
+    fn files_and_lines_of_a_stripped_binary() {
+        let d = table_with_lines();
+        let t = Pclntab::parse(&d).unwrap();
+        assert_eq!(t.lookup(0x40_1010), Some((0x40_1010, "main.f")));
+        assert_eq!(t.line(0x40_1010), Some(("/src/main.go", 10)));
+        assert_eq!(t.line(0x40_101f), Some(("/src/main.go", 10)));
+        assert_eq!(t.line(0x40_1020), Some(("/src/main.go", 12)));
+        assert_eq!(t.line(0x40_107f), Some(("/src/main.go", 12)));
+        assert_eq!(t.line(0x40_1080), None, "past the last function");
+        // A corrupt table is no line, not a panic.
+        for cut in (70..d.len()).step_by(3) {
+            if let Some(t) = Pclntab::parse(&d[..cut]) {
+                let _ = t.line(0x40_1020);
+            }
+        }
+        // _funcs cut short of their line tables: names only.
+        let old = table();
+        assert_eq!(Pclntab::parse(&old).unwrap().line(0x40_1010), None);
+    }
 }
