@@ -192,7 +192,17 @@ impl GoProbes {
         let bin = match self.binaries.get(&key) {
             Some(b) => b.clone(),
             None => {
+                let t = std::time::Instant::now();
                 let b = inspect_file(Path::new(&exe)).ok()?;
+                if b.go {
+                    log::debug!(
+                        "pid {pid}: Go binary read in {} ms ({:?})",
+                        t.elapsed().as_millis(),
+                        b.facts
+                            .as_ref()
+                            .map(|f| (&f.version, f.layout.as_ref().map(|l| l.source)))
+                    );
+                }
                 self.binaries.insert(key, b.clone());
                 b
             }
@@ -298,11 +308,6 @@ impl GoProbes {
         if self.links.remove(&pid).is_some() {
             tracer.remove_go_layout(pid);
         }
-    }
-
-    /// Processes with attached uprobes.
-    pub fn attached(&self) -> usize {
-        self.links.len()
     }
 }
 

@@ -288,21 +288,70 @@ pub const SIGNATURES: &[(&str, &[&str])] = &[
     ("net/http.(*Transport).tryPutIdleConn", &["t", "pconn"]),
 ];
 
+/// The compilation units that hold what `MEMBERS` and `SIGNATURES` name: Go's linker puts
+/// every type in the runtime's unit, and a function in its package's (go1.19-go1.23).
+const UNITS: &[&str] = &["runtime", "net/http"];
+
 fn read_dwarf<'d, R: ReadRef<'d>>(img: &Image<'d, R>) -> Option<DwarfFacts> {
     img.section(".debug_info")
         .or_else(|| img.section(".zdebug_info"))?;
+    // Only what names entries and their attributes: line tables, locations and ranges are
+    // large (and compressed) and not read here.
     let sections = gimli::DwarfSections::load(|id| -> Result<_, gimli::Error> {
-        Ok(img.dwarf_section(id.name()))
+        use gimli::SectionId::*;
+        Ok(match id {
+            DebugInfo | DebugAbbrev | DebugStr | DebugStrOffsets | DebugLineStr | DebugAddr => {
+                img.dwarf_section(id.name())
+            }
+            _ => Cow::Borrowed(&[][..]),
+        })
     })
     .ok()?;
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    // The units where Go puts them first (fast); every unit when that was not enough.
+    let facts = walk_dwarf(&dwarf, Some(UNITS));
+    if facts.offsets().is_some() && facts.params.len() == SIGNATURES.len() {
+        return Some(facts);
+    }
+    Some(walk_dwarf(&dwarf, None))
+}
+
+type Reader<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
+
+/// A string attribute, inline or in `.debug_str` (what Go's DWARF uses).
+fn attr_str(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    v: gimli::AttributeValue<Reader<'_>>,
+) -> Option<String> {
+    let s = match v {
+        gimli::AttributeValue::String(s) => s,
+        gimli::AttributeValue::DebugStrRef(o) => dwarf.debug_str.get_str(o).ok()?,
+        _ => return None,
+    };
+    Some(s.to_string_lossy().into_owned())
+}
+
+/// Walks the entries of the units named in `only` (every unit: None). Units are read from
+/// their headers alone: a `gimli::Unit` would parse line programs, which are not loaded.
+fn walk_dwarf(dwarf: &gimli::Dwarf<Reader<'_>>, only: Option<&[&str]>) -> DwarfFacts {
     let mut facts = DwarfFacts::default();
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
+        let Ok(abbrevs) = dwarf.abbreviations(&header) else {
             continue;
         };
-        let mut cursor = unit.entries();
+        let mut cursor = header.entries(&abbrevs);
+        if let Some(only) = only {
+            let name = match cursor.next_dfs() {
+                Ok(Some(root)) => root
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| attr_str(dwarf, v)),
+                _ => None,
+            };
+            if !name.is_some_and(|n| only.contains(&n.as_str())) {
+                continue;
+            }
+        }
         // (depth, struct name) or (depth, function name) being read.
         let mut inside: Option<(isize, &str, bool)> = None;
         while let Ok(Some(e)) = cursor.next_dfs() {
@@ -312,8 +361,7 @@ fn read_dwarf<'d, R: ReadRef<'d>>(img: &Image<'d, R>) -> Option<DwarfFacts> {
             }
             let name = e
                 .attr_value(gimli::DW_AT_name)
-                .and_then(|v| dwarf.attr_string(&unit, v).ok())
-                .map(|s| s.to_string_lossy().into_owned());
+                .and_then(|v| attr_str(dwarf, v));
             match e.tag() {
                 gimli::DW_TAG_structure_type => {
                     if let Some(n) = &name
@@ -359,7 +407,7 @@ fn read_dwarf<'d, R: ReadRef<'d>>(img: &Image<'d, R>) -> Option<DwarfFacts> {
             }
         }
     }
-    Some(facts)
+    facts
 }
 
 impl DwarfFacts {
