@@ -45,7 +45,10 @@ fn bpftrace_script(pid: u32, ustack: bool, connect: bool) -> String {
 enum Tool {
     Baseline,
     Sockleak(Vec<String>),
-    Bpftrace { ustack: bool, connect: bool },
+    Bpftrace {
+        ustack: bool,
+        connect: bool,
+    },
     /// An empty bpftrace uprobe on a function of the workload: what the trap alone costs.
     EmptyUprobe(&'static str),
 }
@@ -943,7 +946,10 @@ fn go_http(sockleak: &Path, runs: usize) -> Result<String> {
     };
     let (kb, kd, ke, kt) = summary(&rows_k);
     let (lb, ld, le, lt) = summary(&rows_l);
-    let (kh, lh) = (per_request(&rows_k, &keepalive), per_request(&rows_l, &leaky));
+    let (kh, lh) = (
+        per_request(&rows_k, &keepalive),
+        per_request(&rows_l, &leaky),
+    );
     let _ = writeln!(
         out,
         "\n**Per request**: on the healthy keep-alive client, {kb:.0} ns of BPF time with the origin \

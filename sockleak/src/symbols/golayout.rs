@@ -441,6 +441,44 @@ impl DwarfFacts {
     }
 }
 
+/// Where the offsets come from, given the binary's DWARF (if any) and Go version: DWARF when
+/// it describes them and the probed functions take the arguments sockleak reads, else the
+/// table of a known version; else why not, for the report.
+fn offsets(dwarf: Option<&DwarfFacts>, version: Option<&str>) -> Result<(Offsets, Source), String> {
+    let shown = version.unwrap_or("an unknown Go version");
+    let minor = version
+        .and_then(parse_version)
+        .filter(|(major, _)| *major == 1)
+        .map(|(_, m)| m);
+    match (dwarf, minor) {
+        (Some(d), Some(m)) if m >= 17 => {
+            if let Some(f) = d.signature_mismatch() {
+                return Err(format!(
+                    "{f} in this binary ({shown}) takes other arguments than sockleak reads"
+                ));
+            }
+            match d.offsets() {
+                Some(o) => Ok((o, Source::Dwarf)),
+                None if KNOWN_MINORS.contains(&m) => Ok((TABLE, Source::Table)),
+                None => Err(format!(
+                    "the binary's DWARF ({shown}) lacks net/http's connection structs"
+                )),
+            }
+        }
+        (None, Some(m)) if KNOWN_MINORS.contains(&m) => Ok((TABLE, Source::Table)),
+        (None, Some(_)) => Err(format!(
+            "{shown} is not a Go version sockleak knows net/http's layout for (go1.{}-go1.{}), and the binary has no DWARF to read it from (built with -ldflags=-w)",
+            KNOWN_MINORS.start(),
+            KNOWN_MINORS.end()
+        )),
+        (_, _) => Err(format!(
+            "{shown} is not a Go version sockleak can probe (go1.17 or newer, go1.{}-go1.{} without DWARF)",
+            KNOWN_MINORS.start(),
+            KNOWN_MINORS.end()
+        )),
+    }
+}
+
 /// Reads a Go binary (None: not a 64-bit little-endian ELF).
 pub fn inspect<'d, R: ReadRef<'d>>(data: R) -> Option<GoBinary> {
     let header = FileHeader64::<Endianness>::parse(data).ok()?;
@@ -468,45 +506,7 @@ pub fn inspect<'d, R: ReadRef<'d>>(data: R) -> Option<GoBinary> {
 }
 
 fn layout<'d, R: ReadRef<'d>>(img: &Image<'d, R>, version: Option<&str>) -> Result<Layout, String> {
-    let shown = version.unwrap_or("an unknown Go version");
-    let minor = version
-        .and_then(parse_version)
-        .filter(|(major, _)| *major == 1)
-        .map(|(_, m)| m);
-    let dwarf = read_dwarf(img);
-    let (offsets, source) = match (&dwarf, minor) {
-        (Some(d), Some(m)) if m >= 17 => {
-            if let Some(f) = d.signature_mismatch() {
-                return Err(format!(
-                    "{f} in this binary ({shown}) takes other arguments than sockleak reads"
-                ));
-            }
-            match d.offsets() {
-                Some(o) => (o, Source::Dwarf),
-                None if KNOWN_MINORS.contains(&m) => (TABLE, Source::Table),
-                None => {
-                    return Err(format!(
-                        "the binary's DWARF ({shown}) lacks net/http's connection structs"
-                    ));
-                }
-            }
-        }
-        (None, Some(m)) if KNOWN_MINORS.contains(&m) => (TABLE, Source::Table),
-        (None, Some(_)) => {
-            return Err(format!(
-                "{shown} is not a Go version sockleak knows net/http's layout for (go1.{}-go1.{}), and the binary has no DWARF to read it from (built with -ldflags=-w)",
-                KNOWN_MINORS.start(),
-                KNOWN_MINORS.end()
-            ));
-        }
-        (_, _) => {
-            return Err(format!(
-                "{shown} is not a Go version sockleak can probe (go1.17 or newer, go1.{}-go1.{} without DWARF)",
-                KNOWN_MINORS.start(),
-                KNOWN_MINORS.end()
-            ));
-        }
-    };
+    let (offsets, source) = offsets(read_dwarf(img).as_ref(), version)?;
     let (tcp_conn_type, tls_conn_type) = img
         .conn_types()
         .ok_or_else(|| "no *net.TCPConn type descriptor in the binary's itabs".to_string())?;
@@ -574,5 +574,95 @@ mod tests {
         let b = inspect(&me[..]).unwrap();
         assert_eq!(b.version, None);
         assert!(b.layout.is_err());
+    }
+
+    fn dwarf(members: &[(&str, u64)], params: &[(&str, &[&str])]) -> DwarfFacts {
+        DwarfFacts {
+            members: members.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            params: params
+                .iter()
+                .map(|(f, p)| (f.to_string(), p.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+        }
+    }
+
+    /// What go1.23's DWARF says (measured).
+    fn go123() -> DwarfFacts {
+        dwarf(
+            &[
+                ("net/http.persistConn.t", 16),
+                ("net/http.persistConn.conn", 80),
+                ("crypto/tls.Conn.conn", 0),
+                ("net.TCPConn.conn", 0),
+                ("net.conn.fd", 0),
+                ("net.netFD.pfd", 0),
+                ("internal/poll.FD.Sysfd", 16),
+                ("internal/abi.ITab.Type", 8),
+            ],
+            &[
+                (
+                    "net/http.(*wantConn).tryDeliver",
+                    &["w", "pc", "err", "idleAt"],
+                ),
+                ("net/http.(*Transport).queueForDial", &["t", "w"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn offsets_from_dwarf_or_the_table_or_why_not() {
+        let d = go123();
+        assert_eq!(
+            offsets(Some(&d), Some("go1.23.5")),
+            Ok((TABLE, Source::Dwarf))
+        );
+        // A newer Go with DWARF: read from it.
+        assert_eq!(
+            offsets(Some(&d), Some("go1.26.1")).map(|o| o.1),
+            Ok(Source::Dwarf)
+        );
+        // Stripped: the table of a known version, and only of one.
+        assert_eq!(offsets(None, Some("go1.19.8")), Ok((TABLE, Source::Table)));
+        let e = offsets(None, Some("go1.26.1")).unwrap_err();
+        assert!(
+            e.contains("go1.26.1 is not a Go version sockleak knows"),
+            "{e}"
+        );
+        assert!(
+            e.contains("go1.19-go1.23") && e.contains("-ldflags=-w"),
+            "{e}"
+        );
+        let e = offsets(None, None).unwrap_err();
+        assert!(e.starts_with("an unknown Go version is not"), "{e}");
+        assert!(
+            offsets(Some(&d), Some("go1.16.15")).is_err(),
+            "no register ABI"
+        );
+        // A function whose arguments moved: not probed, whatever the version.
+        let mut moved = go123();
+        moved.params.insert(
+            "net/http.(*wantConn).tryDeliver".into(),
+            vec!["w".into(), "err".into(), "pc".into()],
+        );
+        let e = offsets(Some(&moved), Some("go1.27")).unwrap_err();
+        assert!(
+            e.contains("tryDeliver") && e.contains("other arguments"),
+            "{e}"
+        );
+        // DWARF without the structs: a known version falls back to its table.
+        let empty = dwarf(&[], &[]);
+        assert_eq!(
+            offsets(Some(&empty), Some("go1.21.13")),
+            Ok((TABLE, Source::Table))
+        );
+        assert!(offsets(Some(&empty), Some("go1.26")).is_err());
+        // go1.21's itab field name.
+        let mut old = go123();
+        old.members.remove("internal/abi.ITab.Type");
+        old.members.insert("runtime.itab._type".into(), 8);
+        assert_eq!(
+            offsets(Some(&old), Some("go1.21.13")).map(|o| o.0),
+            Ok(TABLE)
+        );
     }
 }
