@@ -16,8 +16,11 @@
 //! A `*persistConn`'s socket is found through its `net.Conn` (`*net.TCPConn`, or a
 //! `*tls.Conn` around one) down to `poll.FD.Sysfd`, with type descriptors and offsets from
 //! GO_LAYOUT; a `net.Conn` of another type (a custom DialContext's wrapper) falls back to the
-//! socket the dial goroutine made. A socket is only written when it is the connection's:
-//! created when the fallback saw it made, and owned by no other Transport than `pc.t`.
+//! socket the dial goroutine made. A socket is only written when it is the connection's: the
+//! typed chain reads the fd the connection itself holds (and its Transport then becomes the
+//! socket's owner, which tags a dual-stack dial's sockets, made on racer goroutines); the
+//! fallback's socket must have been created when the dial saw it made, and be no other
+//! Transport's.
 //! Probes fire twice when a goroutine's stack grows at a function's entry (Go re-runs the
 //! entry): every step is idempotent. Origin stacks are frame-pointer walks whatever the
 //! process's stack mode: Go keeps frame pointers, and a stack copy per request would cost.
