@@ -148,9 +148,10 @@ pub static GO_DIALS: LruHashMap<GoroutineKey, GoDial> = LruHashMap::with_max_ent
 #[map]
 pub static GO_WANTS: LruHashMap<ObjectKey, OriginSite> = LruHashMap::with_max_entries(8192, 0);
 
-/// (process, `*persistConn`) -> the socket it was delivered with (golang.rs).
+/// (process, `*persistConn`) -> the socket it was delivered with (golang.rs): read only for
+/// connections whose `net.Conn` the typed chain cannot follow.
 #[map]
-pub static GO_CONNS: LruHashMap<ObjectKey, GoConn> = LruHashMap::with_max_entries(16384, 0);
+pub static GO_CONNS: LruHashMap<ObjectKey, GoConn> = LruHashMap::with_max_entries(8192, 0);
 
 /// tgid -> where its Go binary keeps what the origin probes read; written by userspace before
 /// it attaches them.
