@@ -68,6 +68,13 @@ pub mod flag {
     /// A uprobe on `net/http.(*Transport).dialConn` records, per goroutine, the Transport it
     /// dials for: the socket that goroutine makes next is tagged with it (`SocketRecord::owner`).
     pub const GO_HTTP: u8 = 1;
+    /// libuv's TCP functions are probed (Node): a socket made inside `uv_tcp_connect` or
+    /// `uv_tcp_bind` takes its handle's origin (`crate::origin`).
+    pub const NODE_UV: u8 = 2;
+    /// `(*wantConn).tryDeliver` is probed too: a dial lasts until its delivery on the dial
+    /// goroutine, and every socket that goroutine makes meanwhile is the dial's (without it,
+    /// only the first one, as a dual-stack dial's racers make theirs elsewhere).
+    pub const GO_DELIVER: u8 = 4;
 }
 
 /// `Control` field value meaning "leave as is".
@@ -162,6 +169,9 @@ pub mod map {
     pub const DESTS: &str = "DESTS";
     pub const URING_SITES: &str = "URING_SITES";
     pub const GO_DIALS: &str = "GO_DIALS";
+    /// Origins (see `crate::origin`): per-process Go layouts, and libuv handles.
+    pub const GO_LAYOUT: &str = "GO_LAYOUT";
+    pub const NODE_HANDLES: &str = "NODE_HANDLES";
     /// Stack copies (see `crate::stack`), a ring buffer of their own.
     pub const STACK_COPIES: &str = "STACK_COPIES";
     /// One u32: bumped by userspace after each CONTROL write, so a process's next event

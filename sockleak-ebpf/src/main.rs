@@ -22,6 +22,7 @@ mod filter;
 mod golang;
 mod lifecycle;
 mod maps;
+mod node;
 mod open;
 mod received;
 mod stack;

@@ -7,6 +7,7 @@ use aya_ebpf::{
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::{Offsets, UringKey, UringSite},
+    origin::{GoConn, GoDial, GoLayout, NodeClosed, NodeHandle, ObjectKey, OriginSite},
     socket::{DestKey, DestStats, GoroutineKey, SockKey, SocketRecord, StackKey},
     target::{CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, Target},
 };
@@ -139,9 +140,36 @@ pub static LAST_STACK: LruHashMap<StackKey, i32> = LruHashMap::with_max_entries(
 #[map]
 pub static DESTS: LruHashMap<DestKey, DestStats> = LruHashMap::with_max_entries(16384, 0);
 
-/// (process, goroutine) -> the `*http.Transport` it last dialed for (see golang.rs).
+/// (process, goroutine) -> the dial in progress there (see golang.rs).
 #[map]
-pub static GO_DIALS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(8192, 0);
+pub static GO_DIALS: LruHashMap<GoroutineKey, GoDial> = LruHashMap::with_max_entries(8192, 0);
+
+/// (process, `*wantConn`) -> the stack of the request that queued the dial (golang.rs).
+#[map]
+pub static GO_WANTS: LruHashMap<ObjectKey, OriginSite> = LruHashMap::with_max_entries(8192, 0);
+
+/// (process, `*persistConn`) -> the socket it was delivered with (golang.rs): read only for
+/// connections whose `net.Conn` the typed chain cannot follow.
+#[map]
+pub static GO_CONNS: LruHashMap<ObjectKey, GoConn> = LruHashMap::with_max_entries(8192, 0);
+
+/// tgid -> where its Go binary keeps what the origin probes read; written by userspace before
+/// it attaches them.
+#[map]
+pub static GO_LAYOUT: HashMap<u32, GoLayout> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// (process, libuv TCP handle) -> its origin (node.rs). Handle addresses are reused: every
+/// `uv_tcp_init` overwrites, `uv_close` deletes.
+#[map]
+pub static NODE_HANDLES: LruHashMap<ObjectKey, NodeHandle> = LruHashMap::with_max_entries(16384, 0);
+
+/// tid -> the handle whose `uv_tcp_connect`/`uv_tcp_bind` runs on it (node.rs).
+#[map]
+pub static NODE_CUR: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// tid -> the origin of the connected TCP handle it closed last, since its last connect.
+#[map]
+pub static NODE_CLOSED: LruHashMap<u32, NodeClosed> = LruHashMap::with_max_entries(4096, 0);
 
 /// In-flight io_uring socket-making requests, from submission to (last) completion.
 #[map]

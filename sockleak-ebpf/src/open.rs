@@ -16,7 +16,7 @@ use crate::{
     filter::{Task, Traced, current, gate, traced_or_new},
     golang,
     maps::{LIVE, capture_stacks, count_loss, first_loss},
-    stack,
+    node, stack,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -119,7 +119,10 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
         );
         return None;
     }
-    rec.owner = golang::owner(&t, &regs, task.tgid);
+    rec.owner = golang::owner(&t, &regs, task.tgid, ret, rec.created_ns);
+    if let Some(o) = node::origin(&t, task) {
+        rec.conn = o;
+    }
     stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())

@@ -238,23 +238,39 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         };
         return;
     }
+    let (stack_id, caller) = site(ctx, regs, task, mode);
+    rec.stack_id = stack_id;
+    rec.caller = caller;
+    remember_sampled(sample, task, rec);
+}
+
+/// The user stack at this point, always walked (never sampled: an origin probe's leaf caller
+/// is the same runtime function for every caller, so a sampled stack would name the wrong
+/// one): (stack id or NO_STACK, leaf caller). A new stack is announced (NewStack).
+#[inline(always)]
+pub fn site<C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    regs: &Regs,
+    task: Task,
+    mode: u8,
+) -> (i32, u64) {
+    if !capture_stacks() {
+        return (NO_STACK, 0);
+    }
     if mode == stack_mode::STACK_COPY {
-        rec.caller = match regs.caller_in_register() {
+        let caller = match regs.caller_in_register() {
             Some(c) => c,
             None => regs.caller(),
         };
-        rec.stack_id = copy_stack(regs, task);
-        remember_sampled(sample, task, rec);
-        return;
+        return (copy_stack(regs, task), caller);
     }
     let (caller, hash) = caller_and_hash(regs);
-    rec.caller = caller;
     let key = StackKey {
         hash,
         tgid: task.tgid,
         _pad: 0,
     };
-    rec.stack_id = match unsafe { STACK_CACHE.get(key) } {
+    let id = match unsafe { STACK_CACHE.get(key) } {
         Some(id) => *id,
         None => match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => {
@@ -262,7 +278,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
                 let _ = STACK_CACHE.insert(key, id, 0);
                 let mut r = SocketRecord::EMPTY;
                 r.stack_id = id;
-                r.caller = rec.caller;
+                r.caller = caller;
                 r.tid = task.tid;
                 let h = Header {
                     kind: EventKind::NewStack,
@@ -279,7 +295,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
             }
         },
     };
-    remember_sampled(sample, task, rec);
+    (id, caller)
 }
 
 /// With sampling, the latest walked stack per leaf caller stands in for the skipped ones.

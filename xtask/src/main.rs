@@ -45,6 +45,9 @@ enum Cmd {
         /// Runs per configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Run one section alone and replace it in docs/benchmarks.md (`go-http`).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Long run under churn (not CI): RSS must stay flat and counts exact; writes docs/soak.md.
     Soak {
@@ -88,7 +91,7 @@ fn main() {
         Cmd::Vmtest { kernels } => vmtest::vmtest(&kernels),
         Cmd::Dist => dist::dist().map(|_| ()),
         Cmd::KernelFeatures { write } => kfeatures::kernel_features(write),
-        Cmd::Bench { runs } => bench::bench(runs),
+        Cmd::Bench { runs, only } => bench::bench(runs, only.as_deref()),
         Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };
     if let Err(e) = res {

@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::Command};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::util::{cargo, is_root, output, run};
 
@@ -18,6 +18,9 @@ const LLVM_PACKAGES: &[&str] = &[
 /// the Debian package that provides it).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("go", "golang-go"),
+    // The Go versions whose net/http the origin probes are tested against (tests/go_http.rs):
+    // go1.19 is bookworm's golang-go; go1.23 comes from bookworm-backports (BACKPORTS).
+    ("/usr/lib/go-1.19/bin/go", "golang-1.19-go"),
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("gcc", "gcc"),
@@ -30,6 +33,84 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("promtool", "prometheus"),
 ];
+
+/// Test tools from Debian bookworm-backports: (probe, package).
+const BACKPORTS: &[(&str, &str)] = &[("/usr/lib/go-1.23/bin/go", "golang-1.23-go")];
+const BACKPORTS_SUITE: &str = "bookworm-backports";
+const BACKPORTS_LIST: &str = "/etc/apt/sources.list.d/bookworm-backports.list";
+
+/// The release codename (`VERSION_CODENAME` in /etc/os-release).
+fn codename() -> Option<String> {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION_CODENAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+}
+
+/// Whether some apt source already names the backports suite.
+fn backports_configured() -> bool {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources")),
+        );
+    }
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.contains(BACKPORTS_SUITE))
+        })
+    })
+}
+
+/// Installs the BACKPORTS packages that are missing: on bookworm from its backports suite
+/// (added to apt's sources when absent), elsewhere from the release itself.
+fn install_backports(did: &mut Vec<String>) -> Result<()> {
+    let missing: Vec<String> = BACKPORTS
+        .iter()
+        .filter(|(probe, _)| !present(probe))
+        .map(|(_, pkg)| pkg.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {}: run `sudo apt-get install -y -t {BACKPORTS_SUITE} {}` (or run xtask as root)",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    let bookworm = codename().as_deref() == Some("bookworm");
+    if bookworm && !backports_configured() {
+        std::fs::write(
+            BACKPORTS_LIST,
+            format!("deb http://deb.debian.org/debian {BACKPORTS_SUITE} main\n"),
+        )
+        .with_context(|| format!("writing {BACKPORTS_LIST}"))?;
+        did.push(format!(
+            "added {BACKPORTS_SUITE} to apt's sources ({BACKPORTS_LIST})"
+        ));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-qq", "--no-install-recommends"]);
+    if bookworm {
+        install.args(["-t", BACKPORTS_SUITE]);
+    }
+    run(install
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    did.push(format!("installed test tools {}", missing.join(" ")));
+    Ok(())
+}
 
 /// Whether a TEST_PACKAGES probe is satisfied.
 fn present(probe: &str) -> bool {
@@ -200,9 +281,10 @@ pub fn setup(test_deps: bool) -> Result<()> {
                 did.push(format!("installed test tools {}", missing.join(" ")));
             }
             apt_install(&missing)?;
+            install_backports(&mut did)?;
         } else {
             eprintln!(
-                "xtask: not Debian/Ubuntu: install Go, iproute2, bpftool, gcc, liburing, Node.js, a JDK, podman, runc and promtool for the integration tests"
+                "xtask: not Debian/Ubuntu: install Go (and go1.19, go1.23 in /usr/lib/go-1.N), iproute2, bpftool, gcc, liburing, Node.js, a JDK, podman, runc and promtool for the integration tests"
             );
         }
     }

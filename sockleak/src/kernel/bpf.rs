@@ -19,6 +19,7 @@ use log::warn;
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::Offsets,
+    origin::GoLayout,
     socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
     target::{
         CgroupTarget, Clock, ClockSample, Control, FILTER_BITS, FILTER_WORDS, Target, UNCHANGED,
@@ -215,6 +216,8 @@ pub struct Tracer {
     live: Map,
     dests: Map,
     last_stack: HashMap<MapData, StackKey, i32>,
+    /// Per Go process: what its origin probes read (see `symbols::golayout`).
+    go_layout: HashMap<MapData, u32, GoLayout>,
     pub stacks: StackTraceMap<MapData>,
     pub losses: PerCpuArray<MapData, u64>,
     /// Held so its fd stays open: programs are loaded (and bound to maps) at attach.
@@ -306,6 +309,7 @@ impl Tracer {
         let live = take(&mut bpf, map::LIVE)?;
         let dests = take(&mut bpf, map::DESTS)?;
         let last_stack = HashMap::try_from(take(&mut bpf, "LAST_STACK")?)?;
+        let go_layout = HashMap::try_from(take(&mut bpf, map::GO_LAYOUT)?)?;
         let stacks = StackTraceMap::try_from(take(&mut bpf, map::STACKS)?)?;
         let losses = PerCpuArray::try_from(take(&mut bpf, map::LOSSES)?)?;
         let mut cgroups: Array<MapData, CgroupTarget> =
@@ -330,6 +334,7 @@ impl Tracer {
             live,
             dests,
             last_stack,
+            go_layout,
             stacks,
             losses,
             _cgroups: cgroups,
@@ -413,6 +418,18 @@ impl Tracer {
             UProbeScope::OneProcess(pid),
         )?;
         Ok(prog.take_link(id)?)
+    }
+
+    /// Gives the kernel a Go process's layout, before its origin probes are attached.
+    pub fn set_go_layout(&mut self, tgid: u32, layout: &GoLayout) -> Result<()> {
+        self.go_layout
+            .insert(tgid, layout, 0)
+            .with_context(|| format!("writing pid {tgid}'s Go layout"))
+    }
+
+    /// Forgets a Go process's layout (absent is fine).
+    pub fn remove_go_layout(&mut self, tgid: u32) {
+        let _ = self.go_layout.remove(&tgid);
     }
 
     /// Makes `tgid` a target before attach. An existing entry is left alone: the kernel owns it.

@@ -6,8 +6,10 @@
 pub mod callsite;
 pub mod elf;
 pub mod gohttp;
+pub mod golayout;
 pub mod gopclntab;
 pub mod javamap;
+pub mod nodeuv;
 pub mod perfmap;
 pub mod runtimes;
 pub mod stacks;

@@ -271,8 +271,15 @@ impl Stacks {
                         let addr = addrs[k];
                         k += 1;
                         let mut f = to_frame(*ip, sym, maps);
-                        if f.symbol.is_none() {
-                            f.symbol = go_name(&mut self.go_tables, pid, maps, addr);
+                        if f.symbol.is_none()
+                            && let Some((name, line)) =
+                                go_name(&mut self.go_tables, pid, maps, addr)
+                        {
+                            f.symbol = Some(name);
+                            if let Some((file, line)) = line {
+                                f.file = Some(file);
+                                f.line = Some(line);
+                            }
                         }
                         f
                     })
@@ -347,13 +354,14 @@ impl Stacks {
 }
 
 /// Names a frame of a stripped Go binary from its `.gopclntab` (blazesym reads ELF symbols and
-/// DWARF, which `-ldflags=-s -w` removes).
+/// DWARF, which `-ldflags=-s -w` removes): its function, and its source file and line as Go's
+/// own tracebacks give them.
 fn go_name(
     tables: &mut HashMap<(u64, u64), Option<GoTable>>,
     pid: u32,
     maps: &[procfs::Mapping],
     addr: u64,
-) -> Option<String> {
+) -> Option<(String, Option<(String, u32)>)> {
     use std::os::unix::fs::MetadataExt;
     let m = maps
         .iter()
@@ -364,8 +372,13 @@ fn go_name(
     let table = tables
         .entry((md.dev(), md.ino()))
         .or_insert_with(|| GoTable::read(&file));
-    let (_, name) = table.as_ref()?.at_file_offset(addr - m.start + m.offset)?;
-    Some(name.to_string())
+    let table = table.as_ref()?;
+    let off = addr - m.start + m.offset;
+    let (_, name) = table.at_file_offset(off)?;
+    let line = table
+        .line_at_file_offset(off)
+        .map(|(f, l)| (f.to_string(), l));
+    Some((name.to_string(), line))
 }
 
 fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> Frame {

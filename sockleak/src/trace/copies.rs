@@ -61,7 +61,7 @@ impl Session {
             .flat_map(|p| {
                 p.sockets
                     .values()
-                    .map(|s| s.record.stack_id)
+                    .flat_map(|s| [s.record.stack_id, s.record.conn.stack_id])
                     .chain(p.failures.keys().map(|k| k.site.stack_id))
             })
             .filter(|id| sockleak_common::stack::is_copy_id(*id))

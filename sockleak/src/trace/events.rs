@@ -117,7 +117,15 @@ impl Session {
                     let ids: Vec<i32> = p
                         .sockets
                         .values()
-                        .map(|s| s.record.stack_id)
+                        .flat_map(|s| {
+                            let c = &s.record.conn;
+                            [
+                                s.record.stack_id,
+                                c.stack_id,
+                                c.alt_stack_id,
+                                c.alt2_stack_id,
+                            ]
+                        })
                         .chain(p.failures.keys().map(|k| k.site.stack_id))
                         .collect();
                     for id in ids {

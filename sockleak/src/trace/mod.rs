@@ -72,6 +72,8 @@ pub struct Session {
     events_seen: u64,
     /// Uprobes on traced Go HTTP clients.
     go: crate::symbols::gohttp::GoProbes,
+    /// Uprobes on traced node processes' libuv.
+    node: crate::symbols::nodeuv::NodeProbes,
     /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
     seeded: Vec<(u32, runtime::Setup)>,
     /// DWARF unwinding of stack copies.
@@ -199,6 +201,7 @@ impl Session {
             closed: false,
             events_seen: 0,
             go: crate::symbols::gohttp::GoProbes::new(uprobes),
+            node: crate::symbols::nodeuv::NodeProbes::new(uprobes),
             seeded: Vec::new(),
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,

@@ -1,7 +1,8 @@
 //! What each process's runtime needs, decided when it becomes traced or execs and undone when
-//! it exits: the Go HTTP uprobe (kernel flag GO_HTTP), and how its stacks are taken (frame
-//! pointers, or stack copies unwound with DWARF for code built without them). The kernel learns
-//! both through CONTROL.
+//! it exits: the uprobes of Go HTTP clients (kernel flags GO_HTTP, GO_DELIVER) and of Node's
+//! libuv (NODE_UV), which join sockets to the code that asked for them, and how its stacks are
+//! taken (frame pointers, or stack copies unwound with DWARF for code built without them). The
+//! kernel learns both through CONTROL.
 
 use log::{debug, info};
 use sockleak_common::target::{flag, stack_mode};
@@ -9,7 +10,7 @@ use sockleak_common::target::{flag, stack_mode};
 use super::Session;
 use crate::{
     cli::StackMode,
-    symbols::gohttp::Probe,
+    symbols::callsite::Origins,
     symbols::runtimes::{self, Runtime},
     symbols::stacks::{self, Site},
 };
@@ -36,15 +37,24 @@ pub fn initial_stack_mode(mode: StackMode, runtime: Runtime) -> u8 {
 impl Session {
     /// Checks `pid`'s binary: probes it, picks its stack mode, and records both.
     pub(super) fn runtime_setup(&mut self, pid: u32) -> Setup {
-        let probe = self.go.check(&mut self.tracer, pid);
-        let flags = match probe {
-            Some(Probe::Attached) => flag::GO_HTTP,
-            _ => 0,
-        };
+        let stacks = self.cfg.load.capture_stacks;
+        let go = self.go.check(&mut self.tracer, pid, stacks);
+        let mut flags = go.as_ref().map_or(0, |c| c.flags);
+        let mut origins = go.as_ref().map(|c| Origins::from(c.origins.clone()));
         let runtime = runtimes::of(pid);
+        if runtime == Runtime::Node {
+            let node = self.node.check(&mut self.tracer, pid, stacks);
+            if node.is_ok() {
+                flags |= flag::NODE_UV;
+            }
+            origins = Some(Origins::from(node));
+        } else {
+            self.node.forget(pid);
+        }
         let mode = initial_stack_mode(self.cfg.stack_mode, runtime);
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
-            p.meta.go_http = probe;
+            p.meta.go_http = go.map(|c| c.probe);
+            p.meta.origins = origins;
             p.meta.runtime = Some(runtime);
             p.meta.stack_mode = mode;
         }
@@ -103,7 +113,8 @@ impl Session {
     }
 
     pub(super) fn forget_runtime(&mut self, pid: u32) {
-        self.go.forget(pid);
+        self.go.forget(&mut self.tracer, pid);
+        self.node.forget(pid);
         self.unwinders.forget(pid);
         self.stacks.forget_runtime(pid);
     }

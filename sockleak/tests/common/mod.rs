@@ -127,6 +127,24 @@ pub fn build_go(name: &str) -> PathBuf {
 /// Builds a Go workload with extra `go build` flags (e.g. `-ldflags=-s -w` for a stripped
 /// binary, as production images often are).
 pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
+    build_go_using(Path::new("go"), name, flags)
+}
+
+/// A Go toolchain of a given minor version, as Debian installs it (`cargo xtask test` installs
+/// go1.19, Debian's golang-go, and go1.23 from bookworm-backports).
+pub fn go_toolchain(minor: u32) -> PathBuf {
+    let go = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
+    assert!(
+        go.exists(),
+        "{} is missing: cargo xtask test installs golang-1.{minor}-go",
+        go.display()
+    );
+    go
+}
+
+/// Builds a Go workload with a given toolchain and `go build` flags; each (toolchain, flags)
+/// is a binary of its own.
+pub fn build_go_using(go: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
@@ -135,10 +153,14 @@ pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
     std::fs::create_dir_all(&dir).unwrap();
     let code = std::fs::read(&src).unwrap();
-    let key = content_key(&[&code, flags.join(" ").as_bytes()]);
+    let key = content_key(&[
+        &code,
+        go.as_os_str().as_encoded_bytes(),
+        flags.join(" ").as_bytes(),
+    ]);
     let out = workload_cache().join(format!("{name}-go-{key}"));
     build_once(&out, |tmp| {
-        let st = Command::new("go")
+        let st = Command::new(go)
             .arg("build")
             .args(flags)
             .arg("-o")
@@ -148,11 +170,28 @@ pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
             .env("GOPATH", dir.join("gopath"))
             .env("GO111MODULE", "off")
             .env("GOFLAGS", "")
+            .env("GOTOOLCHAIN", "local")
             .status()
             .expect("go runs (golang-go; cargo xtask test installs it)");
         assert!(st.success(), "building {}", src.display());
     });
     out
+}
+
+/// The line of a workload's source that holds `marker` (1-based): where a test expects a
+/// call site.
+pub fn source_line(file: &str, marker: &str) -> u32 {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/workloads")
+            .join(file),
+    )
+    .unwrap();
+    let i = src
+        .lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no `{marker}` in {file}"));
+    i as u32 + 1
 }
 
 /// A line-oriented child: commands on stdin, replies on stdout (read by a thread so waits can
