@@ -11,6 +11,7 @@ extern crate std;
 pub mod counters;
 pub mod event;
 pub mod kernel;
+pub mod runtime;
 pub mod socket;
 pub mod stack;
 pub mod target;

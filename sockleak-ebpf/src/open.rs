@@ -112,7 +112,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socket,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
@@ -120,7 +120,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     rec.owner = golang::owner(&t, &regs, task.tgid);
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }
@@ -152,7 +152,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socketpair,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
@@ -160,7 +160,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, fds[0] as u32, &rec);
     track_new_fd(ctx, &t, task, fds[1] as u32, &rec);
     Some(())
@@ -211,7 +211,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
             &regs,
             syscall,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             listener as i32,
             &mut rec,
@@ -222,7 +222,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }

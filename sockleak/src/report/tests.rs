@@ -100,6 +100,8 @@ fn jit_variants_of_one_call_site_are_one_suspect() {
         module: None,
         file: None,
         line: None,
+        runtime: None,
+        note: None,
     };
     let mut stacks = Stacks::default();
     let site = |id| Site {
@@ -224,6 +226,8 @@ fn named(addr: u64, symbol: &str, file: &str, line: u32) -> crate::symbols::stac
         module: Some("/usr/bin/httpclient".into()),
         file: Some(file.into()),
         line: Some(line),
+        runtime: None,
+        note: None,
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! JIT frames are named from perf maps (blazesym reads /tmp/perf-PID.map): V8 writes
 //! `JS:<tier><name> <file>:<line>:<col>`, CPython `py::<name>:<file>`, the JVM (jcmd
-//! Compiler.perfmap) `<type> <class>.<method>(<args>)`.
+//! Compiler.perfmap) `<type> <class>.<method>(<args>)`. Interpreted CPython and Java frames
+//! are named from the runtimes' own structures (`Frame::runtime`); one that could not be named
+//! before the first application frame leaves the call site unnamed (it may be the call site).
 
 use crate::symbols::stacks::Frame;
 
@@ -32,6 +34,8 @@ enum Kind {
     UnnamedJit,
     /// Native code without a symbol.
     Unknown,
+    /// An interpreted frame that could not be named: its runtime and why.
+    Unnamed(&'static str, String),
 }
 
 fn base(path: &str) -> &str {
@@ -79,10 +83,36 @@ fn jdk_class(q: &str) -> bool {
         .any(|p| q.starts_with(p))
 }
 
-/// CPython's standard library (not site-packages).
+/// CPython's standard library (not site-packages), and its frozen modules.
 fn python_stdlib(file: &str) -> bool {
     let in_lib = file.contains("/lib/python3") || file.contains("/lib64/python3");
-    in_lib && !file.contains("-packages/")
+    (in_lib && !file.contains("-packages/")) || file.starts_with("<frozen ")
+}
+
+/// A frame named from a runtime's own structures (see `Frame::runtime`).
+fn classify_runtime(f: &Frame, runtime: &'static str) -> Kind {
+    let Some(sym) = f.symbol.as_deref() else {
+        let why = f.note.clone().unwrap_or_else(|| "not named".into());
+        return Kind::Unnamed(runtime, why);
+    };
+    if runtime == "java" {
+        let q = sym.split('(').next().unwrap_or(sym).to_string();
+        return if jdk_class(&q) {
+            Kind::Runtime(Some(q))
+        } else {
+            Kind::App(q)
+        };
+    }
+    let shown = match (&f.file, f.line) {
+        (Some(file), Some(l)) => format!("{sym} ({}:{l})", short(file)),
+        (Some(file), None) => format!("{sym} ({})", short(file)),
+        _ => sym.to_string(),
+    };
+    if f.file.as_deref().is_some_and(python_stdlib) {
+        Kind::Runtime(Some(shown))
+    } else {
+        Kind::App(shown)
+    }
 }
 
 /// Native modules of runtimes and libc.
@@ -221,6 +251,9 @@ fn short(file: &str) -> &str {
 }
 
 fn classify(f: &Frame) -> Kind {
+    if let Some(rt) = f.runtime {
+        return classify_runtime(f, rt);
+    }
     let Some(sym) = f.symbol.as_deref() else {
         return if f.module.is_none() {
             Kind::UnnamedJit
@@ -313,12 +346,16 @@ fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
             );
         }
         return unnamed.then_some(
-            "the Java code here ran in the JVM's interpreter, which no perf map names: it is named once the JIT compiles it (code that leaks often is compiled)",
+            "the Java code here ran in the JVM's interpreter and its frames could not be read (sockleak's log says why); JIT-compiled code is named with -XX:+PreserveFramePointer and --java-perfmap",
         );
     }
-    if has(&|s| s.starts_with("_PyEval_EvalFrame")) && !has(&|s| s.starts_with("py::")) {
+    let python_frames = frames.iter().any(|f| f.runtime == Some("python"));
+    if has(&|s| s.starts_with("_PyEval_EvalFrame"))
+        && !has(&|s| s.starts_with("py::"))
+        && !python_frames
+    {
         return Some(
-            "Python functions are not named: run Python 3.12+ with -X perf (or PYTHONPERFSUPPORT=1)",
+            "Python functions are not named: their frames could not be read from this interpreter (sockleak's log says why); Python 3.12+ run with -X perf (or PYTHONPERFSUPPORT=1) names them through a perf map",
         );
     }
     None
@@ -327,14 +364,35 @@ fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
 /// The call site of a stack (innermost frame first).
 pub fn pick(frames: &[Frame]) -> CallSite {
     let kinds: Vec<Kind> = frames.iter().map(classify).collect();
-    if let Some(name) = kinds.iter().find_map(|k| match k {
-        Kind::App(n) => Some(n.clone()),
-        _ => None,
-    }) {
-        return CallSite {
-            name: Some(name),
-            note: None,
-        };
+    // The first application frame, unless an interpreted frame that could not be named comes
+    // before it: that one may be the call site, and naming its caller would be wrong.
+    let first = kinds
+        .iter()
+        .find(|k| matches!(k, Kind::App(_) | Kind::Unnamed(..)));
+    match first {
+        Some(Kind::App(name)) => {
+            return CallSite {
+                name: Some(name.clone()),
+                note: None,
+            };
+        }
+        Some(Kind::Unnamed(runtime, why)) => {
+            let lang = if *runtime == "java" { "Java" } else { "Python" };
+            let next = kinds.iter().find_map(|k| match k {
+                Kind::App(n) => Some(n.as_str()),
+                _ => None,
+            });
+            let then = next.map_or(String::new(), |n| {
+                format!("; the next named application frame is {n}")
+            });
+            return CallSite {
+                name: None,
+                note: Some(format!(
+                    "a {lang} frame before the application's first named frame could not be named ({why}): it may be the call site{then}"
+                )),
+            };
+        }
+        _ => {}
     }
     // No application frame: asynchronous, if a runtime's dispatcher is on the stack.
     let marker = frames.iter().find_map(|f| {
@@ -354,6 +412,16 @@ pub fn pick(frames: &[Frame]) -> CallSite {
         return CallSite {
             name,
             note: Some((*note).to_string()),
+        };
+    }
+    // A stack cut where JIT code hides the frame pointer: the note says so.
+    if let Some(note) = frames
+        .iter()
+        .find_map(|f| f.note.as_deref().filter(|_| f.runtime.is_none()))
+    {
+        return CallSite {
+            name: None,
+            note: Some(note.to_string()),
         };
     }
     // Unnamed managed code: say which flag names it rather than name a runtime frame.
@@ -414,6 +482,8 @@ mod tests {
             module: module.map(Into::into),
             file: file.map(Into::into),
             line,
+            runtime: None,
+            note: None,
         }
     }
 
