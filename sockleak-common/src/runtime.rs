@@ -199,6 +199,9 @@ pub struct JvmProc {
     /// The code cache (JIT-compiled methods, stubs, the interpreter).
     pub cache_lo: u64,
     pub cache_hi: u64,
+    /// `StubRoutines::_call_stub_return_address`: where Java code returns into the stub that C++
+    /// called it through (which keeps rbp: not a compiled frame).
+    pub call_stub: u64,
     /// `Method::_constMethod`.
     pub method_const: u32,
     /// `ConstMethod::_code_size` (u16).
@@ -219,9 +222,9 @@ pub struct JvmProc {
 }
 crate::assert_layout!(
     JvmProc,
-    size = 64,
+    size = 72,
     fields = [
-        u64, u64, u64, u64, u32, u32, u32, u32, u32, u32, u8, u8, [u8; 6]
+        u64, u64, u64, u64, u64, u32, u32, u32, u32, u32, u32, u8, u8, [u8; 6]
     ]
 );
 

@@ -33,6 +33,7 @@ pub struct JvmWalk {
     interp_hi: u64,
     cache_lo: u64,
     cache_hi: u64,
+    call_stub: u64,
     method_const: u32,
     const_code_size: u32,
     const_size: u32,
@@ -53,6 +54,7 @@ impl JvmWalk {
         interp_hi: 0,
         cache_lo: 0,
         cache_hi: 0,
+        call_stub: 0,
         method_const: 0,
         const_code_size: 0,
         const_size: 0,
@@ -85,6 +87,7 @@ impl JvmWalk {
             interp_hi: p.interp_hi,
             cache_lo: p.cache_lo,
             cache_hi: p.cache_hi,
+            call_stub: p.call_stub,
             method_const: p.method_const,
             const_code_size: p.const_code_size,
             const_size: p.const_size,
@@ -99,12 +102,14 @@ impl JvmWalk {
         }
     }
 
-    /// Before the walk: `caller` is the leaf's caller (native code, normally).
+    /// Before the walk: `caller` is the leaf's caller (native code, normally). The JVM's
+    /// generation joins the hash: after class unloading the same `Method*`s are other methods.
     #[inline(always)]
-    pub fn start(&mut self, caller: u64) {
+    pub fn start(&mut self, hash: &mut u64, caller: u64) {
         if self.on == 0 {
             return;
         }
+        *hash = mix(*hash, u64::from(self.generation));
         if !runtime::begin(kind::HOTSPOT, self.generation, self.exec_gen) {
             self.on = 0;
             return;
@@ -192,8 +197,9 @@ impl JvmWalk {
             runtime::push(f);
             return false;
         }
-        // Compiled Java code called by Java code: its rbp is not a frame pointer.
-        if in_cache && callee_in_cache && self.jit_fp == 0 {
+        // Compiled Java code called by Java code: its rbp is not a frame pointer. (The call
+        // stub, through which C++ calls Java, keeps rbp.)
+        if in_cache && callee_in_cache && self.jit_fp == 0 && ra != self.call_stub {
             runtime::flag(stack_flag::JIT_CUT);
             return true;
         }

@@ -117,7 +117,7 @@ pub extern "C" fn sockleak_fp_walk(ip: u64, sp: u64, fp: u64, lr: u64, who: u64)
         have,
         jvm,
     };
-    w.jvm.start(caller);
+    w.jvm.start(&mut w.hash, caller);
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_FRAMES as u32,

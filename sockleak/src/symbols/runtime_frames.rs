@@ -267,6 +267,8 @@ impl Namer {
 pub struct JvmRanges {
     pub interp: (u64, u64),
     pub cache: (u64, u64),
+    /// The call stub's return address (it keeps rbp).
+    pub call_stub: u64,
     pub frame_pointers: bool,
 }
 
@@ -289,7 +291,7 @@ pub fn cut_at_jit(frames: &mut Vec<Frame>, r: &JvmRanges) -> bool {
     }
     for i in 1..frames.len() {
         let a = frames[i].addr;
-        if r.in_cache(a) && !r.in_interp(a) && r.in_cache(frames[i - 1].addr) {
+        if r.in_cache(a) && !r.in_interp(a) && a != r.call_stub && r.in_cache(frames[i - 1].addr) {
             if i + 1 < frames.len() {
                 frames.truncate(i + 1);
                 frames[i].note = Some(JIT_CUT_NOTE.into());
@@ -482,6 +484,7 @@ mod tests {
         let r = JvmRanges {
             interp: (0x1000, 0x2000),
             cache: (0x800, 0x9000),
+            call_stub: 0x8800,
             frame_pointers: false,
         };
         let jf = |name: &str, at: u64| Named {
@@ -536,6 +539,15 @@ mod tests {
         assert!(cut_at_jit(&mut n, &r));
         assert_eq!(syms(&n), ["__GI_socket", "Java_x", "?", "Leak.hot"]);
         assert_eq!(n[3].note.as_deref(), Some(JIT_CUT_NOTE));
+        // Nor the call stub, through which C++ called Java.
+        let mut stub = vec![
+            nat(0x10, "s"),
+            nat(0x20, "Java_x"),
+            nat(0x1100, "?"),
+            nat(0x8800, "stub"),
+            nat(0x30, "call_helper"),
+        ];
+        assert!(!cut_at_jit(&mut stub, &r));
         // A native wrapper (compiled, its callee C) is not cut; nor anything with frame
         // pointers kept.
         let mut w = vec![

@@ -130,6 +130,7 @@ impl Session {
                 let ranges = JvmRanges {
                     interp: (p.interp_lo, p.interp_hi),
                     cache: (p.cache_lo, p.cache_hi),
+                    call_stub: p.call_stub,
                     frame_pointers: f.frame_pointers,
                 };
                 self.stacks.set_jvm(pid, ranges);

@@ -148,11 +148,15 @@ pub fn probe(pid: u32, maps: &[Mapping], mem: &impl Memory) -> Result<Found, Ref
         ));
     }
     let frame_pointers = bool_flag(&vm, mem, "PreserveFramePointer").unwrap_or(false);
+    let call_stub = mem
+        .u64(stat("StubRoutines", "_call_stub_return_address")?)
+        .map_err(unreadable)?;
     let proc = JvmProc {
         interp_lo: start,
         interp_hi,
         cache_lo,
         cache_hi,
+        call_stub,
         method_const: u32::try_from(offsets.method_const).unwrap_or(u32::MAX),
         const_code_size: u32::try_from(offsets.cm_code_size).unwrap_or(u32::MAX),
         const_size: u32::try_from(offsets.sizeof_const_method).unwrap_or(u32::MAX),
