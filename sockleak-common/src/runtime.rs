@@ -93,7 +93,7 @@ pub struct RtStack {
     /// The process's `Target::exec_gen` when walked: frames of an image since replaced by
     /// exec are not named from the new one.
     pub exec_gen: u8,
-    /// The runtime's generation the walk used (see `JvmProc::generation`).
+    /// HotSpot: the JVM's count of unloaded classes when walked (see `JvmProc::unloads`).
     pub generation: u32,
     pub frames: [RtFrame; RT_MAX_FRAMES],
 }
@@ -202,6 +202,11 @@ pub struct JvmProc {
     /// `StubRoutines::_call_stub_return_address`: where Java code returns into the stub that C++
     /// called it through (which keeps rbp: not a compiled frame).
     pub call_stub: u64,
+    /// Address in the JVM of its `java.cls.unloadedClasses` counter (hsperfdata, mapped into the
+    /// JVM); 0: none (`-XX:-UsePerfData`). Read on every walk and hashed in: once classes are
+    /// unloaded a `Method*` may be another method, so stacks are hashed (and named) anew at
+    /// once, with no window for a reused method to take an old name.
+    pub unloads: u64,
     /// `Method::_constMethod`.
     pub method_const: u32,
     /// `ConstMethod::_code_size` (u16).
@@ -211,20 +216,17 @@ pub struct JvmProc {
     /// Bytes below an interpreted frame's frame pointer of its `Method*` and its bcp.
     pub fp_method: u32,
     pub fp_bcp: u32,
-    /// Bumped by userspace when the JVM unloads classes: a `Method*` may then be reused for
-    /// another method, so stacks are hashed (and named) anew.
-    pub generation: u32,
     /// `Target::exec_gen` of the image this describes.
     pub exec_gen: u8,
     /// `-XX:+PreserveFramePointer`: compiled Java frames keep rbp, the walk goes through them.
     pub jit_fp: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 crate::assert_layout!(
     JvmProc,
     size = 72,
     fields = [
-        u64, u64, u64, u64, u64, u32, u32, u32, u32, u32, u32, u8, u8, [u8; 6]
+        u64, u64, u64, u64, u64, u64, u32, u32, u32, u32, u32, u8, u8, [u8; 2]
     ]
 );
 

@@ -34,18 +34,18 @@ pub struct JvmWalk {
     cache_lo: u64,
     cache_hi: u64,
     call_stub: u64,
+    unloads: u64,
     method_const: u32,
     const_code_size: u32,
     const_size: u32,
     fp_method: u32,
     fp_bcp: u32,
-    generation: u32,
     pub on: u8,
     jit_fp: u8,
     exec_gen: u8,
     /// The previous return address was into the code cache.
     prev_cache: u8,
-    _pad: [u8; 4],
+    _pad: [u8; 1],
 }
 
 impl JvmWalk {
@@ -55,17 +55,17 @@ impl JvmWalk {
         cache_lo: 0,
         cache_hi: 0,
         call_stub: 0,
+        unloads: 0,
         method_const: 0,
         const_code_size: 0,
         const_size: 0,
         fp_method: 0,
         fp_bcp: 0,
-        generation: 0,
         on: 0,
         jit_fp: 0,
         exec_gen: 0,
         prev_cache: 0,
-        _pad: [0; 4],
+        _pad: [0; 1],
     };
 
     /// The walk state for the current process: off unless it is a JVM whose layout userspace
@@ -88,29 +88,35 @@ impl JvmWalk {
             cache_lo: p.cache_lo,
             cache_hi: p.cache_hi,
             call_stub: p.call_stub,
+            unloads: p.unloads,
             method_const: p.method_const,
             const_code_size: p.const_code_size,
             const_size: p.const_size,
             fp_method: p.fp_method,
             fp_bcp: p.fp_bcp,
-            generation: p.generation,
             on: 1,
             jit_fp: p.jit_fp,
             exec_gen: p.exec_gen,
             prev_cache: 0,
-            _pad: [0; 4],
+            _pad: [0; 1],
         }
     }
 
-    /// Before the walk: `caller` is the leaf's caller (native code, normally). The JVM's
-    /// generation joins the hash: after class unloading the same `Method*`s are other methods.
+    /// Before the walk: `caller` is the leaf's caller (native code, normally). The JVM's count
+    /// of unloaded classes joins the hash: after class unloading the same `Method*`s may be
+    /// other methods.
     #[inline(always)]
     pub fn start(&mut self, hash: &mut u64, caller: u64) {
         if self.on == 0 {
             return;
         }
-        *hash = mix(*hash, u64::from(self.generation));
-        if !runtime::begin(kind::HOTSPOT, self.generation, self.exec_gen) {
+        let unloaded = if self.unloads == 0 {
+            0
+        } else {
+            unsafe { bpf_probe_read_user(self.unloads as *const u64) }.unwrap_or(0)
+        };
+        *hash = mix(*hash, unloaded);
+        if !runtime::begin(kind::HOTSPOT, unloaded as u32, self.exec_gen) {
             self.on = 0;
             return;
         }

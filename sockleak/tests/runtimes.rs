@@ -236,11 +236,12 @@ fn python_function_names_with_x_perf() {
             .any(|s| s.starts_with("py::") && s.contains("::open_leaky_connection:")),
         "{frames:#?}"
     );
+    // The interpreter's frame chain names it too, with its line.
     assert!(
         s["call_site"]
             .as_str()
             .unwrap_or("")
-            .starts_with("open_leaky_connection (leak.py)"),
+            .starts_with("open_leaky_connection (leak.py"),
         "{s:#}"
     );
     assert_peers(s, port, 50);

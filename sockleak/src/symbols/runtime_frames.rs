@@ -213,30 +213,22 @@ pub struct JvmNamer {
     pub mem: ProcMem,
     pub methods: Methods,
     pub exec_gen: u8,
-    /// Bumped when classes were unloaded (the kernel hashes it in: see `JvmProc::generation`).
-    pub generation: u32,
     pub ranges: JvmRanges,
-    /// The hsperfdata counter of unloaded classes, and its last value.
+    /// The hsperfdata counter of unloaded classes, and its value when names were last cached.
     pub unloads: Option<Unloads>,
     pub unloaded: u64,
-    /// What the kernel was given (re-sent with each new generation).
-    pub proc: sockleak_common::runtime::JvmProc,
 }
 
 impl JvmNamer {
-    /// True when classes were unloaded since the last look: the names cached are dropped and
-    /// the generation bumped (the caller tells the kernel).
-    pub fn unloaded_since(&mut self) -> bool {
-        let Some(n) = self.unloads.as_ref().and_then(Unloads::read) else {
-            return false;
-        };
-        if n == self.unloaded {
-            return false;
+    /// The JVM's count of unloaded classes now; the names cached are dropped when it moved
+    /// (their memory may hold other methods).
+    pub fn unloaded_now(&mut self) -> Option<u64> {
+        let n = self.unloads.as_ref()?.read()?;
+        if n != self.unloaded {
+            self.unloaded = n;
+            self.methods.flush();
         }
-        self.unloaded = n;
-        self.methods.flush();
-        self.generation = self.generation.wrapping_add(1);
-        true
+        Some(n)
     }
 }
 
@@ -255,6 +247,14 @@ impl Namer {
                 name_python(codes, mem, &r.frames)
             }
             Namer::Jvm(j) if r.kind == kind::HOTSPOT => {
+                // Classes unloaded since the walk: a `Method*` of it may be another method by
+                // now. (This also drops the names cached before the unloading.)
+                if j.unloaded_now().is_some_and(|n| n as u32 != r.generation) {
+                    return all_unnamed(
+                        r,
+                        "the JVM unloaded classes after this stack was walked: its methods' memory may hold other methods now",
+                    );
+                }
                 name_java(&mut j.methods, &j.mem, &r.frames)
             }
             _ => all_unnamed(r, "the process's runtime changed"),

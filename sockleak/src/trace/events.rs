@@ -24,8 +24,6 @@ impl Session {
         // Copies first: an event's stack copy was submitted before the event; then runtime
         // stacks (which may refer to copies).
         self.drain_copies();
-        // Unloaded classes first: a stack walked before them is not named from freed memory.
-        self.check_unloads();
         self.drain_runtime_stacks();
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {

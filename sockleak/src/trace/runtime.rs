@@ -122,8 +122,10 @@ impl Session {
                 })
             }
             _ => hotspot::probe(pid, &maps, &mem).and_then(|f| {
+                let unloads = hotspot::perfdata::Unloads::open(pid, &maps);
                 let mut p = f.proc;
                 p.exec_gen = exec_gen;
+                p.unloads = unloads.as_ref().and_then(|u| u.addr).unwrap_or(0);
                 self.tracer
                     .set_jvm(pid, &p)
                     .map_err(|e| Refused::Unsupported(format!("{e:#}")))?;
@@ -134,13 +136,12 @@ impl Session {
                     frame_pointers: f.frame_pointers,
                 };
                 self.stacks.set_jvm(pid, ranges);
-                let unloads = hotspot::perfdata::Unloads::open(pid);
                 let fp = if f.frame_pointers {
                     ""
                 } else {
                     "; JIT-compiled frames keep no frame pointer (no -XX:+PreserveFramePointer): stacks stop at them"
                 };
-                let watch = if unloads.is_some() {
+                let watch = if p.unloads != 0 {
                     ""
                 } else {
                     "; no hsperfdata (-XX:-UsePerfData?): class unloading is not watched, a reused Method* could be named after its old method"
@@ -153,11 +154,9 @@ impl Session {
                         mem,
                         methods: hotspot::method::Methods::new(f.offsets),
                         exec_gen,
-                        generation: 0,
                         ranges,
                         unloads,
                         unloaded,
-                        proc: p,
                     }),
                 );
                 Ok(flag::HOTSPOT)
@@ -182,8 +181,7 @@ impl Session {
         }
     }
 
-    /// RUNTIME FRAMES: looks again at runtimes that were not ready, and tells the kernel about
-    /// JVMs that unloaded classes (their stacks are hashed and named anew).
+    /// RUNTIME FRAMES: looks again at runtimes that were not ready.
     pub(super) fn watch_runtimes(&mut self) {
         let pids: Vec<u32> = self.walks.pending.keys().copied().collect();
         for pid in pids {
@@ -202,25 +200,6 @@ impl Session {
                 let flags = frames | if go { flag::GO_HTTP } else { 0 };
                 self.tracer.control_all(pid, None, None, Some(flags));
             }
-        }
-        self.check_unloads();
-    }
-
-    /// JVMs whose class-unloading count moved: a new generation for the kernel.
-    pub(super) fn check_unloads(&mut self) {
-        let mut bumped = Vec::new();
-        for (pid, n) in &mut self.walks.namers {
-            if let Namer::Jvm(j) = n
-                && j.unloaded_since()
-            {
-                let mut p = j.proc;
-                p.generation = j.generation;
-                bumped.push((*pid, p));
-            }
-        }
-        for (pid, p) in bumped {
-            debug!("pid {pid}: the JVM unloaded classes: its method names are read anew");
-            let _ = self.tracer.set_jvm(pid, &p);
         }
     }
 

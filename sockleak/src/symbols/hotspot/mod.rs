@@ -157,15 +157,15 @@ pub fn probe(pid: u32, maps: &[Mapping], mem: &impl Memory) -> Result<Found, Ref
         cache_lo,
         cache_hi,
         call_stub,
+        unloads: 0,
         method_const: u32::try_from(offsets.method_const).unwrap_or(u32::MAX),
         const_code_size: u32::try_from(offsets.cm_code_size).unwrap_or(u32::MAX),
         const_size: u32::try_from(offsets.sizeof_const_method).unwrap_or(u32::MAX),
         fp_method: FP_METHOD,
         fp_bcp: FP_BCP,
-        generation: 0,
         exec_gen: 0,
         jit_fp: u8::from(frame_pointers),
-        _pad: [0; 6],
+        _pad: [0; 2],
     };
     Ok(Found {
         proc,

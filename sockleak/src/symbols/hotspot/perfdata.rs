@@ -4,6 +4,8 @@
 
 use std::{fs::File, os::unix::fs::FileExt, path::PathBuf};
 
+use crate::host::procfs::Mapping;
+
 /// The counter watched.
 pub const UNLOADED_CLASSES: &str = "java.cls.unloadedClasses";
 
@@ -65,32 +67,55 @@ pub struct Unloads {
     file: File,
     counter: Counter,
     pub path: PathBuf,
+    /// Where the counter lies in the JVM's own memory (the JVM maps the file).
+    pub addr: Option<u64>,
+}
+
+/// The mapping of a JVM's hsperfdata file in its memory: `/tmp/hsperfdata_<user>/<pid as the
+/// JVM sees it>`.
+fn perf_mapping(maps: &[Mapping], ns_pid: u32) -> Option<&Mapping> {
+    maps.iter().find(|m| {
+        let mut parts = m.path.rsplit('/');
+        parts.next() == Some(ns_pid.to_string().as_str())
+            && parts.next().is_some_and(|d| d.starts_with("hsperfdata_"))
+    })
 }
 
 impl Unloads {
-    /// The counter of process `pid`: its hsperfdata file is `/tmp/hsperfdata_<user>/<pid as
-    /// the JVM sees it>` in its own root.
-    pub fn open(pid: u32) -> Option<Unloads> {
+    /// The counter of process `pid` (its maps: `maps`), read through the file in its root.
+    pub fn open(pid: u32, maps: &[Mapping]) -> Option<Unloads> {
         let ns_pid = crate::host::procfs::status(pid)
             .and_then(|s| s.ns_pid)
             .unwrap_or(pid);
-        let tmp = crate::host::procfs::proc_path(pid, "root/tmp");
-        let path = std::fs::read_dir(&tmp)
-            .ok()?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("hsperfdata_"))
-            .map(|e| e.path().join(ns_pid.to_string()))
-            .find(|p| p.is_file())?;
+        let mapped = perf_mapping(maps, ns_pid);
+        let path = match mapped {
+            Some(m) => crate::host::procfs::proc_path(pid, &format!("root{}", m.path)),
+            None => {
+                let tmp = crate::host::procfs::proc_path(pid, "root/tmp");
+                std::fs::read_dir(&tmp)
+                    .ok()?
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("hsperfdata_"))
+                    .map(|e| e.path().join(ns_pid.to_string()))
+                    .find(|p| p.is_file())?
+            }
+        };
         let file = File::open(&path).ok()?;
         // The counters are laid out at start-up; 64 KiB covers the default 32 KiB region.
         let mut b = vec![0; 1 << 16];
         let n = file.read_at(&mut b, 0).ok()?;
         b.truncate(n);
         let counter = find(&b, UNLOADED_CLASSES)?;
+        let addr = mapped
+            .filter(|m| {
+                m.offset <= counter.offset && counter.offset + 8 <= m.offset + (m.end - m.start)
+            })
+            .map(|m| m.start + counter.offset - m.offset);
         Some(Unloads {
             file,
             counter,
             path,
+            addr,
         })
     }
 
@@ -146,6 +171,21 @@ mod tests {
             find(b"not perf data at all, not at all", UNLOADED_CLASSES),
             None
         );
+    }
+
+    #[test]
+    fn the_jvms_own_mapping_of_its_file() {
+        let m = |path: &str| Mapping {
+            start: 0x7000,
+            end: 0xf000,
+            exec: false,
+            offset: 0,
+            path: path.into(),
+        };
+        let maps = [m("/usr/lib/libjvm.so"), m("/tmp/hsperfdata_app/4242")];
+        assert_eq!(perf_mapping(&maps, 4242).map(|m| m.start), Some(0x7000));
+        assert_eq!(perf_mapping(&maps, 42), None);
+        assert_eq!(perf_mapping(&maps[..1], 4242), None);
     }
 
     proptest::proptest! {

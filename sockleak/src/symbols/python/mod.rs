@@ -115,7 +115,7 @@ pub fn probe(pid: u32, maps: &[Mapping], exe: &str, mem: &impl Memory) -> Result
         .ok_or_else(|| Refused::Unsupported(format!("{binary} does not export PyCode_Type")))?;
     let mismatch = |what: String| {
         Refused::Unsupported(format!(
-            "Python {major}.{minor}.{micro} in {binary} does not have CPython {major}.{minor}'s layout ({what}): its frames are not read"
+            "Python {major}.{minor}.{micro} in {binary} does not have CPython {major}.{minor}'s layout ({what})"
         ))
     };
     let unreadable = |e: MemError| Refused::NotReady(format!("reading the interpreter: {e}"));
