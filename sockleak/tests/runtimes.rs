@@ -158,7 +158,18 @@ fn java_call_site_is_the_leaking_method_with_java_perfmap() {
     // Unnamed stacks cannot be told to be one call site: each is its own suspect.
     let total: u64 = suspects.iter().map(|s| s["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 30, "{p:#}");
+    // Compiled frames go unnamed with the note; a socket made while the method still ran in
+    // the interpreter is named from the JVM (tests/interpreted.rs).
     for s in suspects {
+        let interpreted = s["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["runtime"] == "java" && f["symbol"] == "Leak.openLeakyConnection(int)");
+        if interpreted {
+            assert_eq!(s["call_site"], "Leak.openLeakyConnection", "{s:#}");
+            continue;
+        }
         assert_eq!(s["call_site"], Value::Null, "{s:#}");
         assert!(
             s["call_site_note"]

@@ -336,9 +336,13 @@ fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
             "JavaScript frames are not named: start node with --perf-basic-prof --interpreted-frames-native-stack",
         );
     }
+    // A JVM: its own library, or the JDK's native libraries (a stack cut at JIT code may not
+    // reach libjvm).
+    let jvm_module =
+        |m: &str| ["libjvm.so", "libnio.so", "libnet.so", "libjava.so"].contains(&base(m));
     if frames
         .iter()
-        .any(|f| f.module.as_deref().is_some_and(|m| base(m) == "libjvm.so"))
+        .any(|f| f.module.as_deref().is_some_and(jvm_module) || f.runtime == Some("java"))
     {
         if frames.iter().any(|f| classify(f) == Kind::UnnamedJit) {
             return Some(
@@ -768,6 +772,186 @@ mod tests {
         assert!(cs.note.unwrap().contains("--java-perfmap"));
         java[1].symbol = Some("Interpreter".into());
         assert!(pick(&java).note.unwrap().contains("interpreter"));
+    }
+
+    fn rt(
+        runtime: &'static str,
+        sym: Option<&str>,
+        file: Option<&str>,
+        line: Option<u32>,
+    ) -> Frame {
+        Frame {
+            runtime: Some(runtime),
+            note: sym
+                .is_none()
+                .then(|| "not named: not a code object".to_string()),
+            ..f(sym, None, file, line)
+        }
+    }
+
+    #[test]
+    fn interpreted_python_frames_name_the_function_with_its_line() {
+        let py = Some("/usr/bin/python3.11");
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(Some("sock_initobj"), py, None, None),
+            rt(
+                "python",
+                Some("socket.__init__"),
+                Some("/usr/lib/python3.11/socket.py"),
+                Some(232),
+            ),
+            rt(
+                "python",
+                Some("create_connection"),
+                Some("/usr/lib/python3.11/socket.py"),
+                Some(831),
+            ),
+            rt(
+                "python",
+                Some("open_leaky_connection"),
+                Some("/srv/app/leak.py"),
+                Some(15),
+            ),
+            rt(
+                "python",
+                Some("leak_many"),
+                Some("/srv/app/leak.py"),
+                Some(20),
+            ),
+            f(Some("_PyEval_EvalFrameDefault"), py, None, None),
+        ];
+        assert_eq!(
+            pick(&stack),
+            CallSite {
+                name: Some("open_leaky_connection (leak.py:15)".into()),
+                note: None
+            }
+        );
+        // Frozen modules are the interpreter's too; a frame without a line keeps its file.
+        let mut frozen = stack.clone();
+        frozen[4] = rt(
+            "python",
+            Some("_find_and_load"),
+            Some("<frozen importlib._bootstrap>"),
+            Some(1),
+        );
+        assert_eq!(
+            pick(&frozen).name.as_deref(),
+            Some("leak_many (leak.py:20)")
+        );
+        frozen[5].line = None;
+        assert_eq!(pick(&frozen).name.as_deref(), Some("leak_many (leak.py)"));
+    }
+
+    #[test]
+    fn an_unnamed_interpreted_frame_before_the_app_leaves_the_call_site_unnamed() {
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            rt("python", None, None, None),
+            rt(
+                "python",
+                Some("leak_many"),
+                Some("/srv/app/leak.py"),
+                Some(20),
+            ),
+        ];
+        let cs = pick(&stack);
+        assert_eq!(cs.name, None, "its caller would be a wrong call site");
+        let note = cs.note.unwrap();
+        assert!(
+            note.contains("Python frame") && note.contains("not a code object"),
+            "{note}"
+        );
+        assert!(note.contains("leak_many (leak.py:20)"), "{note}");
+        // After the application's frame it does not matter.
+        let later = [stack[0].clone(), stack[2].clone(), stack[1].clone()];
+        assert_eq!(pick(&later).name.as_deref(), Some("leak_many (leak.py:20)"));
+        let java = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            rt("java", None, None, None),
+        ];
+        assert!(pick(&java).note.unwrap().contains("Java frame"));
+    }
+
+    #[test]
+    fn interpreted_java_frames_skip_the_jdk() {
+        let stack = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            rt(
+                "java",
+                Some("sun.nio.ch.Net.socket0(boolean)"),
+                Some("Net.java"),
+                None,
+            ),
+            rt(
+                "java",
+                Some("java.net.Socket.<init>(java.lang.String, int)"),
+                Some("Socket.java"),
+                Some(287),
+            ),
+            rt(
+                "java",
+                Some("Leak.openLeakyConnection(int)"),
+                Some("Leak.java"),
+                Some(18),
+            ),
+        ];
+        assert_eq!(
+            pick(&stack).name.as_deref(),
+            Some("Leak.openLeakyConnection")
+        );
+        // The JIT's perf map names the same method the same way: one suspect across tiers.
+        let jit = [
+            stack[0].clone(),
+            f(Some("void Leak.openLeakyConnection(int)"), None, None, None),
+        ];
+        assert_eq!(pick(&jit).name, pick(&stack).name);
+    }
+
+    #[test]
+    fn a_stack_cut_at_jit_code_says_so() {
+        let mut cut = f(None, None, None, None);
+        cut.note = Some(crate::symbols::runtime_frames::JIT_CUT_NOTE.into());
+        let stack = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            f(
+                Some("int sun.nio.ch.Net.socket0(boolean)"),
+                None,
+                None,
+                None,
+            ),
+            cut,
+        ];
+        let cs = pick(&stack);
+        assert_eq!(cs.name, None, "never a runtime frame: {cs:?}");
+        assert!(cs.note.unwrap().contains("PreserveFramePointer"));
+        // Cut short without a note (an older walk): the JDK's library tells it is a JVM.
+        let short = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            f(None, None, None, None),
+        ];
+        assert!(pick(&short).note.unwrap().contains("--java-perfmap"));
     }
 
     #[test]

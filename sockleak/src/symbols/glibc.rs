@@ -121,6 +121,7 @@ mod tests {
             libc::pthread_setspecific(k, 0x1234_5678 as *const libc::c_void);
             k
         };
+        assert!(key < t.keys, "a key of the first block ({key})");
         let fsbase = unsafe { libc::pthread_self() } as u64;
         let slot = fsbase + u64::from(t.first) + u64::from(key) * u64::from(t.stride);
         assert_eq!(unsafe { *(slot as *const u64) }, 0x1234_5678);

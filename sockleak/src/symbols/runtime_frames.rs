@@ -284,7 +284,8 @@ impl JvmRanges {
 
 /// Cuts a JVM's native stack after its first JIT-compiled Java frame (a return address into
 /// the code cache, outside the interpreter, whose callee is also in the code cache: a native
-/// wrapper's callee is C) when compiled code keeps no frame pointer. True when cut.
+/// wrapper's callee is C) when compiled code keeps no frame pointer, with a note on it. True
+/// when one was found.
 pub fn cut_at_jit(frames: &mut Vec<Frame>, r: &JvmRanges) -> bool {
     if r.frame_pointers {
         return false;
@@ -292,12 +293,11 @@ pub fn cut_at_jit(frames: &mut Vec<Frame>, r: &JvmRanges) -> bool {
     for i in 1..frames.len() {
         let a = frames[i].addr;
         if r.in_cache(a) && !r.in_interp(a) && a != r.call_stub && r.in_cache(frames[i - 1].addr) {
-            if i + 1 < frames.len() {
-                frames.truncate(i + 1);
-                frames[i].note = Some(JIT_CUT_NOTE.into());
-                return true;
-            }
-            return false;
+            // What follows (if anything: the walk may have ended there) came through a
+            // register that is not a frame pointer.
+            frames.truncate(i + 1);
+            frames[i].note = Some(JIT_CUT_NOTE.into());
+            return true;
         }
     }
     false
@@ -539,6 +539,11 @@ mod tests {
         assert!(cut_at_jit(&mut n, &r));
         assert_eq!(syms(&n), ["__GI_socket", "Java_x", "?", "Leak.hot"]);
         assert_eq!(n[3].note.as_deref(), Some(JIT_CUT_NOTE));
+        // The walk ended at it: the note says why.
+        let mut end = n[..4].to_vec();
+        end[3].note = None;
+        assert!(cut_at_jit(&mut end, &r));
+        assert_eq!(end[3].note.as_deref(), Some(JIT_CUT_NOTE));
         // Nor the call stub, through which C++ called Java.
         let mut stub = vec![
             nat(0x10, "s"),
