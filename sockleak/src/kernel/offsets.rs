@@ -157,6 +157,6 @@ mod tests {
         assert_eq!(offset_of(&btf, "io_kiocb", "file"), Some(0));
         // Deep in task_struct (thread is its last member), 8-aligned.
         let fs = task_fsbase(&btf).expect("x86_64 kernels have thread.fsbase");
-        assert!(fs > 1024 && fs % 8 == 0, "{fs}");
+        assert!(fs > 1024 && fs.is_multiple_of(8), "{fs}");
     }
 }

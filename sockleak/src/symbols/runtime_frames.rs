@@ -204,7 +204,7 @@ pub enum Namer {
         /// `Target::exec_gen` of the image.
         exec_gen: u8,
     },
-    Jvm(JvmNamer),
+    Jvm(Box<JvmNamer>),
 }
 
 /// A JVM's namer, with its class-unloading watch.

@@ -96,6 +96,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
     preflight::check_btf(Path::new(preflight::BTF))?;
     let tracefs = preflight::ensure_tracefs()?;
     preflight::raise_memlock();
+    preflight::raise_nofile();
     if let Some(out) = &cfg.output {
         check_output_path(out)?;
     }

@@ -150,14 +150,14 @@ impl Session {
                 let unloaded = unloads.as_ref().and_then(|u| u.read()).unwrap_or(0);
                 self.walks.namers.insert(
                     pid,
-                    Namer::Jvm(JvmNamer {
+                    Namer::Jvm(Box::new(JvmNamer {
                         mem,
                         methods: hotspot::method::Methods::new(f.offsets),
                         exec_gen,
                         ranges,
                         unloads,
                         unloaded,
-                    }),
+                    })),
                 );
                 Ok(flag::HOTSPOT)
             }),

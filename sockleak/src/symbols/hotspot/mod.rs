@@ -49,6 +49,12 @@ pub fn probe(pid: u32, maps: &[Mapping], mem: &impl Memory) -> Result<Found, Ref
         return Err(Refused::Absent);
     };
     let libjvm = m.path.clone();
+    if !cfg!(target_arch = "x86_64") {
+        return Err(Refused::Unsupported(
+            "interpreted Java frames are read on x86_64 only (the frame layout differs elsewhere)"
+                .into(),
+        ));
+    }
     let elf = ElfInfo::read(&mapped_file(pid, m), vmstructs::SYMBOLS)
         .ok_or_else(|| Refused::NotReady(format!("cannot read {libjvm}")))?;
     if vmstructs::SYMBOLS.iter().any(|s| elf.sym(s).is_none()) {

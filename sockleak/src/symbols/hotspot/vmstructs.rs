@@ -172,8 +172,8 @@ pub mod tests {
         ints: Vec<(String, i32)>,
     }
 
-    impl Builder {
-        pub fn new() -> Builder {
+    impl Default for Builder {
+        fn default() -> Builder {
             Builder {
                 mem: Recorded::default(),
                 next_str: 0x7000_0000,
@@ -182,7 +182,9 @@ pub mod tests {
                 ints: Vec::new(),
             }
         }
+    }
 
+    impl Builder {
         pub fn field(&mut self, t: &str, f: &str, off: u64) -> &mut Self {
             self.fields.push((t.into(), f.into(), false, off));
             self
@@ -279,7 +281,7 @@ pub mod tests {
 
     #[test]
     fn tables_read_back() {
-        let mut b = Builder::new();
+        let mut b = Builder::default();
         b.field("Method", "_constMethod", 8)
             .field("ConstMethod", "_flags._flags", 28)
             .stat("AbstractInterpreter", "_code", 0x7777_0000)

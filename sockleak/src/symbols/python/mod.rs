@@ -94,6 +94,11 @@ pub fn probe(pid: u32, maps: &[Mapping], exe: &str, mem: &impl Memory) -> Result
         });
     };
     let binary = m.path.clone();
+    if !cfg!(target_arch = "x86_64") {
+        return Err(Refused::Unsupported(
+            "Python frames are walked on x86_64 only (the offsets are measured there)".into(),
+        ));
+    }
     let bias = elf
         .bias(maps, &binary)
         .ok_or_else(|| Refused::NotReady(format!("{binary} is not fully mapped yet")))?;
