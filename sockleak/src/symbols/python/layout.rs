@@ -300,7 +300,9 @@ pub fn apply_debug_offsets(l: &mut Layout, b: &[u8]) -> Option<Vec<&'static str>
 pub fn kernel_usable(l: &Layout) -> bool {
     use sockleak_common::runtime::{PY_FRAME_READ_MAX, PY_TSTATE_FIELD_MAX};
     // The kernel takes words from the frame it read, and `f_mark`'s byte from its word.
-    let aligned = [l.f_back, l.f_code, l.f_pos].iter().all(|o| o.is_multiple_of(8));
+    let aligned = [l.f_back, l.f_code, l.f_pos]
+        .iter()
+        .all(|o| o.is_multiple_of(8));
     let inside = [l.f_back, l.f_code, l.f_pos, l.f_mark]
         .iter()
         .all(|o| (o / 8 + 1) * 8 <= l.f_size);
