@@ -541,7 +541,7 @@ pub fn bench(runs: usize) -> Result<()> {
         );
     }
 
-    interpreted(&mut out, &sockleak, &churn, &rows1, runs)?;
+    interpreted(&mut out, &sockleak, &churn, runs)?;
 
     let mut server = Churn::start_cmd(Command::new(&churn).arg("serve"))?;
     let port = server.expect("port", Duration::from_secs(5))?;
@@ -788,16 +788,21 @@ pub fn bench(runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench --only interpreted`: that section alone, printed.
+pub fn only_interpreted(runs: usize) -> Result<()> {
+    let (sockleak, churn) = build_release(true)?;
+    let _stats = StatsOn::new()?;
+    let mut out = String::new();
+    interpreted(&mut out, &sockleak, &churn, runs)?;
+    println!("{out}");
+    Ok(())
+}
+
 /// Interpreted code with no flags: a CPython and a JVM (interpreted) process making sockets
 /// two calls below main, their frames walked by sockleak; against the frame-pointer walk of
-/// scenario 1. Then a CPython process at 10,000 sockets a second: its call sites all kept.
-fn interpreted(
-    out: &mut String,
-    sockleak: &Path,
-    churn: &Path,
-    rows1: &[Measured],
-    runs: usize,
-) -> Result<()> {
+/// the C loop, measured alongside. Then a CPython process at 10,000 sockets a second: its call
+/// sites all kept.
+fn interpreted(out: &mut String, sockleak: &Path, churn: &Path, runs: usize) -> Result<()> {
     let root = workspace_root();
     let python = "/usr/bin/python3".to_string();
     let churn_py = root.join("xtask/workloads/churn.py").display().to_string();
@@ -828,6 +833,16 @@ fn interpreted(
             cfg("sockleak --no-stacks", sockleak_args(&["--no-stacks"])),
         ]
     };
+    let c = Scenario {
+        what: "C (frame pointers): socket()+close()",
+        prog: None,
+        args: vec!["socket".into(), "100000".into()],
+        ops: 100_000,
+        target: Target::Workload,
+        cfgs: cfgs(),
+    };
+    let rows_c = measure(sockleak, churn, &c, runs)?;
+    write_scenario(out, &c, &rows_c, runs);
     let py = Scenario {
         what: "CPython 3.11: socket()+close() two calls below main",
         prog: Some(vec![python.clone(), churn_py.clone()]),
@@ -862,16 +877,16 @@ fn interpreted(
         };
         get("sockleak (stacks)") - get("sockleak --no-stacks")
     };
-    let (fp, pyc, jvc) = (stack_ns(rows1), stack_ns(&rows_py), stack_ns(&rows_jv));
+    let (fp, pyc, jvc) = (stack_ns(&rows_c), stack_ns(&rows_py), stack_ns(&rows_jv));
     let _ = writeln!(
         out,
         "\n**Per socket, the stack's share of the BPF time** (stacks − `--no-stacks`, same run): CPython \
          frame walk **{pyc:.0} ns**, JVM frame-pointer walk with interpreted frames **{jvc:.0} ns**, against \
-         **{fp:.0} ns** for the frame-pointer walk of the C loop in scenario 1 ({:.1}x and {:.1}x). The \
-         CPython stack is 6 Python frames (churn.py's 3 and `socket.__init__`'s caller chain) at one frame \
-         read each, plus the thread state's lookup (3-4 reads); the JVM stack is 8 interpreted frames \
-         (2 reads each: the method's ConstMethod and code size, which check the bytecode index) on a \
-         chain of about 20 frames.",
+         **{fp:.0} ns** for the frame-pointer walk of the C loop ({:.1}x and {:.1}x). The CPython walk \
+         reads the thread state's slot (3-4 reads), then one read per Python frame (5 here: `socket.__init__`, \
+         `make_socket`, `churn`, `main`, the module); the JVM walk reads each frame-pointer step (a window \
+         of the stack at a time) and, per interpreted frame, the method's ConstMethod and code size (which \
+         check the bytecode index).",
         pyc / fp,
         jvc / fp
     );

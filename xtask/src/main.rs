@@ -43,6 +43,9 @@ enum Cmd {
         /// Runs per configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Only one section, printed (docs/benchmarks.md is left alone): `interpreted`.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Long run under churn (not CI): RSS must stay flat and counts exact; writes docs/soak.md.
     Soak {
@@ -70,7 +73,13 @@ fn main() {
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
         Cmd::Dist => dist::dist().map(|_| ()),
-        Cmd::Bench { runs } => bench::bench(runs),
+        Cmd::Bench { runs, only } => match only.as_deref() {
+            None => bench::bench(runs),
+            Some("interpreted") => bench::only_interpreted(runs),
+            Some(other) => Err(anyhow::anyhow!(
+                "--only {other}: the sections that run alone are: interpreted"
+            )),
+        },
         Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };
     if let Err(e) = res {

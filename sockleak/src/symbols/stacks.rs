@@ -581,6 +581,54 @@ mod tests {
     }
 
     #[test]
+    fn runtime_stacks_merge_with_their_native_stack_and_are_pruned_with_it() {
+        use sockleak_common::runtime::{RT_ID_BASE, kind};
+        let mut s = Stacks::default();
+        let copy = sockleak_common::stack::COPY_ID_BASE + 1;
+        s.add_copy(7, copy, vec![0x10, 0x20]);
+        let py = |name: &str, entry: bool| Named {
+            frame: Frame {
+                addr: 0x99,
+                symbol: Some(name.into()),
+                module: None,
+                file: Some("/app.py".into()),
+                line: Some(4),
+                runtime: Some("python"),
+                note: None,
+            },
+            entry,
+            at: 0,
+        };
+        let rt = RT_ID_BASE + 3;
+        s.add_runtime(
+            rt,
+            RuntimeStack {
+                native: Site {
+                    stack_id: copy,
+                    caller: 0,
+                },
+                kind: kind::PYTHON,
+                flags: 0,
+                frames: vec![py("leak", false), py("main", true)],
+            },
+        );
+        let site = Site {
+            stack_id: rt,
+            caller: 0,
+        };
+        // Not resolved (the process is gone): bare native frames, then its Python frames.
+        let f = s.frames(7, site);
+        let names: Vec<_> = f.iter().map(|f| f.symbol.as_deref()).collect();
+        assert_eq!(names, [None, None, Some("leak"), Some("main")]);
+        // A reference to the runtime stack keeps its native copy.
+        s.prune_copies(&[rt].into_iter().collect());
+        assert!(s.has_runtime(rt) && s.has_copy(copy));
+        s.prune_copies(&hashbrown::HashSet::new());
+        assert!(!s.has_runtime(rt) && !s.has_copy(copy));
+        assert!(s.frames(7, site).is_empty());
+    }
+
+    #[test]
     fn caller_is_spliced_only_when_missing_and_code() {
         let code = |a: u64| (0x1000..0x2000).contains(&a);
         assert_eq!(
