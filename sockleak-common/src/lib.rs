@@ -12,6 +12,7 @@ pub mod counters;
 pub mod event;
 pub mod kernel;
 pub mod origin;
+pub mod runtime;
 pub mod socket;
 pub mod stack;
 pub mod target;

@@ -188,4 +188,38 @@ impl Regs {
     pub fn caller_in_register(&self) -> Option<u64> {
         arch::RETURN_IN_REGISTER.then(|| self.slot(arch::RETURN_SLOT))
     }
+
+    /// The registers a stack walk starts from, as plain values (for global BPF functions,
+    /// which take scalars): ip, sp, fp, and the link register (0 on x86_64).
+    #[inline(always)]
+    pub fn walk_start(&self) -> WalkStart {
+        WalkStart {
+            ip: self.ip(),
+            sp: self.sp(),
+            fp: self.fp(),
+            lr: self.caller_in_register().unwrap_or(0),
+        }
+    }
+}
+
+/// See `Regs::walk_start`.
+#[derive(Clone, Copy)]
+pub struct WalkStart {
+    pub ip: u64,
+    pub sp: u64,
+    pub fp: u64,
+    pub lr: u64,
+}
+
+impl WalkStart {
+    /// The syscall's caller: the link register (arm64; 0 elsewhere) or the word at the stack
+    /// pointer.
+    #[inline(always)]
+    pub fn caller(&self) -> u64 {
+        if self.lr != 0 {
+            self.lr
+        } else {
+            unsafe { bpf_probe_read_user(self.sp as *const u64) }.unwrap_or(0)
+        }
+    }
 }

@@ -33,12 +33,12 @@ use aya_ebpf::{
 use sockleak_common::{
     origin::{GoConn, GoDial, GoLayout, ObjectKey, OriginSite, conn_state, join},
     socket::{GoroutineKey, NO_STACK, SockKey, SocketRecord},
-    target::{flag, stack_mode},
+    target::flag,
 };
 
 use crate::{
     args::Regs,
-    filter::{Task, Traced, current, is_traced},
+    filter::{StackHow, Task, Traced, current, is_traced},
     maps::{GO_CONNS, GO_DIALS, GO_LAYOUT, GO_WANTS, LIVE},
     stack,
 };
@@ -126,7 +126,7 @@ fn queue_for_dial(ctx: &ProbeContext) -> Option<()> {
     }
     let regs = Regs::current()?;
     let w = regs.go_arg(1);
-    let (stack_id, caller) = stack::site(ctx, &regs, task, stack_mode::FRAME_POINTERS);
+    let (stack_id, caller) = stack::site(ctx, &regs, task, StackHow::FRAME_POINTERS);
     if stack_id == NO_STACK {
         return None;
     }
@@ -262,7 +262,7 @@ fn round_trip<C: StackIdContext>(ctx: &C) -> Option<()> {
     let regs = Regs::current()?;
     let l = unsafe { *GO_LAYOUT.get(task.tgid)? };
     let (rec, _) = connection(task, regs.go_arg(0), &l, None)?;
-    let (stack_id, caller) = stack::site(ctx, &regs, task, stack_mode::FRAME_POINTERS);
+    let (stack_id, caller) = stack::site(ctx, &regs, task, StackHow::FRAME_POINTERS);
     unsafe {
         if stack_id != NO_STACK {
             (*rec).conn.caller = caller;

@@ -104,6 +104,11 @@ fn exec_traced(ctx: TracePointContext) {
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Only reached through the gate, which found the process traced.
     let task = current();
+    // RUNTIME FRAMES: layouts found for the old image no longer apply.
+    if let Some(t) = traced(task.tgid) {
+        t.exec_happened();
+        crate::runtime::forget(task.tgid, t.flags());
+    }
     let mut handled = -1i64;
     if let Some(fdt) = FdTable::current() {
         let mut s = ExecScan {
@@ -200,6 +205,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         };
         handed = u64::from(s.full == 0);
     }
+    crate::runtime::forget(task.tgid, final_counts.flags);
     let _ = TARGETS.remove(task.tgid);
     unmark(task.tgid);
     let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);

@@ -8,6 +8,7 @@ use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::{Offsets, UringKey, UringSite},
     origin::{GoConn, GoDial, GoLayout, NodeClosed, NodeHandle, ObjectKey, OriginSite},
+    runtime::{JvmProc, PyProc, RtStack},
     socket::{DestKey, DestStats, GoroutineKey, SockKey, SocketRecord, StackKey},
     target::{CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, Target},
 };
@@ -34,6 +35,8 @@ global!(STACK_COPY_BYTES: u32 = 0, stack_copy_bytes);
 global!(EXIT_GROUP_DEAD_OFFSET: u32 = 0, exit_group_dead_offset);
 // sockleak's own pid: `--all` leaves it out.
 global!(SELF_TGID: u32 = 0, self_tgid);
+// task_struct.thread.fsbase (x86_64), from BTF; 0: unknown.
+global!(TASK_FSBASE_OFFSET: u32 = 0, task_fsbase_offset);
 global!(
     OFFSETS: Offsets = Offsets {
         valid: 0,
@@ -178,9 +181,27 @@ pub static URING_SITES: LruHashMap<UringKey, UringSite> = LruHashMap::with_max_e
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
 
-/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter, [2] stack copies.
+/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter, [2] stack copies,
+/// [3] runtime stacks.
 #[map]
-pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(3, 0);
+pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(4, 0);
+
+/// tgid -> a CPython process's layout (see runtime.rs, python.rs).
+#[map]
+pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// tgid -> a HotSpot JVM's layout (see hotspot.rs).
+#[map]
+pub static JVM_PROCS: HashMap<u32, JvmProc> = HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// New stacks with runtime frames, for userspace to name (see runtime.rs): one record per
+/// new interpreted call path, apart from EVENTS.
+#[map]
+pub static RT_STACKS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU scratch: the runtime stack being walked (too big for the BPF stack).
+#[map]
+pub static RT_SCRATCH: PerCpuArray<RtStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counts something the kernel side could not record. Returns true the first time on this CPU,
 /// so callers can log once instead of flooding.

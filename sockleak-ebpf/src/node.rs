@@ -24,12 +24,12 @@ use aya_ebpf::{
 use sockleak_common::{
     origin::{ConnOrigin, NodeClosed, NodeHandle, ObjectKey, UV_HANDLE_TYPE_OFFSET, UV_TCP, join},
     socket::NO_STACK,
-    target::{flag, stack_mode},
+    target::flag,
 };
 
 use crate::{
     args::Regs,
-    filter::{Task, Traced, current, is_traced},
+    filter::{StackHow, Task, Traced, current, is_traced},
     maps::{NODE_CLOSED, NODE_CUR, NODE_HANDLES},
     stack,
 };
@@ -56,7 +56,7 @@ fn tcp_init(ctx: &ProbeContext) -> Option<()> {
     }
     let regs = Regs::current()?;
     let handle = regs.c_arg(1);
-    let (stack_id, caller) = stack::site(ctx, &regs, task, stack_mode::FRAME_POINTERS);
+    let (stack_id, caller) = stack::site(ctx, &regs, task, StackHow::FRAME_POINTERS);
     let h = NodeHandle {
         caller,
         stack_id,

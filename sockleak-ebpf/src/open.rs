@@ -112,7 +112,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socket,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
@@ -123,7 +123,7 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
     if let Some(o) = node::origin(&t, task) {
         rec.conn = o;
     }
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }
@@ -155,7 +155,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socketpair,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
@@ -163,7 +163,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, fds[0] as u32, &rec);
     track_new_fd(ctx, &t, task, fds[1] as u32, &rec);
     Some(())
@@ -214,7 +214,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
             &regs,
             syscall,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             listener as i32,
             &mut rec,
@@ -225,7 +225,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }

@@ -70,7 +70,7 @@ fn try_submit(ctx: &TracePointContext) -> Option<()> {
     let mut rec = new_record(&t, task, Origin::IoUring);
     // The submitter's stack (none when a kernel SQPOLL thread submits).
     match Regs::current() {
-        Some(regs) => stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec),
+        Some(regs) => stack::capture(ctx, &regs, task, t.stack_how(), &mut rec),
         None => rec.stack_id = NO_STACK,
     }
     let key = UringKey {

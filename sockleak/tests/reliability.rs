@@ -238,6 +238,7 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         stack_copy_ring_bytes: 1 << 16,
         cgroups: Vec::new(),
         offsets: Default::default(),
+        task_fsbase: 0,
     };
     // A tracefs view lacking task:task_newtask (optional) ...
     let fake = tempfile::tempdir().unwrap();

@@ -274,7 +274,18 @@ fn java_call_site_is_the_leaking_method_with_java_perfmap() {
     // Unnamed stacks cannot be told to be one call site: each is its own suspect.
     let total: u64 = suspects.iter().map(|s| s["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 30, "{p:#}");
+    // Compiled frames go unnamed with the note; a socket made while the method still ran in
+    // the interpreter is named from the JVM (tests/interpreted.rs).
     for s in suspects {
+        let interpreted = s["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["runtime"] == "java" && f["symbol"] == "Leak.openLeakyConnection(int)");
+        if interpreted {
+            assert_eq!(s["call_site"], "Leak.openLeakyConnection", "{s:#}");
+            continue;
+        }
         assert_eq!(s["call_site"], Value::Null, "{s:#}");
         assert!(
             s["call_site_note"]
@@ -352,11 +363,12 @@ fn python_function_names_with_x_perf() {
             .any(|s| s.starts_with("py::") && s.contains("::open_leaky_connection:")),
         "{frames:#?}"
     );
+    // The interpreter's frame chain names it too, with its line.
     assert!(
         s["call_site"]
             .as_str()
             .unwrap_or("")
-            .starts_with("open_leaky_connection (leak.py)"),
+            .starts_with("open_leaky_connection (leak.py"),
         "{s:#}"
     );
     assert_peers(s, port, 50);

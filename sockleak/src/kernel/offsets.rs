@@ -87,6 +87,15 @@ fn strip(btf: &Btf, mut ty: Type) -> Type {
     ty
 }
 
+/// `task_struct.thread.fsbase`: a user thread's fsbase, its `struct pthread` under glibc (what
+/// CPython's frame walk starts from). x86_64 only; None elsewhere or when BTF lacks it.
+pub fn task_fsbase(btf: &Btf) -> Option<u32> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    offset_of(btf, "task_struct", "thread.fsbase")
+}
+
 /// Reads every offset group sockleak uses; `missing` names the groups that could not be found.
 pub fn read(btf: &Btf) -> (Offsets, Vec<&'static str>) {
     let mut o = Offsets::default();
@@ -169,6 +178,9 @@ mod tests {
         assert_eq!(offset_of(&btf, "no_such_struct", "x"), None);
         // A member inside an anonymous union is found through it.
         assert_eq!(offset_of(&btf, "io_kiocb", "file"), Some(0));
+        // Deep in task_struct (thread is its last member), 8-aligned.
+        let fs = task_fsbase(&btf).expect("x86_64 kernels have thread.fsbase");
+        assert!(fs > 1024 && fs.is_multiple_of(8), "{fs}");
         // The copy in memory reads as the file does (a full parse of the file as the reference).
         let full = Btf::from_file(crate::kernel::preflight::BTF).expect("kernel BTF parses");
         assert_eq!(read(&full), read(&btf));

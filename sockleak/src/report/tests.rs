@@ -100,6 +100,8 @@ fn jit_variants_of_one_call_site_are_one_suspect() {
         module: None,
         file: None,
         line: None,
+        runtime: None,
+        note: None,
     };
     let mut stacks = Stacks::default();
     let site = |id| Site {
@@ -224,6 +226,8 @@ fn named(addr: u64, symbol: &str, file: &str, line: u32) -> crate::symbols::stac
         module: Some("/usr/bin/httpclient".into()),
         file: Some(file.into()),
         line: Some(line),
+        runtime: None,
+        note: None,
     }
 }
 
@@ -621,6 +625,8 @@ fn node_origins_inherit_through_happy_eyeballs_and_unnamed_ones_are_one_group() 
         module: None,
         file: None,
         line: None,
+        runtime: None,
+        note: None,
     };
     let native = |sym: &str| Frame {
         addr: 0x18b_9f80,
@@ -628,6 +634,8 @@ fn node_origins_inherit_through_happy_eyeballs_and_unnamed_ones_are_one_group() 
         module: Some("/usr/bin/node".into()),
         file: None,
         line: None,
+        runtime: None,
+        note: None,
     };
     let mut stacks = Stacks::default();
     // The socket: Node's later tick.

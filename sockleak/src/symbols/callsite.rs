@@ -7,6 +7,9 @@
 //! JIT frames are named from perf maps (blazesym reads /tmp/perf-PID.map): V8 writes
 //! `JS:<tier><name> <file>:<line>:<col>` (and `Script:`, `Eval:` for top levels), CPython
 //! `py::<name>:<file>`, the JVM (jcmd Compiler.perfmap) `<type> <class>.<method>(<args>)`.
+//! Interpreted CPython and Java frames are named from the runtimes' own structures
+//! (`Frame::runtime`); one that could not be named before the first application frame leaves
+//! the call site unnamed (it may be the call site).
 //!
 //! Where uprobes joined a socket to the code that asked for it (`pick_origin`: Go's request,
 //! Node's `net.connect`), that origin's stack names the call site instead.
@@ -61,6 +64,8 @@ enum Kind {
     UnnamedJit,
     /// Native code without a symbol.
     Unknown,
+    /// An interpreted frame that could not be named: its runtime and why.
+    Unnamed(&'static str, String),
 }
 
 fn base(path: &str) -> &str {
@@ -140,10 +145,36 @@ fn jdk_class(q: &str) -> bool {
         .any(|p| q.starts_with(p))
 }
 
-/// CPython's standard library (not site-packages).
+/// CPython's standard library (not site-packages), and its frozen modules.
 fn python_stdlib(file: &str) -> bool {
     let in_lib = file.contains("/lib/python3") || file.contains("/lib64/python3");
-    in_lib && !file.contains("-packages/")
+    (in_lib && !file.contains("-packages/")) || file.starts_with("<frozen ")
+}
+
+/// A frame named from a runtime's own structures (see `Frame::runtime`).
+fn classify_runtime(f: &Frame, runtime: &'static str) -> Kind {
+    let Some(sym) = f.symbol.as_deref() else {
+        let why = f.note.clone().unwrap_or_else(|| "not named".into());
+        return Kind::Unnamed(runtime, why);
+    };
+    if runtime == "java" {
+        let q = sym.split('(').next().unwrap_or(sym).to_string();
+        return if jdk_class(&q) {
+            Kind::Runtime(Some(q))
+        } else {
+            Kind::App(q)
+        };
+    }
+    let shown = match (&f.file, f.line) {
+        (Some(file), Some(l)) => format!("{sym} ({}:{l})", short(file)),
+        (Some(file), None) => format!("{sym} ({})", short(file)),
+        _ => sym.to_string(),
+    };
+    if f.file.as_deref().is_some_and(python_stdlib) {
+        Kind::Runtime(Some(shown))
+    } else {
+        Kind::App(shown)
+    }
 }
 
 /// Native modules of runtimes and libc.
@@ -297,6 +328,9 @@ fn libuv_worker(f: &Frame, sym: &str) -> bool {
 }
 
 fn classify(f: &Frame) -> Kind {
+    if let Some(rt) = f.runtime {
+        return classify_runtime(f, rt);
+    }
     let Some(sym) = f.symbol.as_deref() else {
         return if f.module.is_none() {
             Kind::UnnamedJit
@@ -406,9 +440,13 @@ fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
         );
     }
     let unnamed = unnamed_jit || has(&|s| s == "Interpreter");
+    // A JVM: its own library, or the JDK's native libraries (a stack cut at JIT code may not
+    // reach libjvm).
+    let jvm_module =
+        |m: &str| ["libjvm.so", "libnio.so", "libnet.so", "libjava.so"].contains(&base(m));
     if frames
         .iter()
-        .any(|f| f.module.as_deref().is_some_and(|m| base(m) == "libjvm.so"))
+        .any(|f| f.module.as_deref().is_some_and(jvm_module) || f.runtime == Some("java"))
     {
         if unnamed_jit {
             return Some(
@@ -416,12 +454,16 @@ fn jit_hint(frames: &[Frame]) -> Option<&'static str> {
             );
         }
         return unnamed.then_some(
-            "the Java code here ran in the JVM's interpreter, which no perf map names: it is named once the JIT compiles it (code that leaks often is compiled)",
+            "the Java code here ran in the JVM's interpreter and its frames could not be read (sockleak's log says why); JIT-compiled code is named with -XX:+PreserveFramePointer and --java-perfmap",
         );
     }
-    if has(&|s| s.starts_with("_PyEval_EvalFrame")) && !has(&|s| s.starts_with("py::")) {
+    let python_frames = frames.iter().any(|f| f.runtime == Some("python"));
+    if has(&|s| s.starts_with("_PyEval_EvalFrame"))
+        && !has(&|s| s.starts_with("py::"))
+        && !python_frames
+    {
         return Some(
-            "Python functions are not named: run Python 3.12+ with -X perf (or PYTHONPERFSUPPORT=1)",
+            "Python functions are not named: their frames could not be read from this interpreter (sockleak's log says why); Python 3.12+ run with -X perf (or PYTHONPERFSUPPORT=1) names them through a perf map",
         );
     }
     None
@@ -433,20 +475,55 @@ const NODE_LATER: &str = "Node made this socket on a later tick of its event loo
 /// The call site of a stack (innermost frame first).
 pub fn pick(frames: &[Frame]) -> CallSite {
     let kinds: Vec<Kind> = frames.iter().map(classify).collect();
-    if let Some(name) = kinds.iter().find_map(|k| match k {
-        Kind::App(n) => Some(n.clone()),
-        _ => None,
-    }) {
-        return CallSite {
-            name: Some(name),
-            note: None,
-            shared: false,
-            deferred: false,
-        };
+    // The first application frame, unless an interpreted frame that could not be named comes
+    // before it: that one may be the call site, and naming its caller would be wrong.
+    let first = kinds
+        .iter()
+        .find(|k| matches!(k, Kind::App(_) | Kind::Unnamed(..)));
+    match first {
+        Some(Kind::App(name)) => {
+            return CallSite {
+                name: Some(name.clone()),
+                note: None,
+                shared: false,
+                deferred: false,
+            };
+        }
+        Some(Kind::Unnamed(runtime, why)) => {
+            let lang = if *runtime == "java" { "Java" } else { "Python" };
+            let next = kinds.iter().find_map(|k| match k {
+                Kind::App(n) => Some(n.as_str()),
+                _ => None,
+            });
+            let then = next.map_or(String::new(), |n| {
+                format!("; the next named application frame is {n}")
+            });
+            return CallSite {
+                name: None,
+                note: Some(format!(
+                    "a {lang} frame before the application's first named frame could not be named ({why}): it may be the call site{then}"
+                )),
+                shared: false,
+                deferred: false,
+            };
+        }
+        _ => {}
     }
     // No application frame. A runtime's own frames are never the call site: say why there
     // is none instead.
     let node = is_node(frames);
+    // A stack cut where JIT code hides the frame pointer: the note says so.
+    if let Some(note) = frames
+        .iter()
+        .find_map(|f| f.note.as_deref().filter(|_| f.runtime.is_none()))
+    {
+        return CallSite {
+            name: None,
+            note: Some(note.to_string()),
+            shared: false,
+            deferred: false,
+        };
+    }
     // Unnamed managed code may be the application's: say which flag names it.
     if let Some(hint) = jit_hint(frames) {
         return CallSite {
@@ -631,6 +708,8 @@ mod tests {
             module: module.map(Into::into),
             file: file.map(Into::into),
             line,
+            runtime: None,
+            note: None,
         }
     }
 
@@ -997,6 +1076,188 @@ mod tests {
         assert!(cs.note.unwrap().contains("--java-perfmap"));
         java[1].symbol = Some("Interpreter".into());
         assert!(pick(&java).note.unwrap().contains("interpreter"));
+    }
+
+    fn rt(
+        runtime: &'static str,
+        sym: Option<&str>,
+        file: Option<&str>,
+        line: Option<u32>,
+    ) -> Frame {
+        Frame {
+            runtime: Some(runtime),
+            note: sym
+                .is_none()
+                .then(|| "not named: not a code object".to_string()),
+            ..f(sym, None, file, line)
+        }
+    }
+
+    #[test]
+    fn interpreted_python_frames_name_the_function_with_its_line() {
+        let py = Some("/usr/bin/python3.11");
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            f(Some("sock_initobj"), py, None, None),
+            rt(
+                "python",
+                Some("socket.__init__"),
+                Some("/usr/lib/python3.11/socket.py"),
+                Some(232),
+            ),
+            rt(
+                "python",
+                Some("create_connection"),
+                Some("/usr/lib/python3.11/socket.py"),
+                Some(831),
+            ),
+            rt(
+                "python",
+                Some("open_leaky_connection"),
+                Some("/srv/app/leak.py"),
+                Some(15),
+            ),
+            rt(
+                "python",
+                Some("leak_many"),
+                Some("/srv/app/leak.py"),
+                Some(20),
+            ),
+            f(Some("_PyEval_EvalFrameDefault"), py, None, None),
+        ];
+        assert_eq!(
+            pick(&stack),
+            CallSite {
+                name: Some("open_leaky_connection (leak.py:15)".into()),
+                note: None,
+                shared: false,
+                deferred: false,
+            }
+        );
+        // Frozen modules are the interpreter's too; a frame without a line keeps its file.
+        let mut frozen = stack.clone();
+        frozen[4] = rt(
+            "python",
+            Some("_find_and_load"),
+            Some("<frozen importlib._bootstrap>"),
+            Some(1),
+        );
+        assert_eq!(
+            pick(&frozen).name.as_deref(),
+            Some("leak_many (leak.py:20)")
+        );
+        frozen[5].line = None;
+        assert_eq!(pick(&frozen).name.as_deref(), Some("leak_many (leak.py)"));
+    }
+
+    #[test]
+    fn an_unnamed_interpreted_frame_before_the_app_leaves_the_call_site_unnamed() {
+        let stack = [
+            f(Some("__GI_socket"), LIBC, None, None),
+            rt("python", None, None, None),
+            rt(
+                "python",
+                Some("leak_many"),
+                Some("/srv/app/leak.py"),
+                Some(20),
+            ),
+        ];
+        let cs = pick(&stack);
+        assert_eq!(cs.name, None, "its caller would be a wrong call site");
+        let note = cs.note.unwrap();
+        assert!(
+            note.contains("Python frame") && note.contains("not a code object"),
+            "{note}"
+        );
+        assert!(note.contains("leak_many (leak.py:20)"), "{note}");
+        // After the application's frame it does not matter.
+        let later = [stack[0].clone(), stack[2].clone(), stack[1].clone()];
+        assert_eq!(pick(&later).name.as_deref(), Some("leak_many (leak.py:20)"));
+        let java = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            rt("java", None, None, None),
+        ];
+        assert!(pick(&java).note.unwrap().contains("Java frame"));
+    }
+
+    #[test]
+    fn interpreted_java_frames_skip_the_jdk() {
+        let stack = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            rt(
+                "java",
+                Some("sun.nio.ch.Net.socket0(boolean)"),
+                Some("Net.java"),
+                None,
+            ),
+            rt(
+                "java",
+                Some("java.net.Socket.<init>(java.lang.String, int)"),
+                Some("Socket.java"),
+                Some(287),
+            ),
+            rt(
+                "java",
+                Some("Leak.openLeakyConnection(int)"),
+                Some("Leak.java"),
+                Some(18),
+            ),
+        ];
+        assert_eq!(
+            pick(&stack).name.as_deref(),
+            Some("Leak.openLeakyConnection")
+        );
+        // The JIT's perf map names the same method the same way: one suspect across tiers.
+        let jit = [
+            stack[0].clone(),
+            f(Some("void Leak.openLeakyConnection(int)"), None, None, None),
+        ];
+        assert_eq!(pick(&jit).name, pick(&stack).name);
+    }
+
+    #[test]
+    fn a_stack_cut_at_jit_code_says_so() {
+        let mut cut = f(None, None, None, None);
+        cut.note = Some(crate::symbols::runtime_frames::JIT_CUT_NOTE.into());
+        let stack = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            f(
+                Some("int sun.nio.ch.Net.socket0(boolean)"),
+                None,
+                None,
+                None,
+            ),
+            cut,
+        ];
+        let cs = pick(&stack);
+        assert_eq!(cs.name, None, "never a runtime frame: {cs:?}");
+        assert!(cs.note.unwrap().contains("PreserveFramePointer"));
+        // Cut short without a note (an older walk): the JDK's library tells it is a JVM.
+        let short = [
+            f(
+                Some("Java_sun_nio_ch_Net_socket0"),
+                Some("/j/libnio.so"),
+                None,
+                None,
+            ),
+            f(None, None, None, None),
+        ];
+        assert!(pick(&short).note.unwrap().contains("--java-perfmap"));
     }
 
     #[test]

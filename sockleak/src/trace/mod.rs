@@ -12,6 +12,7 @@ mod facts;
 mod present;
 mod reconcile;
 mod refresh;
+mod rtstacks;
 mod runtime;
 mod seed;
 mod sync;
@@ -82,6 +83,8 @@ pub struct Session {
     copies_at_prune: usize,
     /// Processes switched to DWARF unwinding so far (the first few are logged at info).
     dwarf_switches: usize,
+    /// RUNTIME FRAMES: what names each process's interpreted frames.
+    walks: runtime::FrameWalks,
 }
 
 struct Signals {
@@ -95,6 +98,7 @@ pub fn run(mut cfg: Config) -> Result<()> {
     preflight::check_btf(Path::new(preflight::BTF))?;
     let tracefs = preflight::ensure_tracefs()?;
     preflight::raise_memlock();
+    preflight::raise_nofile();
     if let Some(out) = &cfg.output {
         check_output_path(out)?;
     }
@@ -123,6 +127,7 @@ fn load_offsets(cfg: &mut Config) -> Vec<String> {
         Ok(btf) => {
             let (o, missing) = offsets::read(&btf);
             cfg.load.offsets = o;
+            cfg.load.task_fsbase = offsets::task_fsbase(&btf).unwrap_or(0);
             missing
                 .into_iter()
                 .map(|m| format!("kernel BTF lacks {m}: sockets passed that way are found only by reconciliation"))
@@ -206,6 +211,7 @@ impl Session {
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
+            walks: runtime::FrameWalks::default(),
         };
         let mut alive = 0;
         for pid in initial {

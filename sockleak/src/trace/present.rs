@@ -79,6 +79,7 @@ impl Session {
         self.refresh_changed(now);
         self.reconcile();
         self.poll_states(now);
+        self.watch_runtimes();
         self.resolve_stacks();
         self.prune_copies();
         self.tracer.flush_logs();
