@@ -7,13 +7,14 @@
 
 use crate::event::Event;
 
-/// A socket's `stack_id` in [WALK_ID_BASE, COPY_ID_BASE) names a stack the kernel walked with
-/// the tables; its frames came to userspace in the `WalkedStack` that announced it.
-pub const WALK_ID_BASE: i32 = 1 << 29;
+/// A socket's `stack_id` in [WALK_ID_BASE, RT_ID_BASE) names a stack the kernel walked with
+/// the tables; its frames came to userspace in the `WalkedStack` that announced it. Below the
+/// runtime stacks' ids (`crate::runtime::RT_ID_BASE`), above any stack-map id.
+pub const WALK_ID_BASE: i32 = 1 << 28;
 
 /// Whether a socket's `stack_id` names a stack walked with the tables.
 pub const fn is_walk_id(id: i32) -> bool {
-    id >= WALK_ID_BASE && id < crate::stack::COPY_ID_BASE
+    id >= WALK_ID_BASE && id < crate::runtime::RT_ID_BASE
 }
 
 /// Rows of one file at most (the kernel's binary search takes 23 steps).
@@ -231,8 +232,12 @@ mod tests {
         assert!(is_walk_id(WALK_ID_BASE));
         assert!(!is_walk_id(WALK_ID_BASE - 1));
         assert!(!is_walk_id(crate::stack::COPY_ID_BASE));
-        // The kernel makes ids as WALK_ID_BASE | cpu << 21 | seq (21 bits): all walk ids.
-        assert!(is_walk_id(WALK_ID_BASE | (0xff << 21) | 0x1f_ffff));
+        assert!(!is_walk_id(crate::runtime::RT_ID_BASE));
+        assert!(!crate::runtime::is_runtime_id(
+            WALK_ID_BASE | (0xff << 20) | 0xf_ffff
+        ));
+        // The kernel makes ids as WALK_ID_BASE | cpu << 20 | seq (20 bits): all walk ids.
+        assert!(is_walk_id(WALK_ID_BASE | (0xff << 20) | 0xf_ffff));
     }
 
     #[test]

@@ -19,8 +19,9 @@ use aya_ebpf::{
 };
 use sockleak_common::{
     counters::LossCause,
-    event::{Event, EventKind, Syscall},
+    event::{EventKind, Syscall},
     socket::{NO_STACK, SocketRecord, StackKey},
+    stack::StackCopy,
     unwind::{
         UNWIND_CACHE_SLOTS, UNWIND_MAX_MAPPINGS, UnwindCacheEntry, UnwindMapping, UnwindProc,
         UnwindRow, WALK_ID_BASE, WALK_MAX_FRAMES, WalkedStack, counter, row_kind, walk_status,
@@ -58,6 +59,11 @@ static UNWIND_CACHE: PerCpuArray<UnwindCacheEntry> =
 #[map]
 static UNWIND_SCRATCH: PerCpuArray<WalkedStack> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU state of the walk (its bpf_loop context): in a map, not on the BPF stack, which
+/// kernels before 6.13 count whole along the call chain (512 bytes, the caller's included).
+#[map]
+static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU window of user stack memory (its own: the frame-pointer walk has another).
 #[map]
 static UNWIND_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
@@ -83,7 +89,9 @@ fn mix(h: u64, v: u64) -> u64 {
     (h ^ v).wrapping_mul(FNV_PRIME)
 }
 
-#[inline(always)]
+/// Not inlined, like `note_stop` and `announce`: each inlined map lookup keeps its key in a
+/// stack slot of its own, and the walk's caller has few bytes to spare (see UNWIND_WALK).
+#[inline(never)]
 fn bump(i: u32, by: u64) -> u64 {
     match UNWIND_COUNTS.get_ptr_mut(i) {
         Some(p) => unsafe {
@@ -109,14 +117,6 @@ fn opaque(v: u64, seed: u64) -> u64 {
         );
     }
     v
-}
-
-/// Where a walk stopped short, for the caller's fallback and userspace.
-#[derive(Clone, Copy)]
-struct Stop {
-    pub status: u32,
-    pub frames: u32,
-    pub pc: u64,
 }
 
 /// The mapping holding `pc`: the last one starting at or below it.
@@ -205,9 +205,8 @@ fn pack(r: UnwindRow) -> u64 {
 /// packed (cfa_off | kind << 16 | rbp << 24), or ROW_ERR | walk status. A global function:
 /// the verifier checks it once, on its own, instead of once per state of every program that
 /// walks a stack (which exceeded its 1M-instruction budget in the accept programs).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn sockleak_unwind_row(tgid: u64, pc: u64, generation: u64) -> u64 {
+#[inline(always)]
+fn sockleak_unwind_row(tgid: u64, pc: u64, generation: u64) -> u64 {
     let tag = ((tgid & 0xffff_ffff) << 32) | (generation & 0xffff_ffff);
     let slot = ((pc ^ (pc >> 12) ^ tag) as u32) & (UNWIND_CACHE_SLOTS - 1);
     let entry = UNWIND_CACHE.get_ptr_mut(slot);
@@ -236,14 +235,19 @@ pub extern "C" fn sockleak_unwind_row(tgid: u64, pc: u64, generation: u64) -> u6
     }
 }
 
-/// State of a table walk (a bpf_loop context).
+/// State of a table walk (in UNWIND_WALK).
 #[repr(C)]
 struct Walk {
     ip: u64,
     sp: u64,
     bp: u64,
     hash: u64,
-    out: *mut WalkedStack,
+    /// tgid << 32 | tid.
+    who: u64,
+    /// The stack's key in STACK_CACHE and its id, here rather than on the BPF stack.
+    key: StackKey,
+    id: i32,
+    _pad2: u32,
     generation: u64,
     /// Where the walk stopped short (a pc), for userspace.
     stop_pc: u64,
@@ -273,8 +277,8 @@ fn read_word(w: &mut Walk, addr: u64) -> Option<u64> {
             0
         };
         if w.have == 0 {
-            let mut v = 0u64;
-            return read_user(&mut v, 8, addr).then_some(v);
+            // Into the window too (nothing on the BPF stack); it stays empty for the next read.
+            return read_user(buf.as_mut_ptr(), 8, addr).then(|| buf[0]);
         }
     }
     Some(buf[((off / 8) as usize) & (WINDOW_WORDS - 1)])
@@ -286,9 +290,17 @@ fn read_user(dst: *mut u64, len: usize, addr: u64) -> bool {
 }
 
 /// One frame: record the ip, find its row, compute the caller's registers. 1 stops the loop.
-unsafe extern "C" fn step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let w = unsafe { &mut *(ctx as *mut Walk) };
-    let out = unsafe { &mut *w.out };
+unsafe extern "C" fn step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = UNWIND_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let w = unsafe { &mut *w };
+    // A map value's address kept in the map would be a plain number to the verifier: fetched.
+    let Some(out) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+        w.status = walk_status::NO_TABLE;
+        return 1;
+    };
+    let out = unsafe { &mut *out };
     let n = opaque(w.n as u64, w.generation) as usize;
     if n >= WALK_MAX_FRAMES {
         w.status = walk_status::TRUNCATED;
@@ -357,20 +369,19 @@ unsafe extern "C" fn step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Walks the user stack with the tables and names it in `rec` (stack id and leaf caller).
-/// False when it stopped short (the caller copies the stack instead; `take_stop` says where).
+/// Walks the user stack with the tables and names it: (stack id, leaf caller). None when it
+/// stopped short (the caller copies the stack instead; `take_stop` says where).
 #[inline(always)]
-pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> bool {
+pub fn capture(regs: &Regs, task: Task) -> Option<(i32, u64)> {
     let who = (task.tgid as u64) << 32 | task.tid as u64;
     let v = sockleak_unwind_capture(regs.ip(), regs.sp(), regs.fp(), who);
     if !walk_status::walked((v >> 32) as u32) {
-        return false;
+        return None;
     }
-    rec.stack_id = v as u32 as i32;
-    rec.caller = UNWIND_SCRATCH
+    let caller = UNWIND_SCRATCH
         .get(0)
         .map_or(0, |o| if o.n > 1 { o.ips[1] } else { 0 });
-    true
+    Some((v as u32 as i32, caller))
 }
 
 /// The table walk and the naming of its stack: `(status << 32) | stack id`. A global
@@ -380,98 +391,90 @@ pub fn capture(regs: &Regs, task: Task, rec: &mut SocketRecord) -> bool {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn sockleak_unwind_capture(ip: u64, sp: u64, bp: u64, who: u64) -> u64 {
-    let task = Task {
-        tgid: (who >> 32) as u32,
-        tid: who as u32,
-    };
+    let tgid = (who >> 32) as u32;
     // No mappings (yet): a new image since exec, not listed by userspace so far.
-    let no_proc = Stop {
-        status: walk_status::NO_TABLE,
-        frames: 0,
-        pc: ip,
+    let Some(p) = UNWIND_PROCS.get_ptr(tgid) else {
+        note_stop(walk_status::NO_TABLE, 0, ip);
+        return (walk_status::NO_TABLE as u64) << 32;
     };
-    let Some(p) = UNWIND_PROCS.get_ptr(task.tgid) else {
-        note_stop(no_proc);
-        return (no_proc.status as u64) << 32;
+    let Some(wp) = UNWIND_WALK.get_ptr_mut(0) else {
+        note_stop(walk_status::NO_TABLE, 0, ip);
+        return (walk_status::NO_TABLE as u64) << 32;
     };
-    let Some(out) = UNWIND_SCRATCH.get_ptr_mut(0) else {
-        note_stop(no_proc);
-        return (no_proc.status as u64) << 32;
-    };
-    let mut w = Walk {
-        ip,
-        sp,
-        bp,
-        hash: WALK_HASH_SEED,
-        out,
-        generation: unsafe { (*p).generation } as u64,
-        stop_pc: 0,
-        base: 0,
-        have: 0,
-        tgid: task.tgid,
-        n: 0,
-        status: walk_status::TRUNCATED,
-        _pad: 0,
-    };
+    // Everything the walk and the naming keep lives in the map value: the BPF stack of this
+    // function counts against its callers' 512 bytes on kernels before 6.13.
+    let w = unsafe { &mut *wp };
+    w.ip = ip;
+    w.sp = sp;
+    w.bp = bp;
+    w.who = who;
+    w.hash = WALK_HASH_SEED;
+    w.generation = unsafe { (*p).generation } as u64;
+    w.stop_pc = 0;
+    w.base = 0;
+    w.have = 0;
+    w.tgid = tgid;
+    w.n = 0;
+    w.status = walk_status::TRUNCATED;
+    // bpf_loop's context must be on the stack: a word, the state being in UNWIND_WALK.
+    let mut ctx = 0u64;
     unsafe {
         bpf_loop(
             WALK_MAX_FRAMES as u32 + 1,
             step as *mut core::ffi::c_void,
-            (&raw mut w).cast(),
+            (&raw mut ctx).cast(),
             0,
         )
     };
     bump(counter::FRAMES, w.n as u64);
-    let o = unsafe { &mut *out };
-    o.n = w.n;
     if !walk_status::walked(w.status) {
         bump(counter::FALLBACK, 1);
-        note_stop(Stop {
-            status: w.status,
-            frames: w.n,
-            pc: w.stop_pc,
-        });
+        note_stop(w.status, w.n, w.stop_pc);
         return (w.status as u64) << 32;
     }
     bump(counter::WALKED, 1);
-    let caller = if w.n > 1 { o.ips[1] } else { 0 };
-    let key = StackKey {
-        hash: w.hash,
-        tgid: task.tgid,
-        _pad: 0,
-    };
-    let id = match unsafe { STACK_CACHE.get(key) } {
+    w.key.hash = w.hash;
+    w.key.tgid = w.tgid;
+    w.key._pad = 0;
+    w.id = match unsafe { STACK_CACHE.get(&w.key) } {
         Some(id) => *id,
-        None => announce(task, o, &w, caller),
+        None => announce(w),
     };
-    (w.status as u64) << 32 | id as u32 as u64
+    (w.status as u64) << 32 | w.id as u32 as u64
 }
 
 /// A stack not seen before in the process: a new id, and its frames to userspace. The cache
 /// learns the id only once userspace is sure to hear of it.
-#[inline(always)]
-fn announce(task: Task, o: &mut WalkedStack, w: &Walk, caller: u64) -> i32 {
+#[inline(never)]
+fn announce(w: &mut Walk) -> i32 {
+    let Some(o) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+        return NO_STACK;
+    };
+    let o = unsafe { &mut *o };
+    let task = Task {
+        tgid: (w.who >> 32) as u32,
+        tid: w.who as u32,
+    };
+    let caller = if w.n > 1 { o.ips[1] } else { 0 };
     let cpu = unsafe { bpf_get_smp_processor_id() };
     // Unique without atomics: this CPU's count, tagged with the CPU (256 of them; an id
     // comes back after 2M new stacks on one CPU).
-    let id = WALK_ID_BASE | (((cpu & 0xff) << 21) | (bump(ID_SEQ, 1) as u32 & 0x1f_ffff)) as i32;
-    let mut r = SocketRecord::EMPTY;
-    r.stack_id = id;
-    r.caller = caller;
-    r.tid = task.tid;
-    o.event = Event {
-        ts_ns: now(),
-        tgid: task.tgid,
-        tid: task.tid,
-        kind: EventKind::NewStack as u8,
-        syscall: Syscall::None as u8,
-        flags: 0,
-        fd: -1,
-        arg: 0,
-        arg2: 0,
-        arg3: 0,
-        record: r,
-    };
+    w.id = WALK_ID_BASE | (((cpu & 0xff) << 20) | (bump(ID_SEQ, 1) as u32 & 0xf_ffff)) as i32;
+    // Written in place (the event is in a map): nothing of it on the BPF stack.
+    o.event.ts_ns = now();
+    o.event.tgid = task.tgid;
+    o.event.tid = task.tid;
+    o.event.kind = EventKind::NewStack as u8;
+    o.event.syscall = Syscall::None as u8;
+    o.event.flags = 0;
+    o.event.fd = -1;
+    o.event.arg = 0;
+    o.event.arg2 = 0;
+    o.event.arg3 = 0;
+    o.event.record = SocketRecord::EMPTY;
+    o.event.record.stack_id = w.id;
+    o.event.record.caller = caller;
+    o.event.record.tid = task.tid;
     o.hash = w.hash;
     o.n = w.n;
     o.status = w.status;
@@ -487,34 +490,36 @@ fn announce(task: Task, o: &mut WalkedStack, w: &Walk, caller: u64) -> i32 {
         count_loss(LossCause::StackLost);
         return NO_STACK;
     }
-    let key = StackKey {
-        hash: w.hash,
-        tgid: task.tgid,
-        _pad: 0,
-    };
-    let _ = STACK_CACHE.insert(key, id, 0);
-    id
+    let _ = STACK_CACHE.insert(&w.key, &w.id, 0);
+    w.id
 }
 
-#[inline(always)]
-fn note_stop(s: Stop) {
+#[inline(never)]
+fn note_stop(status: u32, frames: u32, pc: u64) {
     if let Some(v) = UNWIND_STOP.get_ptr_mut(0) {
-        unsafe { *v = [s.status as u64 | (s.frames as u64) << 32, s.pc] };
+        unsafe { *v = [status as u64 | (frames as u64) << 32, pc] };
     }
 }
 
-/// Where the last walk on this CPU stopped short, cleared as it is taken: (status, frames,
-/// pc), zeros when no walk stopped (a copy of a STACK_COPY process). The copy that stands in
-/// for a walk takes it in the same program run.
+/// Where the last walk on this CPU stopped short, cleared as it is taken, into the copy that
+/// stands in for it (null: only cleared): zeros when no walk stopped (a copy of a STACK_COPY
+/// process).
 #[inline(always)]
-pub fn take_stop() -> (u32, u32, u64) {
-    match UNWIND_STOP.get_ptr_mut(0) {
-        Some(v) => unsafe {
-            let [a, pc] = *v;
-            *v = [0, 0];
-            (a as u32, (a >> 32) as u32, pc)
-        },
-        None => (0, 0, 0),
+pub fn take_stop_into(c: *mut StackCopy) {
+    let Some(v) = UNWIND_STOP.get_ptr_mut(0) else {
+        return;
+    };
+    unsafe {
+        let [a, pc] = *v;
+        // Word by word: a whole-array store becomes a call to memset, a frame of its own that
+        // kernels before 6.13 count in the chain (512 bytes in all).
+        core::ptr::write_volatile(&mut (*v)[0], 0);
+        core::ptr::write_volatile(&mut (*v)[1], 0);
+        if !c.is_null() {
+            (*c).walk_status = a as u32;
+            (*c).walk_frames = (a >> 32) as u32;
+            (*c).walk_stop = pc;
+        }
     }
 }
 

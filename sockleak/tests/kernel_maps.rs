@@ -58,6 +58,7 @@ fn own_sockets_are_kept_and_counted_by_the_kernel() {
             unwind_table_rows: 1 << 16,
             cgroups: Vec::new(),
             offsets,
+            task_fsbase: sockleak::kernel::offsets::task_fsbase(&btf).unwrap_or(0),
         },
         Path::new(&tracefs),
     )

@@ -30,10 +30,18 @@ pub fn build_ebpf(release: bool) -> Result<()> {
     }
     // BTF (func_info for bpf_loop callbacks) comes from debug info, which every crate of the
     // object needs, the build-std ones included (memcpy and friends). Global BPF functions
-    // (verified once, on their own) must stay exported through the link.
+    // (verified once, on their own) must stay exported through the link. No UB checks: in a
+    // debug build they add null/alignment checks to raw-pointer accesses (map values, memcpy),
+    // whose panic paths end a BPF subprogram with a call the verifier refuses.
     c.env(
         "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_row -C link-arg=--export=sockleak_unwind_capture",
+        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_capture -Z ub-checks=no",
     );
-    run(&mut c)
+    run(&mut c)?;
+    // Guard the stated minimum kernel: the object may use nothing newer.
+    let profile = if release { "release" } else { "debug" };
+    crate::kfeatures::check_built(
+        &crate::util::workspace_root()
+            .join(format!("target/bpfel-unknown-none/{profile}/sockleak")),
+    )
 }

@@ -6,6 +6,8 @@ pub mod batch;
 pub mod bpf;
 pub mod bpf_stats;
 pub mod clock;
+pub mod features;
+pub mod hooks;
 pub mod offsets;
 pub mod preflight;
 pub mod unwind_maps;

@@ -51,8 +51,8 @@ impl Session {
         self.tracer.stack_copies = Some(ring);
     }
 
-    /// Drops unwound copies no socket or failure refers to any more, and walked stacks of
-    /// processes gone that nothing refers to (the kernel forgets them too).
+    /// Drops unwound copies and runtime stacks no socket or failure refers to any more, and
+    /// walked stacks of processes gone that nothing refers to (the kernel forgets them too).
     pub(super) fn prune_copies(&mut self) {
         if self.stacks.copies() + self.stacks.walked() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
             return;
@@ -65,10 +65,14 @@ impl Session {
             .flat_map(|p| {
                 p.sockets
                     .values()
-                    .map(|s| s.record.stack_id)
+                    .flat_map(|s| [s.record.stack_id, s.record.conn.stack_id])
                     .chain(p.failures.keys().map(|k| k.site.stack_id))
             })
-            .filter(|id| *id >= sockleak_common::unwind::WALK_ID_BASE)
+            .filter(|id| {
+                sockleak_common::stack::is_copy_id(*id)
+                    || sockleak_common::runtime::is_runtime_id(*id)
+                    || sockleak_common::unwind::is_walk_id(*id)
+            })
             .collect();
         self.stacks.prune_copies(&used);
         let procs = &self.tracker.procs;

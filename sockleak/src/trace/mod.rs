@@ -13,6 +13,7 @@ mod own_cost;
 mod present;
 mod reconcile;
 mod refresh;
+mod rtstacks;
 mod runtime;
 mod seed;
 mod sync;
@@ -32,8 +33,8 @@ use tokio::{
 
 use crate::{
     config::Config, error::UserError, host::cgroup, host::procfs, host::tcp_ages::StateAges,
-    kernel::bpf::Tracer, kernel::offsets, kernel::preflight, serve, symbols::stacks::Stacks,
-    tracker::Tracker,
+    kernel::bpf::Tracer, kernel::features, kernel::offsets, kernel::preflight, serve,
+    symbols::stacks::Stacks, tracker::Tracker,
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
@@ -74,6 +75,8 @@ pub struct Session {
     events_seen: u64,
     /// Uprobes on traced Go HTTP clients.
     go: crate::symbols::gohttp::GoProbes,
+    /// Uprobes on traced node processes' libuv.
+    node: crate::symbols::nodeuv::NodeProbes,
     /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
     seeded: Vec<(u32, runtime::Setup)>,
     /// DWARF unwinding of stack copies.
@@ -90,6 +93,8 @@ pub struct Session {
     lasting_stops: usize,
     /// sockleak's own cost (BPF time per socket).
     own: own_cost::OwnCostMeter,
+    /// RUNTIME FRAMES: what names each process's interpreted frames.
+    walks: runtime::FrameWalks,
 }
 
 struct Signals {
@@ -103,10 +108,14 @@ pub fn run(mut cfg: Config) -> Result<()> {
     preflight::check_btf(Path::new(preflight::BTF))?;
     let tracefs = preflight::ensure_tracefs()?;
     preflight::raise_memlock();
+    preflight::raise_nofile();
     if let Some(out) = &cfg.output {
         check_output_path(out)?;
     }
-    let degraded = load_offsets(&mut cfg);
+    // Before anything is loaded: a kernel that lacks what the programs need is one line.
+    let left_out = features::check(crate::kernel::bpf::object())?;
+    let mut degraded = load_offsets(&mut cfg);
+    degraded.extend(left_out.values().cloned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -117,24 +126,25 @@ pub fn run(mut cfg: Config) -> Result<()> {
             int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
             term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
         };
-        let mut session = Session::start(cfg, &tracefs, degraded)?;
+        let mut session = Session::start(cfg, &tracefs, degraded, left_out)?;
         session.run(signals).await
     })
 }
 
 /// Kernel struct offsets from BTF; what cannot be found degrades with a warning.
 fn load_offsets(cfg: &mut Config) -> Vec<String> {
-    match btf_rs::Btf::from_file_with_backend(preflight::BTF, btf_rs::Backend::Mmap) {
+    match offsets::load_btf(Path::new(preflight::BTF)) {
         Ok(btf) => {
             let (o, missing) = offsets::read(&btf);
             cfg.load.offsets = o;
+            cfg.load.task_fsbase = offsets::task_fsbase(&btf).unwrap_or(0);
             missing
                 .into_iter()
                 .map(|m| format!("kernel BTF lacks {m}: sockets passed that way are found only by reconciliation"))
                 .collect()
         }
         Err(e) => vec![format!(
-            "cannot parse kernel BTF ({e}): received and io_uring sockets are found only by reconciliation"
+            "cannot parse kernel BTF ({e:#}): received and io_uring sockets are found only by reconciliation"
         )],
     }
 }
@@ -160,8 +170,14 @@ fn check_output_path(p: &Path) -> Result<(), UserError> {
 }
 
 impl Session {
-    fn start(cfg: Config, tracefs: &Path, degraded: Vec<String>) -> Result<Session> {
+    fn start(
+        cfg: Config,
+        tracefs: &Path,
+        degraded: Vec<String>,
+        left_out: std::collections::BTreeMap<String, String>,
+    ) -> Result<Session> {
         let mut tracer = Tracer::load(&cfg.load, tracefs)?;
+        tracer.leave_out(left_out);
         // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
         // every close, so a socket closed mid-seed is not kept as live.
         let mut initial: Vec<u32> = if cfg.all {
@@ -211,6 +227,7 @@ impl Session {
             closed: false,
             events_seen: 0,
             go: crate::symbols::gohttp::GoProbes::new(uprobes),
+            node: crate::symbols::nodeuv::NodeProbes::new(uprobes),
             seeded: Vec::new(),
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
@@ -219,6 +236,7 @@ impl Session {
             unwind_stops: HashMap::new(),
             lasting_stops: 0,
             own,
+            walks: runtime::FrameWalks::default(),
         };
         let mut alive = 0;
         for pid in initial {
