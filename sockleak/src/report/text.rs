@@ -367,10 +367,12 @@ fn time_wait(out: &mut String, tw: &[TimeWait]) {
 /// sockleak's own cost on one line (the figures `/metrics` serves).
 pub fn own_cost_line(c: &OwnCost) -> String {
     let bpf = match c.bpf_ns_per_socket {
-        Some(ns) if ns >= 1000.0 => format!("BPF {:.2} µs per socket", ns / 1e3),
-        Some(ns) => format!("BPF {ns:.0} ns per socket"),
-        None if c.bpf_measured_s > 0.0 => "BPF per socket: no socket made while measured".into(),
-        None => "BPF per socket: not measured yet".into(),
+        // Host-wide: every process's calls run the programs' gates, so the figure is the whole
+        // BPF cost divided by the traced sockets, not one socket's path.
+        Some(ns) if ns >= 1000.0 => format!("BPF {:.2} µs per traced socket (host-wide)", ns / 1e3),
+        Some(ns) => format!("BPF {ns:.0} ns per traced socket (host-wide)"),
+        None if c.bpf_measured_s > 0.0 => "BPF per traced socket: none made while measured".into(),
+        None => "BPF per traced socket: not measured yet".into(),
     };
     let mut line = format!(
         "own cost: {bpf}, CPU {:.1}% of a core, RSS {:.1} MiB",
