@@ -275,11 +275,12 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
 /// The own-cost figures of the report's own-cost line (absent when not measured or off).
 fn own_cost(reg: &mut Registry, c: &crate::model::OwnCost) {
     if let Some(ns) = c.bpf_ns_per_socket {
+        // Base units: promtool refuses abbreviated ones (`_ns`).
         let g = FGauge::default();
-        g.set(ns);
+        g.set(ns / 1e9);
         reg.register(
-            "self_bpf_ns_per_socket",
-            "BPF run time of sockleak's programs per socket made by a traced process (measured in windows while the kernel's run-time statistics are on)",
+            "self_bpf_seconds_per_socket",
+            "BPF run time of sockleak's programs (host-wide) per socket made by a traced process, in seconds (measured in windows while the kernel's run-time statistics are on)",
             g,
         );
     }
