@@ -156,7 +156,7 @@ impl Config {
                     .map(|c| CgroupTarget {
                         id: c.id,
                         level: c.level,
-                        _pad: 0,
+                        flags: 0,
                     })
                     .collect(),
                 offsets: Default::default(),
