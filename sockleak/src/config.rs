@@ -6,6 +6,7 @@ use crate::{
     cli::{Format, ServeArgs, TargetArgs, TraceArgs},
     error::UserError,
     host::cgroup::{self, Cgroup},
+    host::cri::pods::{self, Filter},
     host::procfs,
     kernel::bpf::LoadOptions,
 };
@@ -31,6 +32,81 @@ pub struct Config {
     pub stack_mode: crate::cli::StackMode,
     /// Ask JVMs for their perf map (`--java-perfmap`).
     pub java_perfmap: bool,
+    /// Kubernetes names and filters (`--cri-socket`, `--namespace`, ...).
+    pub kube: KubeOptions,
+}
+
+/// Where Kubernetes names come from and which containers the filters select.
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// `--cri-socket`; else the usual paths are probed.
+    pub socket: Option<PathBuf>,
+    /// `--namespace`, `--pod`, `--container-name`, `--selector`; None when none was given.
+    pub filter: Option<Filter>,
+}
+
+/// Checks a name the way Kubernetes validates it (lowercase, digits and '-', '.' in pod
+/// names), so a typo like `--namespace Payments` is told at once, not as "no such namespace".
+fn check_k8s_name(flag: &'static str, v: &str) -> Result<String, UserError> {
+    let dots = flag == "pod";
+    let max = if dots { 253 } else { 63 };
+    let ok_char =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.');
+    let bytes = v.as_bytes();
+    let reason = if v.is_empty() {
+        Some("is empty".to_string())
+    } else if v.len() > max {
+        Some(format!("is longer than {max} characters"))
+    } else if !bytes.iter().all(|b| ok_char(*b)) {
+        Some(format!(
+            "Kubernetes names are lowercase letters, digits and '-'{}",
+            if dots { " and '.'" } else { "" }
+        ))
+    } else if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+        Some("must start and end with a letter or digit".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(UserError::BadK8sName {
+            flag,
+            value: v.to_string(),
+            reason,
+        }),
+        None => Ok(v.to_string()),
+    }
+}
+
+fn kube_filter(a: &TargetArgs) -> Result<Option<Filter>, UserError> {
+    if let (Some(p), None) = (&a.pod, &a.namespace) {
+        return Err(UserError::PodWithoutNamespace(p.clone()));
+    }
+    let selector = match &a.selector {
+        Some(s) => pods::parse_selector(s).map_err(|reason| UserError::BadSelector {
+            input: s.clone(),
+            reason,
+        })?,
+        None => Vec::new(),
+    };
+    let f = Filter {
+        namespace: a
+            .namespace
+            .as_deref()
+            .map(|n| check_k8s_name("namespace", n))
+            .transpose()?,
+        pod: a
+            .pod
+            .as_deref()
+            .map(|n| check_k8s_name("pod", n))
+            .transpose()?,
+        container: a
+            .container_name
+            .as_deref()
+            .map(|n| check_k8s_name("container-name", n))
+            .transpose()?,
+        selector,
+    };
+    Ok((!f.is_empty()).then_some(f))
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -40,7 +116,7 @@ use sockleak_common::target::{CgroupTarget, MAX_CGROUPS};
 impl Config {
     /// Only explicit pids: tracing ends when they (and their children) have all exited.
     pub fn pids_only(&self) -> bool {
-        !self.all && self.cgroups.is_empty()
+        !self.all && self.cgroups.is_empty() && self.kube.filter.is_none()
     }
 
     pub fn for_trace(a: &TraceArgs) -> Result<Config, UserError> {
@@ -66,9 +142,17 @@ impl Config {
             }
             None => None,
         };
+        let metrics_labels =
+            crate::serve::metrics::parse_labels(&a.metrics_labels).map_err(|reason| {
+                UserError::BadMetricsLabels {
+                    input: a.metrics_labels.clone(),
+                    reason,
+                }
+            })?;
         c.serve = Some(crate::serve::ServeOptions {
             listen: a.listen,
             top: a.top,
+            metrics_labels,
             web,
             report_endpoint: !a.no_report_endpoint,
         });
@@ -76,7 +160,11 @@ impl Config {
     }
 
     fn new(a: &TargetArgs, duration: Option<f64>) -> Result<Config, UserError> {
-        let selective = !a.pids.is_empty() || !a.cgroups.is_empty() || !a.containers.is_empty();
+        let filter = kube_filter(a)?;
+        let selective = !a.pids.is_empty()
+            || !a.cgroups.is_empty()
+            || !a.containers.is_empty()
+            || filter.is_some();
         if a.all && selective {
             return Err(UserError::PidWithAll);
         }
@@ -173,6 +261,10 @@ impl Config {
             uprobes: !a.no_uprobes,
             stack_mode: a.stack_mode,
             java_perfmap: a.java_perfmap,
+            kube: KubeOptions {
+                socket: a.cri_socket.clone(),
+                filter,
+            },
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct Facts {
     pub comms: HashMap<u32, String>,
     /// The host's file handles (allocated, max), read when a process failed with ENFILE.
     pub host_files: Option<(u64, u64)>,
+    /// Kubernetes names by container id (from the CRI runtime).
+    pub k8s: HashMap<String, crate::model::K8s>,
 }
 
 /// What /proc says of one live process's sockets.

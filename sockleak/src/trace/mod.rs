@@ -9,6 +9,7 @@
 mod copies;
 mod events;
 mod facts;
+mod kube;
 mod present;
 mod reconcile;
 mod refresh;
@@ -80,6 +81,8 @@ pub struct Session {
     copies_at_prune: usize,
     /// Processes switched to DWARF unwinding so far (the first few are logged at info).
     dwarf_switches: usize,
+    /// Kubernetes names and filters.
+    kube: kube::Kube,
 }
 
 struct Signals {
@@ -107,7 +110,12 @@ pub fn run(mut cfg: Config) -> Result<()> {
             int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
             term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
         };
-        let mut session = Session::start(cfg, &tracefs, degraded)?;
+        let kube = kube::Kube::start(&cfg.kube).await?;
+        cfg.load.cgroups.extend(kube.targets());
+        if cfg.load.cgroups.len() > sockleak_common::target::MAX_CGROUPS as usize {
+            return Err(UserError::TooManyCgroups(sockleak_common::target::MAX_CGROUPS).into());
+        }
+        let mut session = Session::start(cfg, &tracefs, degraded, kube)?;
         session.run(signals).await
     })
 }
@@ -150,8 +158,21 @@ fn check_output_path(p: &Path) -> Result<(), UserError> {
 }
 
 impl Session {
-    fn start(cfg: Config, tracefs: &Path, degraded: Vec<String>) -> Result<Session> {
+    fn start(
+        cfg: Config,
+        tracefs: &Path,
+        degraded: Vec<String>,
+        kube: kube::Kube,
+    ) -> Result<Session> {
         let mut tracer = Tracer::load(&cfg.load, tracefs)?;
+        for id in kube.denied() {
+            if !tracer.deny_cgroup(id) {
+                warn!(
+                    "the kernel's deny list is full: some containers no filter matches are traced"
+                );
+                break;
+            }
+        }
         // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
         // every close, so a socket closed mid-seed is not kept as live.
         let mut initial: Vec<u32> = if cfg.all {
@@ -162,6 +183,7 @@ impl Session {
         for c in &cfg.cgroups {
             initial.extend(cgroup::pids_in(&c.dir));
         }
+        initial.extend(kube.initial.iter().copied());
         initial.retain(|p| *p != std::process::id());
         initial.sort_unstable();
         initial.dedup();
@@ -194,6 +216,7 @@ impl Session {
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
+            kube,
         };
         let mut alive = 0;
         for pid in initial {
@@ -231,6 +254,15 @@ impl Session {
             for c in &s.cfg.cgroups {
                 w += &format!(", cgroup {}", c.path);
             }
+            if let Some(f) = &s.cfg.kube.filter {
+                let roots: Vec<&str> = s.kube.roots.iter().map(|c| c.path.as_str()).collect();
+                w += &format!(
+                    ", {} container(s) matching {} (and those started later, under cgroup {})",
+                    s.kube.matched,
+                    f.describe(),
+                    roots.join(", ")
+                );
+            }
             w
         };
         info!("attached: tracing {what}; Ctrl-C for the report");
@@ -257,6 +289,8 @@ impl Session {
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
         let mut requests = self.start_server().await?;
+        let mut kube_tick = tokio::time::interval(Duration::from_millis(500));
+        kube_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = events.readable_mut() => {
@@ -272,6 +306,7 @@ impl Session {
                     }
                 }
                 _ = drain.tick() => self.drain(events.get_mut()),
+                _ = kube_tick.tick() => self.kube_tick().await,
                 Some(req) = requests.recv() => {
                     self.drain(events.get_mut());
                     self.answer(req);
@@ -308,7 +343,8 @@ impl Session {
 
     /// Requested targets always; others once they have had a socket or a failure.
     fn reportable(&self, p: &crate::tracker::Process) -> bool {
-        (self.cfg.pids.contains(&p.tgid) || (!self.cfg.cgroups.is_empty() && p.parent.is_none()))
+        (self.cfg.pids.contains(&p.tgid)
+            || ((!self.cfg.cgroups.is_empty() || self.kube.filtering()) && p.parent.is_none()))
             || p.opened() + p.counts.preexisting + p.counts.unseen_opened > 0
             || p.live() > 0
             || !p.failures.is_empty()

@@ -301,8 +301,12 @@ impl Session {
                     rss_bytes: procfs::rss_bytes(me).unwrap_or(0),
                     events: self.events_seen,
                 };
-                let top = self.cfg.serve.as_ref().map_or(20, |s| s.top);
-                let _ = tx.send(metrics::render(&report, top, own));
+                let (top, sel) = self
+                    .cfg
+                    .serve
+                    .as_ref()
+                    .map_or((20, &[][..]), |s| (s.top, &s.metrics_labels[..]));
+                let _ = tx.send(metrics::render(&report, top, sel, own));
             }
             serve::Request::Report(tx) => {
                 let report = self.build_report();

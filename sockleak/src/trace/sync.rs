@@ -41,6 +41,9 @@ impl Session {
                         .control_all(tgid, None, Some(setup.stack_mode), Some(setup.flags));
                 }
                 self.refresh_meta(tgid, now_ns);
+                if self.kube_admit(tgid) {
+                    continue; // in a container no Kubernetes filter matches
+                }
             }
             self.tracker.set_counters(tgid, t);
         }

@@ -177,11 +177,13 @@ fn classify(path: &Path, call: &str, s: &tonic::Status, first: bool) -> CriError
         path: path.to_path_buf(),
         reason,
     };
-    let io = std::error::Error::source(s).and_then(|mut e| loop {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            break Some(io.kind());
+    let io = std::error::Error::source(s).and_then(|mut e| {
+        loop {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                break Some(io.kind());
+            }
+            e = e.source()?;
         }
-        e = e.source()?;
     });
     let cause = std::error::Error::source(s)
         .map(root_cause)
@@ -255,7 +257,15 @@ mod tests {
         );
         assert!(classify(p, "ListContainers", &s, false).is_down());
         let s = tonic::Status::cancelled("Timeout expired");
-        assert!(classify(p, "Version", &s, true).to_string().contains("no answer to Version within 5s"));
-        assert!(CriError::NoneFound.to_string().contains("/run/containerd/containerd.sock"));
+        assert!(
+            classify(p, "Version", &s, true)
+                .to_string()
+                .contains("no answer to Version within 5s")
+        );
+        assert!(
+            CriError::NoneFound
+                .to_string()
+                .contains("/run/containerd/containerd.sock")
+        );
     }
 }

@@ -435,9 +435,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
             prev = cur;
         }
     }
@@ -652,7 +650,10 @@ mod tests {
             "--selector app=leaky: no pod in namespace team-b on this node has these labels; their labels: app=quiet, app=quiet2"
         );
         let e = filter(None, None, None, "team=x").no_match(&l).unwrap();
-        assert!(e.ends_with("none of their 5 pod(s) has a label team"), "{e}");
+        assert!(
+            e.ends_with("none of their 5 pod(s) has a label team"),
+            "{e}"
+        );
         assert_eq!(
             filter(None, None, None, "").no_match(&Listing::default()),
             Some(": the CRI runtime lists no pods on this node".into())
@@ -694,10 +695,7 @@ mod tests {
                 format!("/kubepods/besteffort/pod0000aaaa-0000-4000-8000-000000000001/{id}"),
                 Some("/kubepods"),
             ),
-            (
-                format!("/kubepods/pod1/{id}"),
-                Some("/kubepods"),
-            ),
+            (format!("/kubepods/pod1/{id}"), Some("/kubepods")),
             (
                 format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"

@@ -1,0 +1,411 @@
+//! Kubernetes in a session: the names of the containers traced processes run in, from the
+//! node's CRI runtime, and the filters `--namespace`, `--pod`, `--container-name` and
+//! `--selector`.
+//!
+//! A filter becomes one FILTERED cgroup target, the root under which the runtime puts its
+//! pods (`/kubepods`, `/kubepods.slice`, ...), and a deny list of the cgroups of containers
+//! that do not match. The kernel then starts tracing a process below the root on its first
+//! socket unless its cgroup is denied, so a pod started after sockleak is traced from its
+//! first socket; when the session meets such a process it looks its container up (listing
+//! again when the id is new) and drops it, denying its cgroup, when it does not match.
+//!
+//! The runtime is listed every RESYNC and as soon as an unknown container id shows up. A
+//! runtime that is absent or stops answering never stops the trace: names stay empty (for
+//! containers it has not listed yet) and it is said once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use log::{info, warn};
+use sockleak_common::target::{CgroupTarget, cgroup_flag};
+use tokio::time::Instant;
+
+use super::Session;
+use crate::{
+    config::KubeOptions,
+    error::UserError,
+    host::{
+        cgroup::{self, Cgroup},
+        cri::{
+            client::{CriError, Runtime},
+            pods::{self, Filter, Index, Names},
+        },
+        procfs,
+    },
+    model::K8s,
+};
+
+/// Listing the runtime is cheap (~1-3 ms for a few pods): often enough that names of new
+/// containers appear within a few seconds even when no unknown id triggered a listing.
+const RESYNC: Duration = Duration::from_secs(10);
+/// At most one listing per this, however many unknown ids show up.
+const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Processes per container id, and the container's own cgroup path, from one /proc scan.
+type Scan = HashMap<String, (String, Vec<u32>)>;
+
+fn scan() -> Scan {
+    let mut out: Scan = HashMap::new();
+    for pid in procfs::all_pids() {
+        let Some(path) = cgroup::cgroup_of(pid) else {
+            continue;
+        };
+        if let Some((id, dir)) = cgroup::container_cgroup(&path) {
+            out.entry(id)
+                .or_insert_with(|| (dir, Vec::new()))
+                .1
+                .push(pid);
+        }
+    }
+    out
+}
+
+fn resolve(path: &str) -> Option<Cgroup> {
+    cgroup::resolve_path(Path::new(path.trim_start_matches('/'))).ok()
+}
+
+pub struct Kube {
+    /// `--cri-socket`.
+    socket: Option<PathBuf>,
+    runtime: Option<Runtime>,
+    index: Index,
+    filter: Option<Filter>,
+    /// The FILTERED cgroup targets (the runtime's pods roots).
+    pub roots: Vec<Cgroup>,
+    /// Cgroup ids denied so far.
+    denied: HashSet<u64>,
+    /// Container ids seen in processes and not listed by the runtime (listed again for them
+    /// only once).
+    unknown: HashSet<String>,
+    want_list: bool,
+    last_list: Option<Instant>,
+    /// The runtime stopped answering (said once; said again when it is back).
+    down: bool,
+    /// Processes below a root whose container the runtime has not listed yet.
+    undecided: Vec<u32>,
+    /// Processes of the matching containers at start.
+    pub initial: Vec<u32>,
+    /// Matching containers at start, for the "attached" line.
+    pub matched: usize,
+}
+
+impl Kube {
+    /// Finds the runtime and, with a filter, what it selects now. Errors only for a filter
+    /// that cannot work (no runtime, nothing matches) or a `--cri-socket` that is no CRI
+    /// runtime's.
+    pub async fn start(opts: &KubeOptions) -> Result<Kube, UserError> {
+        let mut k = Kube {
+            socket: opts.socket.clone(),
+            runtime: None,
+            index: Index::default(),
+            filter: opts.filter.clone(),
+            roots: Vec::new(),
+            denied: HashSet::new(),
+            unknown: HashSet::new(),
+            want_list: false,
+            last_list: None,
+            down: false,
+            undecided: Vec::new(),
+            initial: Vec::new(),
+            matched: 0,
+        };
+        let listing = match Runtime::find(opts.socket.as_deref()).await {
+            Ok(mut rt) => {
+                let l = rt.list().await;
+                info!("CRI runtime {}: {}", rt.path.display(), rt.describe);
+                k.runtime = Some(rt);
+                l
+            }
+            Err(e) => Err(e),
+        };
+        k.last_list = Some(Instant::now());
+        let listing = match (listing, &k.filter) {
+            (Ok(l), _) => l,
+            (Err(e), Some(f)) => {
+                return Err(UserError::Cri {
+                    filter: f.describe(),
+                    reason: e.to_string(),
+                });
+            }
+            (Err(e), None) if opts.socket.is_some() && !e.is_down() => {
+                return Err(UserError::Cri {
+                    filter: "--cri-socket".into(),
+                    reason: e.to_string(),
+                });
+            }
+            (Err(CriError::NoneFound), None) => {
+                info!("no CRI runtime socket on this host: no Kubernetes names");
+                k.down = true;
+                return Ok(k);
+            }
+            (Err(e), None) => {
+                warn!("{e}; Kubernetes names stay empty until it answers");
+                k.down = true;
+                return Ok(k);
+            }
+        };
+        k.index.update(&listing);
+        let Some(f) = k.filter.clone() else {
+            return Ok(k);
+        };
+        if let Some(why) = f.no_match(&listing) {
+            return Err(UserError::K8sNoMatch(why));
+        }
+        let procs = scan();
+        let mut roots: Vec<String> = Vec::new();
+        for (id, (dir, _)) in &procs {
+            if k.index.get(id).is_none() {
+                continue;
+            }
+            if let Some(r) = pods::pods_root(dir)
+                && !roots.contains(&r)
+            {
+                roots.push(r);
+            }
+        }
+        for r in &roots {
+            match resolve(r) {
+                Some(c) => k.roots.push(c),
+                None => {
+                    warn!("cannot follow the pods cgroup {r}: pods started there are not traced")
+                }
+            }
+        }
+        if k.roots.is_empty() {
+            return Err(UserError::K8sNoMatch(format!(
+                "{}: no process of the CRI runtime's containers is in a cgroup v2 directory sockleak can follow (is cgroup v2 mounted?)",
+                f.describe()
+            )));
+        }
+        for (id, (dir, pids)) in &procs {
+            let Some(n) = k.index.get(id) else { continue };
+            if f.matches(n) {
+                k.matched += 1;
+                k.initial.extend(pids.iter().copied());
+            } else if let Some(c) = resolve(dir) {
+                k.denied.insert(c.id);
+            }
+        }
+        Ok(k)
+    }
+
+    /// The kernel's cgroup targets for the filter.
+    pub fn targets(&self) -> Vec<CgroupTarget> {
+        self.roots
+            .iter()
+            .map(|c| CgroupTarget {
+                id: c.id,
+                level: c.level,
+                flags: cgroup_flag::FILTERED,
+            })
+            .collect()
+    }
+
+    pub fn denied(&self) -> impl Iterator<Item = u64> + '_ {
+        self.denied.iter().copied()
+    }
+
+    pub fn filtering(&self) -> bool {
+        self.filter.is_some()
+    }
+
+    /// The names of a process's container (by its cgroup path); notes an unknown id so the
+    /// runtime is listed again.
+    fn lookup(&mut self, cgroup_path: &str) -> Option<(String, Option<std::sync::Arc<Names>>)> {
+        let (id, _) = cgroup::container_cgroup(cgroup_path)?;
+        let n = self.index.get(&id).cloned();
+        if n.is_none() && !self.down && self.unknown.insert(id.clone()) {
+            self.want_list = true;
+        }
+        Some((id, n))
+    }
+
+    /// Whether a process in `cgroup_path` lies below a FILTERED root.
+    fn below_root(&self, cgroup_path: &str) -> bool {
+        self.roots.iter().any(|r| {
+            cgroup_path
+                .strip_prefix(r.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// What the report says of a container id.
+    pub fn k8s(&self, id: &str) -> Option<K8s> {
+        let n = self.index.get(id)?;
+        Some(K8s {
+            namespace: n.namespace.clone(),
+            pod: n.pod.clone(),
+            pod_uid: n.pod_uid.clone(),
+            container: if n.is_sandbox() {
+                "POD".into()
+            } else {
+                n.container.clone()
+            },
+        })
+    }
+
+    fn due(&self) -> bool {
+        let since = self.last_list.map_or(Duration::MAX, |t| t.elapsed());
+        since >= RESYNC || (self.want_list && since >= MIN_GAP)
+    }
+
+    /// Lists the runtime again; says once when it stops answering and when it is back.
+    async fn relist(&mut self) -> bool {
+        self.want_list = false;
+        self.last_list = Some(Instant::now());
+        if self.runtime.is_none() {
+            match Runtime::find(self.socket.as_deref()).await {
+                Ok(rt) => self.runtime = Some(rt),
+                Err(_) => return false, // absence was said at start
+            }
+        }
+        let Some(rt) = self.runtime.as_mut() else {
+            return false;
+        };
+        match rt.list().await {
+            Ok(l) => {
+                if self.down {
+                    info!(
+                        "CRI runtime {} answers again: Kubernetes names are back",
+                        rt.path.display()
+                    );
+                    self.down = false;
+                }
+                self.index.update(&l);
+                self.unknown.retain(|id| self.index.get(id).is_none());
+                true
+            }
+            Err(e) => {
+                if !self.down {
+                    warn!(
+                        "{e}: the CRI runtime stopped answering; tracing goes on, but containers started from now on get no Kubernetes names{}",
+                        if self.filter.is_some() {
+                            " and are traced whether or not they match the filter"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.down = true;
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Decides a process the kernel started tracing by itself: in a container no filter
+    /// matches, it is dropped (and its cgroup denied). True when dropped.
+    pub(super) fn kube_admit(&mut self, pid: u32) -> bool {
+        let Some(path) = self
+            .tracker
+            .procs
+            .get(&pid)
+            .and_then(|p| p.meta.cgroup.clone())
+        else {
+            return false;
+        };
+        let Some((_, names)) = self.kube.lookup(&path) else {
+            return false;
+        };
+        let Some(f) = self.kube.filter.as_ref() else {
+            return false;
+        };
+        if self.cfg.pids.contains(&pid) || !self.kube.below_root(&path) {
+            return false;
+        }
+        match names {
+            Some(n) if f.matches(&n) => false,
+            Some(_) => {
+                self.kube_drop(pid, &path);
+                true
+            }
+            None => {
+                if !self.kube.down {
+                    self.kube.undecided.push(pid);
+                }
+                false
+            }
+        }
+    }
+
+    /// Stops tracing a process of a container no filter matches.
+    fn kube_drop(&mut self, pid: u32, cgroup_path: &str) {
+        if let Some((_, dir)) = cgroup::container_cgroup(cgroup_path)
+            && let Some(c) = resolve(&dir)
+            && self.kube.denied.insert(c.id)
+            && !self.tracer.deny_cgroup(c.id)
+        {
+            warn!("the kernel's deny list is full: cgroup {dir} stays traced");
+        }
+        self.tracer.drop_process(pid);
+        self.tracker.procs.remove(&pid);
+        self.refresh.forget(pid);
+        self.seeded.retain(|(p, _)| *p != pid);
+    }
+
+    /// Lists the runtime when due, then decides the processes that waited for it and denies
+    /// the cgroups of new containers no filter matches.
+    pub(super) async fn kube_tick(&mut self) {
+        if !self.kube.due() {
+            return;
+        }
+        if !self.kube.relist().await {
+            self.kube.undecided.clear(); // kept traced: the runtime cannot tell
+            return;
+        }
+        let Some(f) = self.kube.filter.clone() else {
+            return;
+        };
+        for pid in std::mem::take(&mut self.kube.undecided) {
+            let Some(path) = self
+                .tracker
+                .procs
+                .get(&pid)
+                .and_then(|p| p.meta.cgroup.clone())
+            else {
+                continue;
+            };
+            let keep = cgroup::container_cgroup(&path)
+                .and_then(|(id, _)| self.kube.index.get(&id).cloned())
+                .is_some_and(|n| f.matches(&n));
+            // Still unknown after a listing: not a container of this runtime's pods.
+            if !keep {
+                self.kube_drop(pid, &path);
+            }
+        }
+        for (id, (dir, _)) in scan() {
+            if !self.kube.below_root(&dir) {
+                continue;
+            }
+            // Unknown ids are left to `kube_admit`: a container started since the listing.
+            let denied = self.kube.index.get(&id).is_some_and(|n| !f.matches(n));
+            if denied
+                && let Some(c) = resolve(&dir)
+                && self.kube.denied.insert(c.id)
+            {
+                self.tracer.deny_cgroup(c.id);
+            }
+        }
+    }
+
+    /// Kubernetes names of the containers of `procs`, for a report.
+    pub(super) fn kube_names<'a>(
+        &self,
+        procs: impl Iterator<Item = &'a crate::tracker::Process>,
+    ) -> hashbrown::HashMap<String, K8s> {
+        let mut out = hashbrown::HashMap::new();
+        for p in procs {
+            if let Some(id) = p.meta.cgroup.as_deref().and_then(cgroup::container_id)
+                && !out.contains_key(&id)
+                && let Some(k) = self.kube.k8s(&id)
+            {
+                out.insert(id, k);
+            }
+        }
+        out
+    }
+}
