@@ -98,6 +98,11 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PATH")]
     pub cri_socket: Option<PathBuf>,
 
+    /// Seconds between listings of the CRI runtime's pods (it is also listed as soon as an
+    /// unknown container id shows up).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, hide = true)]
+    pub cri_resync: f64,
+
     /// Trace every process on the host.
     #[arg(long)]
     pub all: bool,

@@ -37,12 +37,14 @@ pub struct Config {
 }
 
 /// Where Kubernetes names come from and which containers the filters select.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KubeOptions {
     /// `--cri-socket`; else the usual paths are probed.
     pub socket: Option<PathBuf>,
     /// `--namespace`, `--pod`, `--container-name`, `--selector`; None when none was given.
     pub filter: Option<Filter>,
+    /// `--cri-resync`: how often the runtime is listed.
+    pub resync: Duration,
 }
 
 /// Checks a name the way Kubernetes validates it (lowercase, digits and '-', '.' in pod
@@ -264,6 +266,7 @@ impl Config {
             kube: KubeOptions {
                 socket: a.cri_socket.clone(),
                 filter,
+                resync: Duration::from_secs_f64(a.cri_resync.clamp(0.5, 3600.0)),
             },
         })
     }

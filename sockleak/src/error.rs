@@ -37,6 +37,9 @@ pub enum UserError {
     /// The CRI runtime could not be used for a filter: one line from host::cri.
     #[error("{filter}: needs the node's CRI runtime, and {reason}")]
     Cri { filter: String, reason: String },
+    /// `--cri-socket` names something that is not a CRI runtime's socket.
+    #[error("--cri-socket {0}")]
+    CriSocket(String),
     /// A Kubernetes filter matches nothing on this node (the line names the input and what is near).
     #[error("{0}")]
     K8sNoMatch(String),

@@ -9,7 +9,7 @@
 //! first socket; when the session meets such a process it looks its container up (listing
 //! again when the id is new) and drops it, denying its cgroup, when it does not match.
 //!
-//! The runtime is listed every RESYNC and as soon as an unknown container id shows up. A
+//! The runtime is listed every `--cri-resync` (10 s) and as soon as an unknown container id shows up. A
 //! runtime that is absent or stops answering never stops the trace: names stay empty (for
 //! containers it has not listed yet) and it is said once.
 
@@ -38,9 +38,6 @@ use crate::{
     model::K8s,
 };
 
-/// Listing the runtime is cheap (~1-3 ms for a few pods): often enough that names of new
-/// containers appear within a few seconds even when no unknown id triggered a listing.
-const RESYNC: Duration = Duration::from_secs(10);
 /// At most one listing per this, however many unknown ids show up.
 const MIN_GAP: Duration = Duration::from_secs(1);
 
@@ -86,6 +83,10 @@ pub struct Kube {
     down: bool,
     /// Processes below a root whose container the runtime has not listed yet.
     undecided: Vec<u32>,
+    /// Processes looked at by `kube_admit` (those still traced).
+    admitted: HashSet<u32>,
+    /// Listed at least this often (`--cri-resync`; 10 s: listing costs ~1-3 ms).
+    resync: Duration,
     /// Processes of the matching containers at start.
     pub initial: Vec<u32>,
     /// Matching containers at start, for the "attached" line.
@@ -109,8 +110,10 @@ impl Kube {
             last_list: None,
             down: false,
             undecided: Vec::new(),
+            admitted: HashSet::new(),
             initial: Vec::new(),
             matched: 0,
+            resync: opts.resync,
         };
         let listing = match Runtime::find(opts.socket.as_deref()).await {
             Ok(mut rt) => {
@@ -131,10 +134,7 @@ impl Kube {
                 });
             }
             (Err(e), None) if opts.socket.is_some() && !e.is_down() => {
-                return Err(UserError::Cri {
-                    filter: "--cri-socket".into(),
-                    reason: e.to_string(),
-                });
+                return Err(UserError::CriSocket(e.to_string()));
             }
             (Err(CriError::NoneFound), None) => {
                 info!("no CRI runtime socket on this host: no Kubernetes names");
@@ -249,7 +249,7 @@ impl Kube {
 
     fn due(&self) -> bool {
         let since = self.last_list.map_or(Duration::MAX, |t| t.elapsed());
-        since >= RESYNC || (self.want_list && since >= MIN_GAP)
+        since >= self.resync || (self.want_list && since >= MIN_GAP)
     }
 
     /// Lists the runtime again; says once when it stops answering and when it is back.
@@ -281,7 +281,7 @@ impl Kube {
             Err(e) => {
                 if !self.down {
                     warn!(
-                        "{e}: the CRI runtime stopped answering; tracing goes on, but containers started from now on get no Kubernetes names{}",
+                        "the CRI runtime stopped answering ({e}); tracing goes on, but containers started from now on get no Kubernetes names{}",
                         if self.filter.is_some() {
                             " and are traced whether or not they match the filter"
                         } else {
@@ -297,15 +297,37 @@ impl Kube {
 }
 
 impl Session {
-    /// Decides a process the kernel started tracing by itself: in a container no filter
-    /// matches, it is dropped (and its cgroup denied). True when dropped.
-    pub(super) fn kube_admit(&mut self, pid: u32) -> bool {
-        let Some(path) = self
+    /// Looks at every process new since the last call (see `kube_admit`).
+    pub(super) fn kube_admit_new(&mut self) {
+        if self.kube.filter.is_some() {
+            // Processes that made sockets and exited between two syncs, never placed in a
+            // container (a runtime's short-lived `runc init` stages, whose sync socketpairs
+            // the kernel sees): a filter cannot be said to match them.
+            self.tracker.exited.retain(|p| p.meta.cgroup.is_some());
+        }
+        let procs = &self.tracker.procs;
+        self.kube.admitted.retain(|p| procs.contains_key(p));
+        let new: Vec<u32> = procs
+            .keys()
+            .copied()
+            .filter(|p| !self.kube.admitted.contains(p))
+            .collect();
+        for pid in new {
+            if !self.kube_admit(pid) {
+                self.kube.admitted.insert(pid);
+            }
+        }
+    }
+
+    /// Decides a new process: in a container no filter matches, it is dropped (and its
+    /// cgroup denied). Notes container ids the runtime has not listed. True when dropped.
+    fn kube_admit(&mut self, pid: u32) -> bool {
+        let known = self
             .tracker
             .procs
             .get(&pid)
-            .and_then(|p| p.meta.cgroup.clone())
-        else {
+            .and_then(|p| p.meta.cgroup.clone());
+        let Some(path) = known.or_else(|| cgroup::cgroup_of(pid)) else {
             return false;
         };
         let Some((_, names)) = self.kube.lookup(&path) else {

@@ -41,12 +41,13 @@ impl Session {
                         .control_all(tgid, None, Some(setup.stack_mode), Some(setup.flags));
                 }
                 self.refresh_meta(tgid, now_ns);
-                if self.kube_admit(tgid) {
-                    continue; // in a container no Kubernetes filter matches
-                }
             }
             self.tracker.set_counters(tgid, t);
         }
+        // New processes (started by the kernel, or forked by one: a runtime's `runc init`
+        // makes sockets before it becomes the container's process) in a container no
+        // Kubernetes filter matches are dropped before their sockets are read.
+        self.kube_admit_new();
         // Entries stream into the mirror as the dump reads them; only those of processes with
         // unfinished kernel work (rare) are held back for `finish_todo`.
         let todo: HashSet<u32> = self
