@@ -254,6 +254,25 @@ mod tests {
             panic!("the DaemonSet runs serve")
         };
         assert!(s.no_report_endpoint, "the DaemonSet serves /metrics only");
+        assert!(s.target.all, "the DaemonSet traces every pod");
+        let labels = crate::serve::metrics::parse_labels(&s.metrics_labels).unwrap();
+        use crate::serve::metrics::Label;
+        assert!(labels.contains(&Label::Namespace) && labels.contains(&Label::Container));
+        assert!(
+            !labels.contains(&Label::Pod) && !labels.contains(&Label::Pid),
+            "pods churn: no pod or pid label by default"
+        );
+        // The CRI runtime's socket directory, read-only.
+        let spec = &ds["spec"]["template"]["spec"];
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/run/containerd")
+            .expect("the CRI socket is mounted");
+        assert_eq!(mount["readOnly"], true);
+        let sockets = crate::host::cri::client::DEFAULT_SOCKETS;
+        assert!(sockets[0].starts_with("/run/containerd/"), "{sockets:?}");
 
         let unit = include_str!("../../deploy/sockleak.service");
         for line in unit.lines() {

@@ -271,3 +271,63 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn target(args: &[&str]) -> TargetArgs {
+        let cli = Cli::try_parse_from(["sockleak", "trace"].iter().chain(args)).unwrap();
+        let Command::Trace(t) = cli.command else {
+            unreachable!()
+        };
+        t.target
+    }
+
+    #[test]
+    fn kubernetes_filters_are_checked_before_anything_runs() {
+        let f = kube_filter(&target(&[
+            "--namespace",
+            "team-a",
+            "--pod",
+            "leaky-7d9f",
+            "--container-name",
+            "app",
+            "--selector",
+            "tier=web",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            f.describe(),
+            "--namespace team-a --pod leaky-7d9f --container-name app --selector tier=web"
+        );
+        assert!(kube_filter(&target(&["--all"])).unwrap().is_none());
+        let err = |args: &[&str]| kube_filter(&target(args)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--pod", "leaky"]),
+            "--pod leaky: give its --namespace too (pod names are unique only within a namespace)"
+        );
+        assert_eq!(
+            err(&["--namespace", "Payments"]),
+            "--namespace \"Payments\": Kubernetes names are lowercase letters, digits and '-'"
+        );
+        assert_eq!(
+            err(&["--namespace", "a", "--pod=-x"]),
+            "--pod \"-x\": must start and end with a letter or digit"
+        );
+        assert!(
+            err(&["--selector", "a in (b)"])
+                .starts_with("--selector a in (b): `a in (b)`: set-based")
+        );
+        // Pod names may have dots; namespaces may not.
+        assert!(kube_filter(&target(&["--namespace", "a", "--pod", "web.1"])).is_ok());
+        assert!(kube_filter(&target(&["--namespace", "a.b"])).is_err());
+        // A filter is a target: with --all it conflicts.
+        let e = Config::new(&target(&["--all", "--namespace", "a"]), None).unwrap_err();
+        assert!(matches!(e, UserError::PidWithAll), "{e}");
+    }
+}

@@ -365,10 +365,10 @@ impl Drop for Node {
         // Last resort: shims still alive, then any process left in the test's pod cgroups.
         if let Ok(shims) = glob_dirs(&self.dir.join("state/io.containerd.runtime.v2.task"), 2) {
             for d in shims {
-                if let Ok(pid) = std::fs::read_to_string(d.join("shim.pid")) {
-                    if let Ok(pid) = pid.trim().parse::<i32>() {
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
+                if let Ok(pid) = std::fs::read_to_string(d.join("shim.pid"))
+                    && let Ok(pid) = pid.trim().parse::<i32>()
+                {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
             }
         }
@@ -831,8 +831,14 @@ fn cri_socket_that_is_not_cri() {
     std::thread::spawn(move || {
         for mut c in l.incoming().flatten() {
             std::thread::spawn(move || {
-                let mut buf = [0u8; 256];
+                // Like a server that reads a whole request first: the client's first call is
+                // on the wire when the answer comes.
+                let mut buf = [0u8; 4096];
                 let _ = c.read(&mut buf);
+                sleep_ms(200);
+                let _ = c.set_nonblocking(true);
+                let _ = c.read(&mut buf);
+                let _ = c.set_nonblocking(false);
                 let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
             });
         }

@@ -49,19 +49,31 @@ impl CriError {
     }
 }
 
-/// The client the kubelet uses, on a channel over the unix socket at `path`. Connecting is
-/// lazy: errors show on the first call.
-pub fn channel(path: &Path) -> RuntimeServiceClient<Channel> {
-    let p = path.to_path_buf();
+fn endpoint() -> Endpoint {
     // The URI only becomes the :authority header; the connector ignores it.
-    let ch = Endpoint::from_static("http://localhost")
+    Endpoint::from_static("http://localhost")
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
-        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let p = p.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-        }));
-    RuntimeServiceClient::new(ch)
+}
+
+type Connecting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<TokioIo<UnixStream>>> + Send>,
+>;
+type Connector = tower::util::ServiceFn<Box<dyn Fn(Uri) -> Connecting + Send>>;
+
+fn connector(path: &Path) -> Connector {
+    let p = path.to_path_buf();
+    tower::service_fn(Box::new(move |_: Uri| -> Connecting {
+        let p = p.clone();
+        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(p).await?)) })
+    }))
+}
+
+/// The client the kubelet uses, on a channel over the unix socket at `path`. Connecting is
+/// lazy: errors show on the first call (and the channel reconnects by itself). Must be called
+/// inside a tokio runtime.
+pub fn channel(path: &Path) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(endpoint().connect_with_connector_lazy(connector(path)))
 }
 
 /// A CRI runtime that answered `Version`.
@@ -76,7 +88,13 @@ pub struct Runtime {
 impl Runtime {
     /// Connects to `path` and checks that a CRI v1 runtime answers there.
     pub async fn open(path: &Path) -> Result<Runtime, CriError> {
-        let mut client = channel(path);
+        // Connected first: a peer that is not a CRI runtime then fails the first call at once
+        // (a lazy channel would keep reconnecting to it until the call's deadline).
+        let ch = endpoint()
+            .connect_with_connector(connector(path))
+            .await
+            .map_err(|e| classify_connect(path, &e))?;
+        let mut client = RuntimeServiceClient::new(ch);
         let v = client
             .version(v1::VersionRequest {
                 version: "v1".into(),
@@ -164,6 +182,43 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// The io error kind somewhere in an error's chain.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// One line for a socket that could not be connected to.
+fn classify_connect(path: &Path, e: &tonic::transport::Error) -> CriError {
+    use std::io::ErrorKind;
+    let down = |reason: &str| CriError::Down {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    match io_kind(e) {
+        Some(ErrorKind::NotFound) => down(NO_SOCKET),
+        Some(ErrorKind::ConnectionRefused) => down(REFUSED),
+        Some(ErrorKind::PermissionDenied) => CriError::NotCri {
+            path: path.to_path_buf(),
+            reason: PERMISSION.into(),
+        },
+        _ => CriError::NotCri {
+            path: path.to_path_buf(),
+            reason: format!("cannot connect ({})", root_cause(e)),
+        },
+    }
+}
+
+const NO_SOCKET: &str = "no such socket: the CRI runtime is not running, or its socket is elsewhere (give --cri-socket PATH)";
+const REFUSED: &str = "connection refused: nothing listens there (the CRI runtime stopped?)";
+const PERMISSION: &str = "permission denied: run sockleak as root";
+
 /// One line for a failed call. `first`: the first call on this socket, where an answer that is
 /// not gRPC means the socket is not a CRI runtime's; later, the runtime went away.
 fn classify(path: &Path, call: &str, s: &tonic::Status, first: bool) -> CriError {
@@ -177,30 +232,28 @@ fn classify(path: &Path, call: &str, s: &tonic::Status, first: bool) -> CriError
         path: path.to_path_buf(),
         reason,
     };
-    let io = std::error::Error::source(s).and_then(|mut e| {
-        loop {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                break Some(io.kind());
-            }
-            e = e.source()?;
-        }
-    });
+    let io = std::error::Error::source(s).and_then(io_kind);
     let cause = std::error::Error::source(s)
         .map(root_cause)
         .unwrap_or_else(|| s.message().to_string());
     match (s.code(), io) {
-        (_, Some(ErrorKind::NotFound)) => down("no such socket: the CRI runtime is not running, or its socket is elsewhere (give --cri-socket PATH)".into()),
-        (_, Some(ErrorKind::ConnectionRefused)) => down("connection refused: nothing listens there (the CRI runtime stopped?)".into()),
-        (_, Some(ErrorKind::PermissionDenied)) => not_cri("permission denied: run sockleak as root".into()),
+        (_, Some(ErrorKind::NotFound)) => down(NO_SOCKET.into()),
+        (_, Some(ErrorKind::ConnectionRefused)) => down(REFUSED.into()),
+        (_, Some(ErrorKind::PermissionDenied)) => not_cri(PERMISSION.into()),
         (Code::Unimplemented, _) => not_cri(format!(
             "answers gRPC but not the CRI v1 RuntimeService ({}): a containerd with its cri plugin disabled (as Docker installs it), or a runtime older than Kubernetes 1.23",
             s.message()
         )),
         (Code::Cancelled | Code::DeadlineExceeded, _) => {
             let r = format!("no answer to {call} within {}s", CALL_TIMEOUT.as_secs());
-            if first { not_cri(format!("{r}: is it a CRI runtime's socket?")) } else { down(r) }
+            if first {
+                not_cri(format!("{r}: is it a CRI runtime's socket?"))
+            } else {
+                down(r)
+            }
         }
-        (Code::Unavailable, _) => down(format!("{call}: unavailable ({cause})")),
+        // The first call on a socket that connected: whatever answered is no CRI runtime.
+        (Code::Unavailable, _) if !first => down(format!("{call}: unavailable ({cause})")),
         _ if first => not_cri(format!("not a CRI gRPC server ({call} failed: {cause})")),
         _ => down(format!("{call} failed: {cause}")),
     }

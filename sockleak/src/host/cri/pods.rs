@@ -25,6 +25,9 @@ pub struct Pod {
     pub ready: bool,
 }
 
+/// A pod's labels, shared by the names of its containers.
+type Labels = Arc<BTreeMap<String, String>>;
+
 /// A container as ListContainers gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
@@ -107,7 +110,7 @@ impl Index {
 /// is not listed (removed between the two calls) is left out.
 pub fn join(l: &Listing) -> HashMap<String, Arc<Names>> {
     let mut out = HashMap::with_capacity(l.pods.len() + l.containers.len());
-    let mut pods: HashMap<&str, (&Pod, Arc<BTreeMap<String, String>>)> = HashMap::new();
+    let mut pods: HashMap<&str, (&Pod, Labels)> = HashMap::new();
     for p in &l.pods {
         let labels = Arc::new(p.labels.clone());
         out.insert(p.id.clone(), Arc::new(names(p, "", &labels)));
