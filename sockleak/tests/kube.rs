@@ -605,6 +605,14 @@ const LATE: Pod = Pod {
     labels: &[("app", "late"), ("tier", "web")],
     args: &["10", "1"],
 };
+/// Up before sockleak, opens its sockets after sockleak attached.
+const SLOW: Pod = Pod {
+    namespace: "team-a",
+    name: "slow",
+    uid_n: 5,
+    labels: &[("app", "slow")],
+    args: &["10", "4"],
+};
 const LATE_OTHER: Pod = Pod {
     namespace: "team-b",
     name: "quiet2",
@@ -736,6 +744,8 @@ fn kubernetes_pods_through_the_cri() {
     // serve --namespace team-a: pods started later are followed (team-a/late from its first
     // socket, team-b/quiet2 never), labels in /metrics and /report, and the runtime stopping
     // mid-trace is said once while tracing goes on.
+    let slow_id = node.run_pod(&SLOW);
+    let slow = pid_of(&slow_id);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let tr = Trace::serve(&[
@@ -758,6 +768,7 @@ fn kubernetes_pods_through_the_cri() {
     let other = pid_of(&other_id);
     wait_sockets(late, 21);
     wait_sockets(other, 7);
+    wait_sockets(slow, 21);
     sleep_ms(2500); // a sync, a listing for the new ids, another sync
     let m = metrics(port);
     let late_labels = ["namespace=\"team-a\"", "pod=\"late\"", "container=\"app\""];
@@ -782,7 +793,7 @@ fn kubernetes_pods_through_the_cri() {
     let report: Value = serde_json::from_str(&body).unwrap();
     let mut pids = pids_in(&report);
     pids.sort();
-    let mut want = vec![u64::from(leaky), u64::from(late)];
+    let mut want = vec![u64::from(leaky), u64::from(late), u64::from(slow)];
     want.sort();
     assert_eq!(pids, want, "{report}");
     let p = process(&report, late);
@@ -795,6 +806,13 @@ fn kubernetes_pods_through_the_cri() {
         assert_eq!(s["before_tracing"], 0, "{s}");
         assert_eq!(s["call_site"], "main", "{s}");
     }
+
+    // Running before sockleak, its sockets made after: all seen opened, accepted ones too.
+    let p = process(&report, slow);
+    assert_eq!(p["k8s"]["pod"], "slow");
+    assert_eq!(p["live_sockets"], proc_socket_fds(slow).len() as u64, "{p}");
+    assert_eq!(p["opened"], 21, "{p}");
+    assert_eq!(p["preexisting"], 0, "{p}");
 
     node.stop_containerd();
     let warned = tr.wait_log("the CRI runtime stopped answering");
@@ -814,6 +832,46 @@ fn kubernetes_pods_through_the_cri() {
         1,
         "said once: {err}"
     );
+
+    // The DaemonSet's way: every process, Kubernetes names as labels, pod and pid left off.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let tr = Trace::serve(&[
+        "--all",
+        "--cri-socket",
+        &sock,
+        "--listen",
+        &listen,
+        "--interval",
+        "0.5",
+        "--top",
+        "100000",
+        "--metrics-labels",
+        "namespace,container,comm",
+    ]);
+    sleep_ms(1500);
+    let m = metrics(port);
+    // team-a's three app containers (leaky 41, late 21, slow 21) are one series.
+    assert_eq!(
+        sample(
+            &m,
+            "sockleak_live_sockets",
+            &["namespace=\"team-a\",container=\"app\",comm=\"leaky\""]
+        ),
+        Some(83.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "sockleak_live_sockets",
+            &["namespace=\"team-b\",container=\"app\",comm=\"leaky\""]
+        ),
+        Some(18.0),
+        "{m}"
+    );
+    assert!(!m.contains("pod=\""), "{m}");
+    let _ = tr.stop_output();
     eprintln!("kubernetes scenario done in {:?}", t0.elapsed());
 }
 

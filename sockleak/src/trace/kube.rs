@@ -141,8 +141,15 @@ impl Kube {
                 k.down = true;
                 return Ok(k);
             }
-            (Err(e), None) => {
+            (Err(e), None) if e.is_down() => {
                 warn!("{e}; Kubernetes names stay empty until it answers");
+                k.down = true;
+                return Ok(k);
+            }
+            // A probed socket that is no CRI runtime's (Docker's containerd has its CRI plugin
+            // off): not a Kubernetes node, nothing to warn about.
+            (Err(e), None) => {
+                info!("no Kubernetes names: {e}");
                 k.down = true;
                 return Ok(k);
             }
