@@ -494,6 +494,11 @@ impl Tracer {
         self.denied.insert(id, 0, 0).is_ok()
     }
 
+    /// Takes a cgroup off the deny list (it was removed: its id is not used again).
+    pub fn allow_cgroup(&mut self, id: u64) {
+        let _ = self.denied.remove(&id);
+    }
+
     /// Forgets a process entirely: its entry and its live sockets (it turned out to be in a
     /// container no filter matches). Its filter bit goes with its exit.
     pub fn drop_process(&mut self, tgid: u32) {

@@ -72,8 +72,8 @@ pub struct Kube {
     filter: Option<Filter>,
     /// The FILTERED cgroup targets (the runtime's pods roots).
     pub roots: Vec<Cgroup>,
-    /// Cgroup ids denied so far.
-    denied: HashSet<u64>,
+    /// Cgroup ids denied, with their directories (removed when the container is gone).
+    denied: HashMap<u64, PathBuf>,
     /// Container ids seen in processes and not listed by the runtime (listed again for them
     /// only once).
     unknown: HashSet<String>,
@@ -104,7 +104,7 @@ impl Kube {
             index: Index::default(),
             filter: opts.filter.clone(),
             roots: Vec::new(),
-            denied: HashSet::new(),
+            denied: HashMap::new(),
             unknown: HashSet::new(),
             want_list: false,
             last_list: None,
@@ -193,7 +193,7 @@ impl Kube {
                 k.matched += 1;
                 k.initial.extend(pids.iter().copied());
             } else if let Some(c) = resolve(dir) {
-                k.denied.insert(c.id);
+                k.denied.insert(c.id, c.dir);
             }
         }
         Ok(k)
@@ -212,7 +212,7 @@ impl Kube {
     }
 
     pub fn denied(&self) -> impl Iterator<Item = u64> + '_ {
-        self.denied.iter().copied()
+        self.denied.keys().copied()
     }
 
     pub fn filtering(&self) -> bool {
@@ -365,7 +365,7 @@ impl Session {
     fn kube_drop(&mut self, pid: u32, cgroup_path: &str) {
         if let Some((_, dir)) = cgroup::container_cgroup(cgroup_path)
             && let Some(c) = resolve(&dir)
-            && self.kube.denied.insert(c.id)
+            && self.kube.denied.insert(c.id, c.dir).is_none()
             && !self.tracer.deny_cgroup(c.id)
         {
             warn!("the kernel's deny list is full: cgroup {dir} stays traced");
@@ -389,6 +389,19 @@ impl Session {
         let Some(f) = self.kube.filter.clone() else {
             return;
         };
+        // Containers gone since: their entries go, or a long trace on a busy node would fill
+        // the kernel's deny list.
+        let gone: Vec<u64> = self
+            .kube
+            .denied
+            .iter()
+            .filter(|(_, dir)| !dir.exists())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.kube.denied.remove(&id);
+            self.tracer.allow_cgroup(id);
+        }
         for pid in std::mem::take(&mut self.kube.undecided) {
             let Some(path) = self
                 .tracker
@@ -414,9 +427,10 @@ impl Session {
             let denied = self.kube.index.get(&id).is_some_and(|n| !f.matches(n));
             if denied
                 && let Some(c) = resolve(&dir)
-                && self.kube.denied.insert(c.id)
+                && !self.kube.denied.contains_key(&c.id)
             {
                 self.tracer.deny_cgroup(c.id);
+                self.kube.denied.insert(c.id, c.dir);
             }
         }
     }
