@@ -142,7 +142,7 @@ pub struct Event {
 }
 crate::assert_layout!(
     Event,
-    size = 136,
+    size = 160,
     fields = [u64, u32, u32, u8, u8, u16, i32, i64, u64, u64, SocketRecord]
 );
 

@@ -11,9 +11,12 @@ extern crate std;
 pub mod counters;
 pub mod event;
 pub mod kernel;
+pub mod origin;
+pub mod runtime;
 pub mod socket;
 pub mod stack;
 pub mod target;
+pub mod tracepoint;
 
 /// Fails the build if a shared type grows implicit padding: its size must equal the sum of its
 /// declared fields.

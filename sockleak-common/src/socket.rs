@@ -1,5 +1,7 @@
 //! The live-socket map: key and value, and the endpoint a socket talks to.
 
+use crate::origin::ConnOrigin;
+
 /// Key of the kernel's live-socket map: one entry per socket fd of a traced process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -136,12 +138,16 @@ pub struct SocketRecord {
     /// The object the runtime made the socket for, where a uprobe told: a Go program's
     /// `*http.Transport` (see `target::flag::GO_HTTP`). 0: unknown.
     pub owner: u64,
+    /// Where the user asked for this connection when a runtime made it later on their behalf
+    /// (Go's dial goroutine, a later Node tick), joined by uprobes: see `crate::origin`.
+    /// Written after the socket was made (per request, for Go).
+    pub conn: ConnOrigin,
 }
 crate::assert_layout!(
     SocketRecord,
-    size = 88,
+    size = 112,
     fields = [
-        u64, u64, i32, u32, u32, u16, u16, u8, u8, [u8; 2], u32, i32, Endpoint, u64
+        u64, u64, i32, u32, u32, u16, u16, u8, u8, [u8; 2], u32, i32, Endpoint, u64, ConnOrigin
     ]
 );
 
@@ -161,6 +167,7 @@ impl SocketRecord {
         via_fd: -1,
         remote: Endpoint::UNKNOWN,
         owner: 0,
+        conn: ConnOrigin::NONE,
     };
 }
 

@@ -40,12 +40,15 @@ pub struct Target {
     pub flags: u8,
     /// The CONTROL generation this entry last looked at (see `map::CONTROL_GEN`).
     pub ctl_gen: u8,
-    pub _pad: [u8; 4],
+    /// Bumped at each execve: runtime layouts userspace found (`runtime::PyProc`,
+    /// `runtime::JvmProc`) carry the generation of the image they describe.
+    pub exec_gen: u8,
+    pub _pad: [u8; 3],
 }
 crate::assert_layout!(
     Target,
     size = 24,
-    fields = [u64, u32, u32, u8, u8, u8, u8, [u8; 4]]
+    fields = [u64, u32, u32, u8, u8, u8, u8, u8, [u8; 3]]
 );
 
 impl Target {
@@ -58,7 +61,8 @@ impl Target {
             stack_mode,
             flags: 0,
             ctl_gen: 0,
-            _pad: [0; 4],
+            exec_gen: 0,
+            _pad: [0; 3],
         }
     }
 }
@@ -68,6 +72,17 @@ pub mod flag {
     /// A uprobe on `net/http.(*Transport).dialConn` records, per goroutine, the Transport it
     /// dials for: the socket that goroutine makes next is tagged with it (`SocketRecord::owner`).
     pub const GO_HTTP: u8 = 1;
+    /// libuv's TCP functions are probed (Node): a socket made inside `uv_tcp_connect` or
+    /// `uv_tcp_bind` takes its handle's origin (`crate::origin`).
+    pub const NODE_UV: u8 = 2;
+    /// `(*wantConn).tryDeliver` is probed too: a dial lasts until its delivery on the dial
+    /// goroutine, and every socket that goroutine makes meanwhile is the dial's (without it,
+    /// only the first one, as a dual-stack dial's racers make theirs elsewhere).
+    pub const GO_DELIVER: u8 = 4;
+    /// A CPython process: its Python frames are walked (PY_PROCS has its layout).
+    pub const PYTHON: u8 = 8;
+    /// A HotSpot JVM: its interpreted frames are named (JVM_PROCS has its layout).
+    pub const HOTSPOT: u8 = 16;
 }
 
 /// `Control` field value meaning "leave as is".
@@ -120,6 +135,9 @@ pub mod global {
     pub const OFFSETS: &str = "OFFSETS";
     /// How to turn jiffies into CLOCK_MONOTONIC ns (see [`Clock`]).
     pub const CLOCK: &str = "CLOCK";
+    /// Offset of the user fsbase (`task_struct.thread.fsbase`) from BTF; 0: unknown, no
+    /// Python frames (x86_64 only).
+    pub const TASK_FSBASE_OFFSET: &str = "TASK_FSBASE_OFFSET";
 }
 
 /// Timestamps of new sockets come from jiffies (almost free) instead of bpf_ktime_get_ns (a
@@ -163,11 +181,19 @@ pub mod map {
     pub const DESTS: &str = "DESTS";
     pub const URING_SITES: &str = "URING_SITES";
     pub const GO_DIALS: &str = "GO_DIALS";
+    /// Origins (see `crate::origin`): per-process Go layouts, and libuv handles.
+    pub const GO_LAYOUT: &str = "GO_LAYOUT";
+    pub const NODE_HANDLES: &str = "NODE_HANDLES";
     /// Stack copies (see `crate::stack`), a ring buffer of their own.
     pub const STACK_COPIES: &str = "STACK_COPIES";
     /// One u32: bumped by userspace after each CONTROL write, so a process's next event
     /// looks for its change at once (cheaper than a CONTROL lookup on every event).
     pub const CONTROL_GEN: &str = "CONTROL_GEN";
+    /// Runtime layouts per process (see `crate::runtime`).
+    pub const PY_PROCS: &str = "PY_PROCS";
+    pub const JVM_PROCS: &str = "JVM_PROCS";
+    /// New stacks with runtime frames (`runtime::RtStack`), a ring of their own.
+    pub const RT_STACKS: &str = "RT_STACKS";
 }
 
 /// Most cgroups `--cgroup`/`--container` can name at once.

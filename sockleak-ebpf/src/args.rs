@@ -15,9 +15,10 @@ use aya_ebpf::{
 };
 
 /// Offset of `ret` in every `syscalls:sys_exit_*` record (after the 8-byte common header and
-/// the padded `__syscall_nr`), and of the first argument in `sys_enter_*` records.
-const SYSCALL_RET: usize = 16;
-const SYSCALL_ARG0: usize = 16;
+/// the padded `__syscall_nr`), and of the first argument in `sys_enter_*` records (checked
+/// against the kernel's format files before attaching).
+const SYSCALL_RET: usize = sockleak_common::tracepoint::sys_exit::RET;
+const SYSCALL_ARG0: usize = sockleak_common::tracepoint::sys_enter_close::FD;
 
 /// A field of the tracepoint record, loaded directly (tracepoint contexts are readable memory).
 #[inline(always)]
@@ -64,9 +65,12 @@ mod arch {
     pub const IP: usize = 16;
     pub const SP: usize = 19;
     pub const FP: usize = 4;
-    /// Go's register ABI: the current goroutine in r14, the first argument in rax.
+    /// Go's register ABI: the current goroutine in r14, integer arguments in rax, rbx, rcx,
+    /// rdi.
     pub const GO_G: usize = 1;
-    pub const GO_ARG0: usize = 10;
+    pub const GO_ARGS: [usize; 4] = [10, 5, 11, 14];
+    /// The C calling convention (a uprobe at a function's entry): rdi, rsi, rdx.
+    pub const C_ARGS: [usize; 3] = [14, 13, 12];
     /// The return address of a frameless wrapper sits at the top of the user stack.
     pub const RETURN_IN_REGISTER: bool = false;
     pub const RETURN_SLOT: usize = SP;
@@ -80,9 +84,11 @@ mod arch {
     pub const IP: usize = 32;
     pub const SP: usize = 31;
     pub const FP: usize = 29;
-    /// Go's register ABI: the current goroutine in x28, the first argument in x0.
+    /// Go's register ABI: the current goroutine in x28, integer arguments in x0, x1, ...
     pub const GO_G: usize = 28;
-    pub const GO_ARG0: usize = 0;
+    pub const GO_ARGS: [usize; 4] = [0, 1, 2, 3];
+    /// The C calling convention: x0, x1, x2 (not orig_x0: this is no syscall).
+    pub const C_ARGS: [usize; 3] = [0, 1, 2];
     /// `regs[30]` (lr): a leaf wrapper's return address stays in the link register.
     pub const RETURN_IN_REGISTER: bool = true;
     pub const RETURN_SLOT: usize = 30;
@@ -146,6 +152,27 @@ impl Regs {
         self.slot(arch::GO_G)
     }
 
+    /// Integer argument `i` (0..4) at a Go function's entry (register ABI).
+    #[inline(always)]
+    pub fn go_arg(&self, i: usize) -> u64 {
+        match i {
+            0 => self.slot(arch::GO_ARGS[0]),
+            1 => self.slot(arch::GO_ARGS[1]),
+            2 => self.slot(arch::GO_ARGS[2]),
+            _ => self.slot(arch::GO_ARGS[3]),
+        }
+    }
+
+    /// Integer argument `i` (0..3) at a C function's entry.
+    #[inline(always)]
+    pub fn c_arg(&self, i: usize) -> u64 {
+        match i {
+            0 => self.slot(arch::C_ARGS[0]),
+            1 => self.slot(arch::C_ARGS[1]),
+            _ => self.slot(arch::C_ARGS[2]),
+        }
+    }
+
     /// The return address of the function that made the syscall (see `SocketRecord::caller`).
     #[inline(always)]
     pub fn caller(&self) -> u64 {
@@ -161,15 +188,38 @@ impl Regs {
     pub fn caller_in_register(&self) -> Option<u64> {
         arch::RETURN_IN_REGISTER.then(|| self.slot(arch::RETURN_SLOT))
     }
+
+    /// The registers a stack walk starts from, as plain values (for global BPF functions,
+    /// which take scalars): ip, sp, fp, and the link register (0 on x86_64).
+    #[inline(always)]
+    pub fn walk_start(&self) -> WalkStart {
+        WalkStart {
+            ip: self.ip(),
+            sp: self.sp(),
+            fp: self.fp(),
+            lr: self.caller_in_register().unwrap_or(0),
+        }
+    }
 }
 
-/// A uprobe's view of the registers at a Go function's entry (the probe context is a pt_regs).
-#[inline(always)]
-pub fn go_entry(regs: *const u64) -> (u64, u64) {
-    unsafe {
-        (
-            core::ptr::read_volatile(regs.add(arch::GO_G)),
-            core::ptr::read_volatile(regs.add(arch::GO_ARG0)),
-        )
+/// See `Regs::walk_start`.
+#[derive(Clone, Copy)]
+pub struct WalkStart {
+    pub ip: u64,
+    pub sp: u64,
+    pub fp: u64,
+    pub lr: u64,
+}
+
+impl WalkStart {
+    /// The syscall's caller: the link register (arm64; 0 elsewhere) or the word at the stack
+    /// pointer.
+    #[inline(always)]
+    pub fn caller(&self) -> u64 {
+        if self.lr != 0 {
+            self.lr
+        } else {
+            unsafe { bpf_probe_read_user(self.sp as *const u64) }.unwrap_or(0)
+        }
     }
 }

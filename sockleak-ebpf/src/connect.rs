@@ -12,7 +12,7 @@ use crate::{
     atomic::add_u64,
     clock::now,
     emit::{failure, read_sockaddr},
-    filter::{current, gate, traced},
+    filter::{StackHow, current, gate, traced},
     maps::{DESTS, LIVE},
 };
 
@@ -52,7 +52,7 @@ fn try_connect(ctx: &TracePointContext) -> Option<()> {
         };
         rec.remote = remote;
         // Failures are rare: the lookup for the stack mode is affordable here.
-        let mode = traced(task.tgid).map_or(0, |t| t.stack_mode());
+        let mode = traced(task.tgid).map_or(StackHow::default(), |t| t.stack_how());
         failure(
             ctx,
             &regs,

@@ -10,7 +10,7 @@ use crate::{
     args::{Regs, syscall_ret},
     clock::{coarse_now, now},
     emit::{Header, send},
-    filter::{current, gate, pending, traced},
+    filter::{StackHow, current, gate, pending, traced},
     maps::LIVE,
     open::track_new_fd,
     stack,
@@ -93,7 +93,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             rec.tid = task.tid;
             rec.origin = Origin::Dup as u8;
             rec.flags = 0;
-            stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+            stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
             track_new_fd(ctx, &t, task, newfd, &rec);
         }
         None if pending(task.tgid) => {
@@ -101,7 +101,7 @@ fn try_dup(ctx: &TracePointContext, syscall: Syscall) -> Option<()> {
             let mut rec = SocketRecord::EMPTY;
             rec.created_ns = now();
             rec.tid = task.tid;
-            let mode = traced(task.tgid).map_or(0, |t| t.stack_mode());
+            let mode = traced(task.tgid).map_or(StackHow::default(), |t| t.stack_how());
             stack::capture(ctx, &regs, task, mode, &mut rec);
             let h = Header {
                 kind: EventKind::Dup,

@@ -13,7 +13,7 @@ use sockleak_common::{
 use crate::{
     args::Regs,
     clock::now,
-    filter::Task,
+    filter::{StackHow, Task},
     maps::{EVENTS, count_loss, first_loss, wakeup_bytes},
     stack,
 };
@@ -122,7 +122,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     regs: &Regs,
     syscall: Syscall,
     task: Task,
-    stack_mode: u8,
+    how: StackHow,
     errno: i64,
     fd: i32,
     record: &mut SocketRecord,
@@ -130,7 +130,7 @@ pub fn failure<C: EbpfContext + StackIdContext>(
     if benign(errno) {
         return;
     }
-    stack::capture(ctx, regs, task, stack_mode, record);
+    stack::capture(ctx, regs, task, how, record);
     record.tid = task.tid;
     record.created_ns = now();
     let h = Header {

@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::Array,
 };
 use sockleak_common::target::{
-    FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UNCHANGED, cgroup_flag, state,
+    FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UNCHANGED, cgroup_flag, stack_mode, state,
 };
 
 use crate::{
@@ -61,6 +61,46 @@ pub mod gate {
     }
 }
 
+/// How a process's stacks are taken: its `target::stack_mode`, its `target::flag` bits (the
+/// runtimes whose frames are walked) and its exec generation.
+#[derive(Clone, Copy, Default)]
+pub struct StackHow {
+    pub mode: u8,
+    pub flags: u8,
+    pub exec_gen: u8,
+}
+
+impl StackHow {
+    /// A frame-pointer walk with no runtime frames: the origin probes' (Go keeps frame
+    /// pointers; Node's libuv entry is native code reached from V8's JIT).
+    pub const FRAME_POINTERS: StackHow = StackHow {
+        mode: stack_mode::FRAME_POINTERS,
+        flags: 0,
+        exec_gen: 0,
+    };
+
+    /// Packed with the process id in one u64, for global BPF functions (which take scalars).
+    #[inline(always)]
+    pub fn pack(self, tgid: u32) -> u64 {
+        (u64::from(tgid) << 32)
+            | (u64::from(self.exec_gen) << 16)
+            | (u64::from(self.flags) << 8)
+            | u64::from(self.mode)
+    }
+
+    #[inline(always)]
+    pub fn unpack(v: u64) -> (u32, StackHow) {
+        (
+            (v >> 32) as u32,
+            StackHow {
+                mode: v as u8,
+                flags: (v >> 8) as u8,
+                exec_gen: (v >> 16) as u8,
+            },
+        )
+    }
+}
+
 /// A traced process's TARGETS entry.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -75,6 +115,23 @@ impl Traced {
     #[inline(always)]
     pub fn stack_mode(&self) -> u8 {
         unsafe { (*self.0).stack_mode }
+    }
+
+    /// What taking one of its stacks needs to know.
+    #[inline(always)]
+    pub fn stack_how(&self) -> StackHow {
+        let t = unsafe { &*self.0 };
+        StackHow {
+            mode: t.stack_mode,
+            flags: t.flags,
+            exec_gen: t.exec_gen,
+        }
+    }
+
+    /// The process exec'd: layouts found for its old image no longer apply.
+    #[inline(always)]
+    pub fn exec_happened(&self) {
+        unsafe { (*self.0).exec_gen = (*self.0).exec_gen.wrapping_add(1) };
     }
 
     #[inline(always)]

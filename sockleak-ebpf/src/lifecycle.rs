@@ -19,10 +19,10 @@ use crate::{
     maps::{LIVE, TARGETS, exit_group_dead_offset},
 };
 
-/// `task:task_newtask`: pid at 8, clone_flags at 32. Fires in the parent, before the child runs,
-/// so the child is a target from its first syscall.
-const NEWTASK_PID: usize = 8;
-const NEWTASK_CLONE_FLAGS: usize = 32;
+/// `task:task_newtask` fields (checked against the kernel's format file before attaching). It
+/// fires in the parent, before the child runs, so the child is a target from its first syscall.
+const NEWTASK_PID: usize = sockleak_common::tracepoint::task_newtask::PID;
+const NEWTASK_CLONE_FLAGS: usize = sockleak_common::tracepoint::task_newtask::CLONE_FLAGS;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[tracepoint]
@@ -104,6 +104,11 @@ fn exec_traced(ctx: TracePointContext) {
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Only reached through the gate, which found the process traced.
     let task = current();
+    // RUNTIME FRAMES: layouts found for the old image no longer apply.
+    if let Some(t) = traced(task.tgid) {
+        t.exec_happened();
+        crate::runtime::forget(task.tgid, t.flags());
+    }
     let mut handled = -1i64;
     if let Some(fdt) = FdTable::current() {
         let mut s = ExecScan {
@@ -205,6 +210,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         };
         handed = u64::from(s.full == 0);
     }
+    crate::runtime::forget(task.tgid, final_counts.flags);
     let _ = TARGETS.remove(task.tgid);
     unmark(task.tgid);
     let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);

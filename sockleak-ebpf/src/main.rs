@@ -20,10 +20,14 @@ mod emit;
 mod fdtable;
 mod filter;
 mod golang;
+mod hotspot;
 mod lifecycle;
 mod maps;
+mod node;
 mod open;
+mod python;
 mod received;
+mod runtime;
 mod stack;
 mod uring;
 

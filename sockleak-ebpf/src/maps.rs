@@ -7,6 +7,8 @@ use aya_ebpf::{
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::{Offsets, UringKey, UringSite},
+    origin::{GoConn, GoDial, GoLayout, NodeClosed, NodeHandle, ObjectKey, OriginSite},
+    runtime::{JvmProc, PyProc, RtStack},
     socket::{DestKey, DestStats, GoroutineKey, SockKey, SocketRecord, StackKey},
     target::{
         CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, MAX_DENIED_CGROUPS,
@@ -36,6 +38,8 @@ global!(STACK_COPY_BYTES: u32 = 0, stack_copy_bytes);
 global!(EXIT_GROUP_DEAD_OFFSET: u32 = 0, exit_group_dead_offset);
 // sockleak's own pid: `--all` leaves it out.
 global!(SELF_TGID: u32 = 0, self_tgid);
+// task_struct.thread.fsbase (x86_64), from BTF; 0: unknown.
+global!(TASK_FSBASE_OFFSET: u32 = 0, task_fsbase_offset);
 global!(
     OFFSETS: Offsets = Offsets {
         valid: 0,
@@ -149,9 +153,36 @@ pub static LAST_STACK: LruHashMap<StackKey, i32> = LruHashMap::with_max_entries(
 #[map]
 pub static DESTS: LruHashMap<DestKey, DestStats> = LruHashMap::with_max_entries(16384, 0);
 
-/// (process, goroutine) -> the `*http.Transport` it last dialed for (see golang.rs).
+/// (process, goroutine) -> the dial in progress there (see golang.rs).
 #[map]
-pub static GO_DIALS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(8192, 0);
+pub static GO_DIALS: LruHashMap<GoroutineKey, GoDial> = LruHashMap::with_max_entries(8192, 0);
+
+/// (process, `*wantConn`) -> the stack of the request that queued the dial (golang.rs).
+#[map]
+pub static GO_WANTS: LruHashMap<ObjectKey, OriginSite> = LruHashMap::with_max_entries(8192, 0);
+
+/// (process, `*persistConn`) -> the socket it was delivered with (golang.rs): read only for
+/// connections whose `net.Conn` the typed chain cannot follow.
+#[map]
+pub static GO_CONNS: LruHashMap<ObjectKey, GoConn> = LruHashMap::with_max_entries(8192, 0);
+
+/// tgid -> where its Go binary keeps what the origin probes read; written by userspace before
+/// it attaches them.
+#[map]
+pub static GO_LAYOUT: HashMap<u32, GoLayout> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// (process, libuv TCP handle) -> its origin (node.rs). Handle addresses are reused: every
+/// `uv_tcp_init` overwrites, `uv_close` deletes.
+#[map]
+pub static NODE_HANDLES: LruHashMap<ObjectKey, NodeHandle> = LruHashMap::with_max_entries(16384, 0);
+
+/// tid -> the handle whose `uv_tcp_connect`/`uv_tcp_bind` runs on it (node.rs).
+#[map]
+pub static NODE_CUR: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// tid -> the origin of the connected TCP handle it closed last, since its last connect.
+#[map]
+pub static NODE_CLOSED: LruHashMap<u32, NodeClosed> = LruHashMap::with_max_entries(4096, 0);
 
 /// In-flight io_uring socket-making requests, from submission to (last) completion.
 #[map]
@@ -160,9 +191,27 @@ pub static URING_SITES: LruHashMap<UringKey, UringSite> = LruHashMap::with_max_e
 #[map]
 pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_CAUSES, 0);
 
-/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter, [2] stack copies.
+/// Per-CPU scratch: [0] stack-sampling counter, [1] CONTROL check counter, [2] stack copies,
+/// [3] runtime stacks.
 #[map]
-pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(3, 0);
+pub static TICKS: PerCpuArray<u32> = PerCpuArray::with_max_entries(4, 0);
+
+/// tgid -> a CPython process's layout (see runtime.rs, python.rs).
+#[map]
+pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// tgid -> a HotSpot JVM's layout (see hotspot.rs).
+#[map]
+pub static JVM_PROCS: HashMap<u32, JvmProc> = HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// New stacks with runtime frames, for userspace to name (see runtime.rs): one record per
+/// new interpreted call path, apart from EVENTS.
+#[map]
+pub static RT_STACKS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU scratch: the runtime stack being walked (too big for the BPF stack).
+#[map]
+pub static RT_SCRATCH: PerCpuArray<RtStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counts something the kernel side could not record. Returns true the first time on this CPU,
 /// so callers can log once instead of flooding.

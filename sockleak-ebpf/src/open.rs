@@ -16,7 +16,7 @@ use crate::{
     filter::{Task, Traced, current, gate, traced_or_new},
     golang,
     maps::{LIVE, capture_stacks, count_loss, first_loss},
-    stack,
+    node, stack,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -112,15 +112,18 @@ fn try_socket(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socket,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
         );
         return None;
     }
-    rec.owner = golang::owner(&t, &regs, task.tgid);
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    rec.owner = golang::owner(&t, &regs, task.tgid, ret, rec.created_ns);
+    if let Some(o) = node::origin(&t, task) {
+        rec.conn = o;
+    }
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }
@@ -152,7 +155,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
             &regs,
             Syscall::Socketpair,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             -1,
             &mut rec,
@@ -160,7 +163,7 @@ fn try_socketpair(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, fds[0] as u32, &rec);
     track_new_fd(ctx, &t, task, fds[1] as u32, &rec);
     Some(())
@@ -211,7 +214,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
             &regs,
             syscall,
             task,
-            t.stack_mode(),
+            t.stack_how(),
             -ret,
             listener as i32,
             &mut rec,
@@ -222,7 +225,7 @@ fn try_accept(ctx: &TracePointContext, syscall: Syscall, origin: Origin) -> Opti
     if rec.family == 0 {
         rec.family = rec.remote.family;
     }
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd(ctx, &t, task, ret as u32, &rec);
     Some(())
 }

@@ -119,7 +119,7 @@ fn try_recvmsg(ctx: &TracePointContext, multi: bool) -> Option<()> {
         };
         if !stacked && control_len(hdr) != 0 {
             // The receiver's call site, once per call.
-            stack::capture(ctx, &regs, task, m.t.stack_mode(), &mut m.rec);
+            stack::capture(ctx, &regs, task, m.t.stack_how(), &mut m.rec);
             stacked = true;
         }
         message(&mut m, hdr);
@@ -240,7 +240,7 @@ fn try_pidfd_getfd(ctx: &TracePointContext) -> Option<()> {
     let mut rec = new_record(&t, task, Origin::Received);
     rec.via_fd = pidfd as i32;
     rec.peer_pid = fdt.file(pidfd as u32).map_or(0, pidfd_pid);
-    stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec);
+    stack::capture(ctx, &regs, task, t.stack_how(), &mut rec);
     track_new_fd_quiet(&t, task, ret as u32, &rec);
     Some(())
 }

@@ -6,6 +6,10 @@
 //! A process whose code has no frame pointers (`stack_mode::STACK_COPY`) gets a copy of the top
 //! of its user stack instead, which userspace unwinds with DWARF CFI: a chain of garbage frame
 //! pointers would name (and merge) call sites wrongly.
+//!
+//! Interpreted code (see `runtime`): a CPython process's Python frames are walked instead of
+//! its native stack (`python`), and the frame-pointer walk of a JVM also records the `Method*`
+//! of each interpreted frame it passes (`hotspot`). The hooks are marked `RUNTIME FRAMES`.
 
 use aya_ebpf::{
     EbpfContext, bindings::BPF_F_USER_STACK, helpers::bpf_probe_read_user,
@@ -16,13 +20,14 @@ use sockleak_common::{
     event::{EventKind, Syscall},
     socket::{NO_STACK, REC_SAMPLED, SAMPLED_OUT, SocketRecord, StackKey},
     stack::{COPY_ID_BASE, STACK_COPY_MAX, StackCopy},
-    target::stack_mode,
+    target::{flag, stack_mode},
 };
 
 use crate::{
-    args::Regs,
+    args::{Regs, WalkStart},
     emit::{Header, send},
-    filter::Task,
+    filter::{StackHow, Task},
+    hotspot::JvmWalk,
     maps::{
         LAST_STACK, STACK_CACHE, STACK_COPIES, STACKS, capture_stacks, count_loss,
         stack_copy_bytes, stack_sample, tick,
@@ -33,15 +38,15 @@ use crate::{
 const MAX_FRAMES: usize = 64;
 /// Bytes of user stack read at once: one read usually covers the leaf's caller and the first
 /// frames, so most chains cost one or two reads.
-const WINDOW_WORDS: usize = 64;
+pub const WINDOW_WORDS: usize = 64;
 /// A frame larger than this ends the walk: the "frame pointer" is some other value.
 const MAX_FRAME_BYTES: u64 = 1 << 20;
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 #[inline(always)]
-fn mix(h: u64, v: u64) -> u64 {
+pub fn mix(h: u64, v: u64) -> u64 {
     (h ^ v).wrapping_mul(FNV_PRIME)
 }
 
@@ -70,15 +75,24 @@ struct Walk {
     /// Start of the window in WINDOW; `have`: it holds user memory from there.
     base: u64,
     have: u64,
+    /// RUNTIME FRAMES: a JVM's interpreter and code cache (`jvm.on` 0: not a JVM).
+    jvm: JvmWalk,
 }
 
-/// The leaf caller and the hash of the syscall's ip, that caller and every return address on
-/// the frame-pointer chain. Deterministic for a call path in a process (return addresses, not
+/// The hash of the syscall's ip, the leaf caller and every return address on the
+/// frame-pointer chain (with, in a JVM, each interpreted frame's method and bytecode index,
+/// recorded in RT_SCRATCH). Deterministic for a call path in a process (return addresses, not
 /// stack positions). One read of the stack from `sp` gives the caller (x86_64) and usually the
-/// first frames.
-#[inline(always)]
-fn caller_and_hash(regs: &Regs) -> (u64, u64) {
-    let sp = regs.sp();
+/// first frames. The caller and the number of interpreted frames go to WALKED.
+///
+/// A global function: the kernel verifies it once, on its own, rather than on every path of
+/// every program that takes a stack. `who`: `StackHow::pack`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sockleak_fp_walk(ip: u64, sp: u64, fp: u64, lr: u64, who: u64) -> u64 {
+    let (tgid, how) = StackHow::unpack(who);
+    let start = WalkStart { ip, sp, fp, lr };
+    let jvm = JvmWalk::of(tgid, how);
     let mut have = 0;
     let mut top = 0;
     if let Some(buf) = WINDOW.get_ptr_mut(0) {
@@ -86,18 +100,24 @@ fn caller_and_hash(regs: &Regs) -> (u64, u64) {
         have = read_window(buf, sp) as u64;
         top = buf[0];
     }
-    let caller = match regs.caller_in_register() {
-        Some(c) => c,
-        None if have != 0 => top,
-        None => regs.caller(),
+    // Every argument is used on every architecture: one the compiler sees unused is left
+    // unset by callers, which the verifier refuses for a global function.
+    let caller = if lr != 0 {
+        lr
+    } else if have != 0 {
+        top
+    } else {
+        start.caller()
     };
     let mut w = Walk {
-        hash: mix(mix(FNV_OFFSET, regs.ip()), caller),
+        hash: mix(mix(FNV_OFFSET, ip), caller),
         sp,
-        fp: regs.fp(),
+        fp,
         base: sp,
         have,
+        jvm,
     };
+    w.jvm.start(&mut w.hash, caller);
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_FRAMES as u32,
@@ -106,7 +126,36 @@ fn caller_and_hash(regs: &Regs) -> (u64, u64) {
             0,
         )
     };
-    (caller, w.hash)
+    if let Some(out) = WALKED.get_ptr_mut(0) {
+        unsafe {
+            (*out).caller = caller;
+            (*out).runtime_frames = u64::from(w.jvm.found());
+        }
+    }
+    w.hash
+}
+
+/// What a walk found besides its hash (a global function returns one value).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Walked {
+    pub caller: u64,
+    /// RUNTIME FRAMES: interpreted Java frames recorded in RT_SCRATCH.
+    pub runtime_frames: u64,
+}
+
+/// Per-CPU: the last walk's `Walked`.
+#[aya_ebpf::macros::map]
+pub static WALKED: aya_ebpf::maps::PerCpuArray<Walked> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+/// The last walk's `Walked` (zero if unreadable).
+#[inline(always)]
+pub fn walked() -> Walked {
+    WALKED.get(0).copied().unwrap_or(Walked {
+        caller: 0,
+        runtime_frames: 0,
+    })
 }
 
 /// One frame: hash its return address and move to the caller's frame. Returns 1 to stop.
@@ -141,8 +190,14 @@ unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     }
     let next = buf[i];
-    w.hash = mix(w.hash, buf[i + 1]);
+    let ra = buf[i + 1];
+    w.hash = mix(w.hash, ra);
     if next <= fp || next - fp > MAX_FRAME_BYTES {
+        return 1;
+    }
+    // RUNTIME FRAMES: `ra` returns into the frame at `next`: interpreted Java code (its method
+    // joins the hash), or compiled Java code whose frame pointer cannot be trusted (stop).
+    if w.jvm.on != 0 && w.jvm.step(&mut w.hash, buf, w.base, w.have, next, ra) {
         return 1;
     }
     // After the two-word fallback `have` stays 0: the next frame needs its own read.
@@ -151,9 +206,10 @@ unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Copies the registers and the top of the user stack for userspace to unwind; the copy id
-/// the socket carries, or NO_STACK when the copy ring is full.
-#[inline(always)]
-fn copy_stack(regs: &Regs, task: Task) -> i32 {
+/// the socket carries, or NO_STACK when the copy ring is full. A subprogram: runtime stacks
+/// call it too.
+#[inline(never)]
+pub fn copy_stack(regs: &Regs, task: Task) -> i32 {
     // Unique without atomics (the BPF target has no fetch-add): this CPU's count, tagged with
     // the CPU. An id comes back after 4M copies on one CPU.
     let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
@@ -215,7 +271,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
     ctx: &C,
     regs: &Regs,
     task: Task,
-    mode: u8,
+    how: StackHow,
     rec: &mut SocketRecord,
 ) {
     if !capture_stacks() {
@@ -238,23 +294,61 @@ pub fn capture<C: EbpfContext + StackIdContext>(
         };
         return;
     }
-    if mode == stack_mode::STACK_COPY {
-        rec.caller = match regs.caller_in_register() {
+    let (stack_id, caller) = site(ctx, regs, task, how);
+    rec.stack_id = stack_id;
+    rec.caller = caller;
+    remember_sampled(sample, task, rec);
+}
+
+/// The user stack at this point, always walked (never sampled: an origin probe's leaf caller
+/// is the same runtime function for every caller, so a sampled stack would name the wrong
+/// one): (stack id or NO_STACK, leaf caller). A new stack is announced (NewStack).
+#[inline(always)]
+pub fn site<C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    regs: &Regs,
+    task: Task,
+    how: StackHow,
+) -> (i32, u64) {
+    if !capture_stacks() {
+        return (NO_STACK, 0);
+    }
+    let start = regs.walk_start();
+    // RUNTIME FRAMES: CPython's own frame chain, which needs no native stack per socket.
+    if how.flags & flag::PYTHON != 0 {
+        let hash =
+            crate::python::sockleak_py_walk(start.ip, start.sp, start.lr, how.pack(task.tgid));
+        if hash != 0 {
+            let caller = walked().caller;
+            return (
+                crate::runtime::stack_id(ctx, regs, task, how, hash, caller),
+                caller,
+            );
+        }
+    }
+    if how.mode == stack_mode::STACK_COPY {
+        let caller = match regs.caller_in_register() {
             Some(c) => c,
             None => regs.caller(),
         };
-        rec.stack_id = copy_stack(regs, task);
-        remember_sampled(sample, task, rec);
-        return;
+        return (copy_stack(regs, task), caller);
     }
-    let (caller, hash) = caller_and_hash(regs);
-    rec.caller = caller;
+    let hash = sockleak_fp_walk(start.ip, start.sp, start.fp, start.lr, how.pack(task.tgid));
+    let walked = walked();
+    let caller = walked.caller;
+    // RUNTIME FRAMES: interpreted Java frames give the stack an id of its own.
+    if walked.runtime_frames > 0 {
+        return (
+            crate::runtime::stack_id(ctx, regs, task, how, hash, caller),
+            caller,
+        );
+    }
     let key = StackKey {
         hash,
         tgid: task.tgid,
         _pad: 0,
     };
-    rec.stack_id = match unsafe { STACK_CACHE.get(key) } {
+    let id = match unsafe { STACK_CACHE.get(key) } {
         Some(id) => *id,
         None => match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => {
@@ -262,7 +356,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
                 let _ = STACK_CACHE.insert(key, id, 0);
                 let mut r = SocketRecord::EMPTY;
                 r.stack_id = id;
-                r.caller = rec.caller;
+                r.caller = caller;
                 r.tid = task.tid;
                 let h = Header {
                     kind: EventKind::NewStack,
@@ -279,7 +373,7 @@ pub fn capture<C: EbpfContext + StackIdContext>(
             }
         },
     };
-    remember_sampled(sample, task, rec);
+    (id, caller)
 }
 
 /// With sampling, the latest walked stack per leaf caller stands in for the skipped ones.

@@ -8,6 +8,7 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::Tra
 use sockleak_common::{
     kernel::{CQE_F_MORE, UringKey, UringSite, have, uring_op},
     socket::{NO_STACK, Origin, SockKey},
+    tracepoint::{uring_complete as complete, uring_submit as submit},
 };
 
 use crate::{
@@ -18,17 +19,16 @@ use crate::{
     stack,
 };
 
-/// io_uring:io_uring_submit_req: ctx 8, req 16, user_data 24, opcode 32.
-const SUBMIT_CTX: usize = 8;
-const SUBMIT_REQ: usize = 16;
-const SUBMIT_USER_DATA: usize = 24;
-const SUBMIT_OPCODE: usize = 32;
-/// io_uring:io_uring_complete: ctx 8, req 16, user_data 24, res 32, cflags 36.
-const COMPLETE_CTX: usize = 8;
-const COMPLETE_REQ: usize = 16;
-const COMPLETE_USER_DATA: usize = 24;
-const COMPLETE_RES: usize = 32;
-const COMPLETE_CFLAGS: usize = 36;
+/// Record fields (offsets checked against the kernel's format files before attaching).
+const SUBMIT_CTX: usize = submit::CTX;
+const SUBMIT_REQ: usize = submit::REQ;
+const SUBMIT_USER_DATA: usize = submit::USER_DATA;
+const SUBMIT_OPCODE: usize = submit::OPCODE;
+const COMPLETE_CTX: usize = complete::CTX;
+const COMPLETE_REQ: usize = complete::REQ;
+const COMPLETE_USER_DATA: usize = complete::USER_DATA;
+const COMPLETE_RES: usize = complete::RES;
+const COMPLETE_CFLAGS: usize = complete::CFLAGS;
 
 #[inline(always)]
 fn read_u32(at: u64) -> u32 {
@@ -70,7 +70,7 @@ fn try_submit(ctx: &TracePointContext) -> Option<()> {
     let mut rec = new_record(&t, task, Origin::IoUring);
     // The submitter's stack (none when a kernel SQPOLL thread submits).
     match Regs::current() {
-        Some(regs) => stack::capture(ctx, &regs, task, t.stack_mode(), &mut rec),
+        Some(regs) => stack::capture(ctx, &regs, task, t.stack_how(), &mut rec),
         None => rec.stack_id = NO_STACK,
     }
     let key = UringKey {

@@ -165,8 +165,12 @@ pub struct TargetArgs {
     #[arg(long)]
     pub java_perfmap: bool,
 
-    /// Never attach uprobes. By default sockleak places one on `net/http.(*Transport).dialConn`
-    /// in traced Go programs to count their Transports; without it, Go diagnoses are "likely".
+    /// Never attach uprobes. By default sockleak places them in traced Go HTTP clients
+    /// (net/http: `dialConn` counts their Transports, `queueForDial`, `tryDeliver`,
+    /// `persistConn.roundTrip` and `tryPutIdleConn` name the code that sent each connection's
+    /// requests) and node processes (libuv's `uv_tcp_init`, `uv_tcp_connect`, `uv_tcp_bind`,
+    /// `uv_close`: the code that called net.connect). Without them, Go diagnoses are "likely"
+    /// and such sockets are named by the stack they were made on.
     #[arg(long)]
     pub no_uprobes: bool,
 }

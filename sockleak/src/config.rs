@@ -250,6 +250,7 @@ impl Config {
                     })
                     .collect(),
                 offsets: Default::default(),
+                task_fsbase: 0,
             },
             cgroups,
             all: a.all,

@@ -67,8 +67,15 @@ pub enum UserError {
         "this sockleak binary was built without its eBPF object; run `cargo xtask build-ebpf --release` and rebuild (or use `cargo xtask run -- ...`)"
     )]
     StubObject,
+    /// The whole line, from `kernel::features`: what the kernel lacks, and what is needed.
+    #[error("{0}")]
+    KernelLacks(String),
     #[error("the kernel lacks the required tracepoint {0}; sockleak cannot run without it")]
     MissingTracepoint(String),
+    #[error(
+        "the kernel's tracepoint {tracepoint} has another layout ({detail}); sockleak cannot read it"
+    )]
+    TracepointLayout { tracepoint: String, detail: String },
     #[error("--ring-buffer-kib {0}: must be a power of two of at least 4")]
     BadRingBuffer(u32),
     #[error("--cgroup {}: {reason}", path.display())]

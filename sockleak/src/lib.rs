@@ -29,7 +29,7 @@ pub fn exercise_parsers(s: &str) {
     use crate::{
         host::{cgroup, launcher, netns, procfs, redact},
         kernel::{bpf, preflight},
-        symbols::{gohttp, gopclntab},
+        symbols::{gohttp, golayout, gopclntab},
     };
 
     let _ = procfs::parse_status(s);
@@ -44,8 +44,13 @@ pub fn exercise_parsers(s: &str) {
     if let Some(t) = gopclntab::Pclntab::parse(s.as_bytes()) {
         let _ = t.lookup(0x401000);
         let _ = t.name(0);
+        let _ = t.line(0x401000);
     }
     let _ = gohttp::inspect(s.as_bytes());
+    let _ = golayout::inspect(s.as_bytes());
+    let _ = golayout::buildinfo_version(s.as_bytes());
+    let _ = golayout::decode_name(s.as_bytes());
+    let _ = golayout::parse_version(s);
     let _ = procfs::parse_socket_link(s);
     let _ = procfs::parse_maps(s);
     let _ = procfs::kind_of_protocol(s);

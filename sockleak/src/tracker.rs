@@ -113,6 +113,9 @@ pub struct Meta {
     pub netns: Option<u64>,
     /// A Go HTTP client: whether its Transports are probed (see `gohttp`).
     pub go_http: Option<crate::symbols::gohttp::Probe>,
+    /// A Go HTTP client or a Node process: whether its sockets are joined to the code that
+    /// asked for them (`symbols::callsite::Origins`).
+    pub origins: Option<crate::symbols::callsite::Origins>,
     pub runtime: Option<crate::symbols::runtimes::Runtime>,
     /// `target::stack_mode` it was last given.
     pub stack_mode: u8,

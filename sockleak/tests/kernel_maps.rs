@@ -57,6 +57,7 @@ fn own_sockets_are_kept_and_counted_by_the_kernel() {
             stack_copy_ring_bytes: 1 << 20,
             cgroups: Vec::new(),
             offsets,
+            task_fsbase: sockleak::kernel::offsets::task_fsbase(&btf).unwrap_or(0),
         },
         Path::new(&tracefs),
     )

@@ -4,11 +4,13 @@ mod bench;
 mod bpfstats;
 mod build;
 mod dist;
+mod kfeatures;
 mod procs;
 mod run;
 mod setup;
 mod soak;
 mod util;
+mod vmtest;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -43,6 +45,9 @@ enum Cmd {
         /// Runs per configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Run one section alone and replace it in docs/benchmarks.md (`go-http`, `interpreted`).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Long run under churn (not CI): RSS must stay flat and counts exact; writes docs/soak.md.
     Soak {
@@ -54,6 +59,20 @@ enum Cmd {
     },
     /// Build the release binary and a Debian package in target/dist (needs dpkg-deb).
     Dist,
+    /// List the BPF helpers, program and map types the built object uses, with the kernel
+    /// release of each; fails if one is newer than the stated minimum.
+    KernelFeatures {
+        /// Also write the table to docs/kernel-features.md.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Boot Debian's kernels (default 6.1, 6.12 and 5.10) with virtme-ng and run the kernel
+    /// suite inside each; 5.10 must be refused in one line.
+    Vmtest {
+        /// A kernel series to boot (repeatable), e.g. 6.1.
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernels: Vec<String>,
+    },
     /// Set up, build, run the unit tests and the privileged integration tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -69,8 +88,10 @@ fn main() {
         Cmd::BuildEbpf { release } => build::build_ebpf(release),
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => run::test(&args),
+        Cmd::Vmtest { kernels } => vmtest::vmtest(&kernels),
         Cmd::Dist => dist::dist().map(|_| ()),
-        Cmd::Bench { runs } => bench::bench(runs),
+        Cmd::KernelFeatures { write } => kfeatures::kernel_features(write),
+        Cmd::Bench { runs, only } => bench::bench(runs, only.as_deref()),
         Cmd::Soak { minutes, rate } => soak::soak(minutes, rate),
     };
     if let Err(e) = res {

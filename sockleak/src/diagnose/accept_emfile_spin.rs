@@ -39,6 +39,7 @@ pub fn check(r: &ProcessReport, _ev: &Evidence) -> Vec<Diagnosis> {
                 evidence,
                 fix: "Back off when accept fails with EMFILE/ENFILE (sleep, or stop polling the listener until an fd is closed) instead of retrying at once; keep one spare fd to accept and close excess connections so clients get a fast refusal; then fix what holds the fds".into(),
                 call_site: f.call_site.clone(),
+                origin_call: None,
                 confidence: if queued.is_some() {
                     Confidence::Certain
                 } else {

@@ -50,6 +50,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
                 evidence,
                 fix: "Close the socket when a read returns 0 (end of stream) or an error, on every path (including timeouts and error returns); in Go, Close() the net.Conn or resp.Body once io.EOF is seen".into(),
                 call_site: s.call_site.clone(),
+                origin_call: s.origin_call.clone(),
                 // The kernel's TCP state says so; the age when it is unknown.
                 confidence: if age.is_some() {
                     Confidence::Certain

@@ -96,6 +96,7 @@ pub fn check(_r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
                 evidence,
                 fix,
                 call_site: None,
+                origin_call: None,
                 confidence: Confidence::Certain,
             }
         })

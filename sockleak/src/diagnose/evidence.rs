@@ -57,6 +57,7 @@ pub fn evidence(
         min_age_s,
         suspects,
         go: p.meta.go_http.clone(),
+        origins: p.meta.origins.clone(),
         listeners,
         dests,
         self_dests,

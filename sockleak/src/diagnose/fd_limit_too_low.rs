@@ -204,6 +204,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
         evidence,
         fix,
         call_site: None,
+        origin_call: None,
         confidence: if measured {
             Confidence::Certain
         } else {

@@ -5,7 +5,10 @@
 use super::{Evidence, SuspectFacts, dur, plural};
 use crate::{
     model::{Confidence, ProcessReport, Suspect},
-    symbols::gohttp::{DIAL_CONN, Probe},
+    symbols::{
+        callsite::Origins,
+        gohttp::{DIAL_CONN, Probe},
+    },
 };
 
 /// A Transport keeps at most this many idle connections per host unless told otherwise
@@ -26,7 +29,9 @@ pub struct Verdict<'a> {
     pub evidence: Vec<String>,
 }
 
-/// Made under net/http's dial (Go dials on a goroutine of its own, so it is the call site).
+/// Made under net/http's dial: on the dial goroutine (dialConn on the stack), or joined by the
+/// probes to a net/http connection (a dual-stack dial connects on racer goroutines of its own,
+/// whose stacks do not show dialConn).
 fn made_by_dial(s: &Suspect) -> bool {
     s.stack
         .iter()
@@ -34,6 +39,9 @@ fn made_by_dial(s: &Suspect) -> bool {
         || s.call_site
             .as_deref()
             .is_some_and(|c| c.starts_with(DIAL_CONN))
+        || s.origin_call
+            .as_ref()
+            .is_some_and(|o| o.join.starts_with("go-"))
 }
 
 /// Verdicts for every suspect made by net/http's dial that holds idle connections.
@@ -50,6 +58,30 @@ pub fn verdicts<'a>(r: &'a ProcessReport, ev: &Evidence) -> Vec<Verdict<'a>> {
                 .then(|| verdict(r, s, ev.suspects.get(i).unwrap_or(&none), ev, established))
         })
         .collect()
+}
+
+/// Where the requests came from: the origin's call site when the probes joined it, else why
+/// the report cannot say.
+fn origin_line(s: &Suspect, ev: &Evidence) -> String {
+    match (&s.origin_call, &ev.origins) {
+        (Some(o), _) if o.call_site.is_some() => format!(
+            "the requests were sent by {} (joined to the sockets by uprobes: {}); the sockets were dialed on net/http's own goroutine",
+            o.call_site.as_deref().unwrap_or_default(),
+            match o.join {
+                "go-roundtrip" => "the latest request on each connection",
+                _ => "the request that caused each dial",
+            }
+        ),
+        (_, Some(Origins::Unavailable(why))) => format!(
+            "Go dials on a goroutine of its own: the code that sent the requests is not on this stack, and could not be joined to it: {why}"
+        ),
+        (_, Some(Origins::Joined)) => {
+            "Go dials on a goroutine of its own: the code that sent the requests is not on this stack (these connections were made before sockleak attached its uprobes)".into()
+        }
+        (_, None) => {
+            "Go dials on a goroutine of its own: the code that sent the requests is not on this stack".into()
+        }
+    }
 }
 
 fn verdict<'a>(
@@ -147,10 +179,19 @@ fn verdict<'a>(
             dur(t)
         ));
     }
-    evidence.push(
-        "Go dials on a goroutine of its own: the code that sent the request is not on this stack"
-            .into(),
-    );
+    if f.checked_out + f.idle_in_pool > 0 {
+        evidence.push(match cause {
+            Cause::BodyNotClosed => format!(
+                "{} of them are still checked out after their last request (its response body was never closed); {} went back to the idle pool",
+                f.checked_out, f.idle_in_pool
+            ),
+            Cause::TransportPerRequest => format!(
+                "{} of them went back to their Transport's idle pool after their request, {} are still checked out",
+                f.idle_in_pool, f.checked_out
+            ),
+        });
+    }
+    evidence.push(origin_line(s, ev));
     Verdict {
         suspect: s,
         cause,

@@ -22,6 +22,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
             evidence: v.evidence,
             fix: "Close every response body (`defer resp.Body.Close()` right after the error check) and read it to EOF (`io.Copy(io.Discard, resp.Body)`) so the connection returns to the pool".into(),
             call_site: v.suspect.call_site.clone(),
+            origin_call: v.suspect.origin_call.clone(),
             confidence: v.confidence,
         })
         .collect()

@@ -21,6 +21,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
             evidence: v.evidence,
             fix: "Share one http.Client/Transport (a package-level variable) instead of building one per request; set MaxIdleConnsPerHost and IdleConnTimeout on it, or call CloseIdleConnections() on a Transport you are done with".into(),
             call_site: v.suspect.call_site.clone(),
+            origin_call: v.suspect.origin_call.clone(),
             confidence: v.confidence,
         })
         .collect()

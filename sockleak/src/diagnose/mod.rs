@@ -25,7 +25,7 @@ use hashbrown::HashMap;
 use crate::{
     host::launcher::Launcher,
     model::{Diagnosis, ProcessReport},
-    symbols::gohttp::Probe,
+    symbols::{callsite::Origins, gohttp::Probe},
 };
 
 /// Pattern ids, a public contract (docs/json-output.md).
@@ -60,6 +60,10 @@ pub struct SuspectFacts {
     /// ESTABLISHED sockets with bytes waiting in the receive queue, and those bytes.
     pub unread_sockets: u64,
     pub unread_bytes: u64,
+    /// Go connections a request went out on that never went back to their Transport's idle
+    /// pool since, and those back in it (the origin probes tell).
+    pub checked_out: u64,
+    pub idle_in_pool: u64,
 }
 
 impl SuspectFacts {
@@ -71,6 +75,8 @@ impl SuspectFacts {
         self.unowned += o.unowned;
         self.unread_sockets += o.unread_sockets;
         self.unread_bytes += o.unread_bytes;
+        self.checked_out += o.checked_out;
+        self.idle_in_pool += o.idle_in_pool;
     }
 }
 
@@ -91,6 +97,8 @@ pub struct Evidence {
     pub suspects: Vec<SuspectFacts>,
     /// A Go HTTP client: whether its Transports were counted.
     pub go: Option<Probe>,
+    /// Whether its sockets are joined to the code that asked for them (Go, Node), or why not.
+    pub origins: Option<Origins>,
     /// The process's listening sockets.
     pub listeners: Vec<SocketAddr>,
     pub dests: Vec<Dest>,
@@ -192,6 +200,7 @@ pub(crate) mod fixture {
             stack: vec![],
             stack_count: count,
             other_stacks: vec![],
+            origin_call: None,
         }
     }
 

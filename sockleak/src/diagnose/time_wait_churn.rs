@@ -68,6 +68,7 @@ pub fn check(r: &ProcessReport, ev: &Evidence) -> Vec<Diagnosis> {
                     evidence,
                     fix: "Reuse connections (HTTP keep-alive, a connection pool, one shared client) instead of one per request; net.ipv4.tcp_tw_reuse=1 lets new outgoing connections take TIME_WAIT ports (it does nothing for incoming ones), tcp_tw_recycle no longer exists (removed in Linux 4.12), and a wider net.ipv4.ip_local_port_range only buys time".into(),
                     call_site: None,
+                    origin_call: None,
                     confidence,
                 },
             ))

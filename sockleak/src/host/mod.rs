@@ -9,6 +9,7 @@ pub mod launcher;
 pub mod limits;
 pub mod netns;
 pub mod procfs;
+pub mod procmem;
 pub mod redact;
 pub mod sockdiag;
 pub mod tcp_ages;

@@ -19,6 +19,8 @@ use log::warn;
 use sockleak_common::{
     counters::{LOSS_CAUSES, LossCause},
     kernel::Offsets,
+    origin::GoLayout,
+    runtime::{JvmProc, PyProc},
     socket::{DestKey, DestStats, SockKey, SocketRecord, StackKey},
     target::{
         CgroupTarget, Clock, ClockSample, Control, FILTER_BITS, FILTER_WORDS, Target, UNCHANGED,
@@ -37,6 +39,7 @@ pub fn object() -> &'static [u8] {
 }
 
 /// One tracepoint program and what is lost without it.
+#[derive(Debug)]
 pub struct Probe {
     pub category: &'static str,
     pub name: &'static str,
@@ -142,16 +145,11 @@ pub const PROBES: &[Probe] = &[
     },
 ];
 
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Uprobe programs, loaded on demand for the processes that need one, and what is not seen
+/// without them. A uprobe program not listed here is optional too (see `features`).
+pub const ON_DEMAND: &[(&str, &str)] = &[("go_dial_conn", "Go net/http dials per Transport")];
 
-/// Whether the running kernel has a tracepoint (checked before loading anything).
-pub fn tracepoint_exists(tracefs: &Path, p: &Probe) -> bool {
-    tracefs
-        .join("events")
-        .join(p.category)
-        .join(p.name)
-        .exists()
-}
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Offset of a field in a tracepoint's format file (`field:bool group_dead; offset:32; ...`).
 pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
@@ -195,6 +193,8 @@ pub struct LoadOptions {
     pub cgroups: Vec<CgroupTarget>,
     /// Kernel struct offsets from BTF (see `kernel::offsets`).
     pub offsets: Offsets,
+    /// `task_struct.thread.fsbase` from BTF (x86_64); 0: unknown (no Python frames).
+    pub task_fsbase: u32,
 }
 
 /// Outcome of [`Tracer::insert_if_absent`].
@@ -219,6 +219,8 @@ pub struct Tracer {
     live: Map,
     dests: Map,
     last_stack: HashMap<MapData, StackKey, i32>,
+    /// Per Go process: what its origin probes read (see `symbols::golayout`).
+    go_layout: HashMap<MapData, u32, GoLayout>,
     pub stacks: StackTraceMap<MapData>,
     pub losses: PerCpuArray<MapData, u64>,
     /// Held so its fd stays open: programs are loaded (and bound to maps) at attach.
@@ -228,6 +230,11 @@ pub struct Tracer {
     pub events: Option<RingBuf<MapData>>,
     /// Stack copies of processes without frame pointers (see `unwind`).
     pub stack_copies: Option<RingBuf<MapData>>,
+    /// New stacks with runtime frames (see `symbols::runtime_frames`).
+    pub rt_stacks: Option<RingBuf<MapData>>,
+    /// Runtime layouts per process (CPython, HotSpot).
+    py_procs: HashMap<MapData, u32, PyProc>,
+    jvm_procs: HashMap<MapData, u32, JvmProc>,
     /// [0]: bumped after each CONTROL write so the kernel applies it at once.
     control_gen: Array<MapData, u32>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -236,6 +243,8 @@ pub struct Tracer {
     links: Vec<TracePointLink>,
     /// Optional probes that could not be attached, with what is lost.
     pub degraded: Vec<String>,
+    /// Programs the kernel cannot load (see `features`), with the reason: never loaded.
+    left_out: std::collections::BTreeMap<String, String>,
 }
 
 impl Drop for Tracer {
@@ -281,6 +290,7 @@ impl Tracer {
             .override_global(global::STACK_COPY_BYTES, &opts.stack_copy_bytes, true)
             .override_global(global::OFFSETS, &opts.offsets, true)
             .override_global(global::SELF_TGID, &std::process::id(), true)
+            .override_global(global::TASK_FSBASE_OFFSET, &opts.task_fsbase, true)
             .map_max_entries(map::LIVE, opts.max_sockets)
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
@@ -310,6 +320,7 @@ impl Tracer {
         let live = take(&mut bpf, map::LIVE)?;
         let dests = take(&mut bpf, map::DESTS)?;
         let last_stack = HashMap::try_from(take(&mut bpf, "LAST_STACK")?)?;
+        let go_layout = HashMap::try_from(take(&mut bpf, map::GO_LAYOUT)?)?;
         let stacks = StackTraceMap::try_from(take(&mut bpf, map::STACKS)?)?;
         let losses = PerCpuArray::try_from(take(&mut bpf, map::LOSSES)?)?;
         let mut cgroups: Array<MapData, CgroupTarget> =
@@ -322,6 +333,9 @@ impl Tracer {
         let denied = HashMap::try_from(take(&mut bpf, map::DENIED_CGROUPS)?)?;
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
         let stack_copies = RingBuf::try_from(take(&mut bpf, map::STACK_COPIES)?)?;
+        let rt_stacks = RingBuf::try_from(take(&mut bpf, map::RT_STACKS)?)?;
+        let py_procs = HashMap::try_from(take(&mut bpf, map::PY_PROCS)?)?;
+        let jvm_procs = HashMap::try_from(take(&mut bpf, map::JVM_PROCS)?)?;
         let control_gen = Array::try_from(take(&mut bpf, map::CONTROL_GEN)?)?;
         Ok(Tracer {
             bpf,
@@ -335,42 +349,35 @@ impl Tracer {
             live,
             dests,
             last_stack,
+            go_layout,
             stacks,
             losses,
             _cgroups: cgroups,
             denied,
             events: Some(events),
             stack_copies: Some(stack_copies),
+            rt_stacks: Some(rt_stacks),
+            py_procs,
+            jvm_procs,
             control_gen,
             logger,
             tracefs: tracefs.to_path_buf(),
             links: Vec::new(),
             degraded: Vec::new(),
+            left_out: Default::default(),
         })
     }
 
-    /// Attaches every probe. A missing required tracepoint is an error (and `self` dropped by
-    /// the caller detaches what was attached); a missing optional one is a warning.
+    /// Attaches every probe as `hooks::plan` says. A required tracepoint that cannot be used is
+    /// an error (and `self` dropped by the caller detaches what was attached); an optional one
+    /// is a warning naming what is not seen.
     pub fn attach(&mut self) -> Result<()> {
-        let tracefs = self.tracefs.clone();
-        for p in PROBES {
-            if !tracepoint_exists(&tracefs, p) {
-                match p.optional {
-                    None => {
-                        return Err(UserError::MissingTracepoint(format!(
-                            "{}:{}",
-                            p.category, p.name
-                        ))
-                        .into());
-                    }
-                    Some(lost) => {
-                        self.degraded.push(format!(
-                            "tracepoint {}:{} is missing on this kernel: {lost} are not tracked",
-                            p.category, p.name
-                        ));
-                        continue;
-                    }
-                }
+        let plan = crate::kernel::hooks::plan(&crate::kernel::hooks::Mounted(&self.tracefs))?;
+        self.degraded.extend(plan.degraded);
+        for a in plan.attach {
+            let p = a.probe;
+            if self.left_out.contains_key(p.name) {
+                continue;
             }
             let prog: &mut TracePoint = self
                 .bpf
@@ -379,21 +386,27 @@ impl Tracer {
                 .try_into()?;
             let res = prog
                 .load()
-                .and_then(|()| prog.attach(p.category, p.name))
+                .and_then(|()| prog.attach(p.category, a.tracepoint))
                 .and_then(|id| prog.take_link(id));
             match (res, p.optional) {
                 (Ok(link), _) => self.links.push(link),
                 (Err(e), None) => {
                     return Err(anyhow::Error::new(e)
-                        .context(format!("attaching {}:{}", p.category, p.name)));
+                        .context(format!("attaching {}:{}", p.category, a.tracepoint)));
                 }
                 (Err(e), Some(lost)) => self.degraded.push(format!(
                     "could not attach {}:{} ({e}): {lost} are not tracked",
-                    p.category, p.name
+                    p.category, a.tracepoint
                 )),
             }
         }
         Ok(())
+    }
+
+    /// Programs the start-up probes found this kernel cannot load (name -> why): neither
+    /// attached nor loaded on demand.
+    pub fn leave_out(&mut self, programs: std::collections::BTreeMap<String, String>) {
+        self.left_out = programs;
     }
 
     /// Attaches the uprobe program `name` at `offset` in `binary`, firing for process `pid`
@@ -406,6 +419,9 @@ impl Tracer {
         offset: u64,
     ) -> Result<UProbeLink> {
         let pid = std::num::NonZeroU32::new(pid).context("pid 0")?;
+        if let Some(why) = self.left_out.get(name) {
+            anyhow::bail!("{why}");
+        }
         let prog: &mut UProbe = self
             .bpf
             .program_mut(name)
@@ -421,6 +437,18 @@ impl Tracer {
             UProbeScope::OneProcess(pid),
         )?;
         Ok(prog.take_link(id)?)
+    }
+
+    /// Gives the kernel a Go process's layout, before its origin probes are attached.
+    pub fn set_go_layout(&mut self, tgid: u32, layout: &GoLayout) -> Result<()> {
+        self.go_layout
+            .insert(tgid, layout, 0)
+            .with_context(|| format!("writing pid {tgid}'s Go layout"))
+    }
+
+    /// Forgets a Go process's layout (absent is fine).
+    pub fn remove_go_layout(&mut self, tgid: u32) {
+        let _ = self.go_layout.remove(&tgid);
     }
 
     /// Makes `tgid` a target before attach. An existing entry is left alone: the kernel owns it.
@@ -520,6 +548,32 @@ impl Tracer {
             let _ = t.remove(&tgid);
         }
         let _ = self.control.remove(&tgid);
+    }
+
+    /// One target's kernel entry.
+    pub fn target(&self, tgid: u32) -> Option<Target> {
+        let t: HashMap<&MapData, u32, Target> = HashMap::try_from(&self.targets).ok()?;
+        t.get(&tgid, 0).ok()
+    }
+
+    /// RUNTIME FRAMES: a CPython process's layout, for its frames to be walked.
+    pub fn set_python(&mut self, tgid: u32, p: &PyProc) -> Result<()> {
+        self.py_procs
+            .insert(tgid, p, 0)
+            .with_context(|| format!("giving the kernel pid {tgid}'s Python layout"))
+    }
+
+    /// RUNTIME FRAMES: a JVM's layout, for its interpreted frames to be recorded.
+    pub fn set_jvm(&mut self, tgid: u32, p: &JvmProc) -> Result<()> {
+        self.jvm_procs
+            .insert(tgid, p, 0)
+            .with_context(|| format!("giving the kernel pid {tgid}'s JVM layout"))
+    }
+
+    /// Drops a process's runtime layouts (it exited, or its image changed).
+    pub fn forget_runtimes(&mut self, tgid: u32) {
+        let _ = self.py_procs.remove(&tgid);
+        let _ = self.jvm_procs.remove(&tgid);
     }
 
     /// Every target's kernel entry.

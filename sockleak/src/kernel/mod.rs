@@ -5,5 +5,7 @@
 pub mod batch;
 pub mod bpf;
 pub mod clock;
+pub mod features;
+pub mod hooks;
 pub mod offsets;
 pub mod preflight;

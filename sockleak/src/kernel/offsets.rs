@@ -2,8 +2,31 @@
 //! eBPF has no CO-RE, and layouts differ between kernel builds). A group whose members are not
 //! all found is left out, and what depends on it degrades with a warning.
 
-use btf_rs::{Btf, Type};
+use std::{io, os::fd::FromRawFd, path::Path};
+
+use anyhow::{Context, Result};
+use btf_rs::{Backend, Btf, Type};
 use sockleak_common::kernel::{Offsets, have};
+
+/// The kernel's BTF, parsed lazily. Before Linux 6.16, mmap of /sys/kernel/btf/vmlinux fails
+/// with ENODEV (sysfs binary attributes could not be mapped), and a full parse takes seconds in
+/// a debug build; so the file is read into an anonymous memory file and that is mapped: one
+/// copy of a few MB, then lookups as lazy as a direct map, on every kernel.
+pub fn load_btf(path: &Path) -> Result<Btf> {
+    let mut src =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: a valid NUL-terminated name; the returned fd is owned by `mem` below.
+    let fd = unsafe { libc::memfd_create(c"sockleak-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("memfd_create for the kernel BTF");
+    }
+    // SAFETY: fd was just created and nothing else owns it.
+    let mut mem = unsafe { std::fs::File::from_raw_fd(fd) };
+    io::copy(&mut src, &mut mem).with_context(|| format!("reading {}", path.display()))?;
+    // btf-rs maps by path: the memory file's /proc entry opens the same file.
+    Btf::from_file_with_backend(format!("/proc/self/fd/{fd}"), Backend::Mmap)
+        .with_context(|| format!("parsing {}", path.display()))
+}
 
 /// Byte offset of `path` ("a.b": members, descending into named and anonymous struct/union
 /// members) inside struct or union `name`.
@@ -62,6 +85,15 @@ fn strip(btf: &Btf, mut ty: Type) -> Type {
         }
     }
     ty
+}
+
+/// `task_struct.thread.fsbase`: a user thread's fsbase, its `struct pthread` under glibc (what
+/// CPython's frame walk starts from). x86_64 only; None elsewhere or when BTF lacks it.
+pub fn task_fsbase(btf: &Btf) -> Option<u32> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    offset_of(btf, "task_struct", "thread.fsbase")
 }
 
 /// Reads every offset group sockleak uses; `missing` names the groups that could not be found.
@@ -132,7 +164,7 @@ mod tests {
     /// The running kernel's BTF (every machine sockleak runs on has it; no privilege needed).
     #[test]
     fn offsets_of_the_running_kernel() {
-        let btf = Btf::from_file(crate::kernel::preflight::BTF).expect("kernel BTF is readable");
+        let btf = load_btf(Path::new(crate::kernel::preflight::BTF)).expect("kernel BTF loads");
         let (o, missing) = read(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         // Stable facts: the fdtable starts with max_fds; an upid's nr is its first field; the
@@ -146,5 +178,23 @@ mod tests {
         assert_eq!(offset_of(&btf, "no_such_struct", "x"), None);
         // A member inside an anonymous union is found through it.
         assert_eq!(offset_of(&btf, "io_kiocb", "file"), Some(0));
+        // Deep in task_struct (thread is its last member), 8-aligned.
+        let fs = task_fsbase(&btf).expect("x86_64 kernels have thread.fsbase");
+        assert!(fs > 1024 && fs.is_multiple_of(8), "{fs}");
+        // The copy in memory reads as the file does (a full parse of the file as the reference).
+        let full = Btf::from_file(crate::kernel::preflight::BTF).expect("kernel BTF parses");
+        assert_eq!(read(&full), read(&btf));
+    }
+
+    /// A file that cannot be read is an error naming it, not a panic.
+    #[test]
+    fn unreadable_btf_is_named() {
+        let Err(err) = load_btf(Path::new("/nonexistent/vmlinux")) else {
+            panic!("a missing file loaded");
+        };
+        assert!(
+            format!("{err:#}").contains("/nonexistent/vmlinux"),
+            "{err:#}"
+        );
     }
 }

@@ -110,6 +110,28 @@ pub fn raise_memlock() {
     }
 }
 
+/// sockleak keeps a file open per interpreter whose frames it names (`/proc/PID/mem`, bound
+/// to the image it was opened on): with `--all` on a busy host that is many. The soft fd limit
+/// goes up to the hard one.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                debug!(
+                    "could not raise RLIMIT_NOFILE: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,17 +56,34 @@ pub struct Suspect {
     pub state_age_at_least: Vec<String>,
     /// For received sockets: who sent them, where the kernel told (empty otherwise).
     pub senders: Vec<Sender>,
-    /// The first application frame of the stack ("symbol (file:line)"), past the runtime's
-    /// own frames; suspects are grouped by it.
+    /// The first application frame ("symbol (file:line)"), past the runtime's own frames, of
+    /// the origin's stack when there is one (`origin_call`), else of the socket's stack;
+    /// suspects are grouped by it.
     pub call_site: Option<String>,
-    /// Set when the runtime made the socket asynchronously (Go's dial goroutine, a later Node
-    /// tick): no application frame is on the stack, and this says so.
+    /// With an origin: how it was joined, and that the socket itself was made by the runtime
+    /// (on Go's dial goroutine, on a later Node tick). Without one: set when the runtime made
+    /// the socket asynchronously or frames could not be named, saying so.
     pub call_site_note: Option<String>,
-    /// The most frequent stack of this call site, and how many of the sockets have it.
+    /// The most frequent stack of this call site, and how many of the sockets have it: the
+    /// stack the socket was made on (for a joined origin, the runtime's).
     pub stack: Vec<Frame>,
     pub stack_count: u64,
     /// The call site's other stacks (JIT tiers, callers), most frequent first.
     pub other_stacks: Vec<StackCount>,
+    /// Where the user asked for these connections when a runtime made them later (Go's
+    /// net/http, Node's libuv), joined by uprobes; null otherwise.
+    pub origin_call: Option<OriginCall>,
+}
+
+/// The code that asked for a connection a runtime made later on its behalf.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OriginCall {
+    /// How it was joined to the socket: `go-wantconn`, `go-roundtrip` or `node-handle`.
+    pub join: &'static str,
+    /// Its call site (as `Suspect::call_site`); null when its frames could not be named.
+    pub call_site: Option<String>,
+    /// The origin's stack (the most frequent one when the call site has several).
+    pub stack: Vec<Frame>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -94,6 +111,9 @@ pub struct Diagnosis {
     pub fix: String,
     pub call_site: Option<String>,
     pub confidence: Confidence,
+    /// The origin of the suspect the diagnosis is about, when it has one (as
+    /// `Suspect::origin_call`).
+    pub origin_call: Option<OriginCall>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -38,7 +38,8 @@ pub fn snapshot_process(p: &Process) -> SnapshotProcess {
 pub fn process(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> (ProcessReport, Evidence) {
     let alive = p.exited_ns.is_none();
     let walked = walk::sockets(p, facts, ctx);
-    let (suspects, suspect_facts) = suspects::suspects(walked.groups, facts, ctx);
+    let (suspects, suspect_facts) =
+        suspects::suspects(walked.groups, p.meta.origins.as_ref(), facts, ctx);
     let failures = failures::failures(p, facts, ctx);
     let warnings = limits::warnings(p, &failures);
     let mut listening: Vec<String> = walked.listeners.iter().map(|a| a.to_string()).collect();

@@ -100,6 +100,8 @@ fn jit_variants_of_one_call_site_are_one_suspect() {
         module: None,
         file: None,
         line: None,
+        runtime: None,
+        note: None,
     };
     let mut stacks = Stacks::default();
     let site = |id| Site {
@@ -224,6 +226,8 @@ fn named(addr: u64, symbol: &str, file: &str, line: u32) -> crate::symbols::stac
         module: Some("/usr/bin/httpclient".into()),
         file: Some(file.into()),
         line: Some(line),
+        runtime: None,
+        note: None,
     }
 }
 
@@ -472,5 +476,303 @@ fn kubernetes_names_come_from_the_facts_and_head_the_text() {
             p.tgid
         )),
         "{text}"
+    );
+}
+
+/// The Go client of `go_client`, its sockets joined to the requests that asked for them: 30
+/// by the latest request of `main.request` (two callers, so two origin stacks), 10 made before
+/// the probes were attached.
+fn go_client_with_origins() -> (Process, Stacks, Facts) {
+    use sockleak_common::origin::{conn_state, join};
+    let (mut p, mut stacks, facts) = go_client();
+    p.meta.origins = Some(Origins::Joined);
+    let origin = |callers: &[(&str, u32)]| {
+        let mut v = vec![
+            named(0x618580, ROUND_TRIP, "transport.go", 2534),
+            named(
+                0x60cc5a,
+                "net/http.(*Transport).roundTrip",
+                "transport.go",
+                595,
+            ),
+            named(0x6227f9, "main.request", "main.go", 31),
+        ];
+        v.extend(
+            callers
+                .iter()
+                .map(|(f, l)| named(0x6227ff, f, "main.go", *l)),
+        );
+        v
+    };
+    stacks.insert_resolved(7, site(20, 0x60cc5a), origin(&[("main.main", 40)]));
+    stacks.insert_resolved(7, site(21, 0x60cc5a), origin(&[("main.poll", 50)]));
+    for (i, s) in p.sockets.values_mut().enumerate() {
+        if i >= 30 {
+            continue;
+        }
+        s.record.conn.join = join::GO_ROUNDTRIP;
+        s.record.conn.stack_id = if i < 20 { 20 } else { 21 };
+        s.record.conn.caller = 0x60cc5a;
+        s.record.conn.state = conn_state::GO_IDLE;
+    }
+    (p, stacks, facts)
+}
+
+fn site(stack_id: i32, caller: u64) -> Site {
+    Site { stack_id, caller }
+}
+
+use crate::symbols::{callsite::Origins, gohttp::ROUND_TRIP};
+
+#[test]
+fn joined_sockets_are_grouped_by_the_origin_call_site() {
+    let (p, stacks, facts) = go_client_with_origins();
+    let r = process_report(&p, &stacks, &facts);
+    assert_eq!(r.suspects.len(), 2, "{:#?}", r.suspects);
+    let joined = &r.suspects[0];
+    assert_eq!(joined.count, 30);
+    assert_eq!(
+        joined.call_site.as_deref(),
+        Some("main.request (main.go:31)")
+    );
+    assert!(
+        joined
+            .call_site_note
+            .as_deref()
+            .unwrap()
+            .contains("(*persistConn).roundTrip")
+    );
+    let o = joined.origin_call.as_ref().unwrap();
+    assert_eq!(o.join, "go-roundtrip");
+    assert_eq!(o.call_site, joined.call_site);
+    // The most frequent origin stack (20 of the 30), with the caller.
+    assert_eq!(o.stack.last().unwrap().symbol.as_deref(), Some("main.main"));
+    // The socket's own stack stays net/http's dial.
+    assert_eq!(
+        joined.stack.last().unwrap().symbol.as_deref(),
+        Some(crate::symbols::gohttp::DIAL_CONN)
+    );
+    // Made before the probes: not joined, and the report does not pretend.
+    let rest = &r.suspects[1];
+    assert_eq!(rest.count, 10);
+    assert_eq!(rest.call_site, None);
+    assert!(rest.origin_call.is_none());
+    // The diagnosis names the origin and carries it.
+    let d = &r.diagnoses[0];
+    assert_eq!(d.pattern, "go-transport-per-request");
+    let per_suspect: Vec<_> = r
+        .diagnoses
+        .iter()
+        .filter(|d| d.pattern == "go-transport-per-request")
+        .collect();
+    assert_eq!(per_suspect.len(), 2);
+    assert_eq!(d.call_site.as_deref(), Some("main.request (main.go:31)"));
+    assert_eq!(d.origin_call.as_ref(), joined.origin_call.as_ref());
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.starts_with("the requests were sent by main.request (main.go:31)")),
+        "{:#?}",
+        d.evidence
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("30 of them went back to their Transport's idle pool")),
+        "{:#?}",
+        d.evidence
+    );
+    // The text report shows where the requests came from, then where the socket was made.
+    let text = super::text::report(
+        &crate::model::Report {
+            kind: "report",
+            duration_s: 1.0,
+            lost_events: 0,
+            lost: Default::default(),
+            counts_are_lower_bounds: false,
+            unseen_opened: 0,
+            unseen_closed: 0,
+            time_wait: vec![],
+            processes: vec![r.clone()],
+        },
+        5.0,
+    );
+    let requested = text.find("requested at (go-roundtrip):").expect(&text);
+    let made = text.find("socket made on").expect(&text);
+    assert!(requested < made, "{text}");
+    assert!(
+        text.contains("call site: main.request (main.go:31)"),
+        "{text}"
+    );
+    // The JSON contract.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["suspects"][0]["origin_call"]["join"], "go-roundtrip");
+    assert_eq!(
+        json["suspects"][0]["origin_call"]["call_site"],
+        "main.request (main.go:31)"
+    );
+    assert!(json["suspects"][1]["origin_call"].is_null());
+    assert_eq!(
+        json["diagnoses"][0]["origin_call"],
+        json["suspects"][0]["origin_call"]
+    );
+}
+
+#[test]
+fn unjoined_deferred_sockets_say_why() {
+    let (mut p, mut stacks, facts) = go_client();
+    // The dial goroutine's stack, as Go shows it: no application frame.
+    stacks.insert_resolved(
+        7,
+        site(1, 0),
+        vec![
+            named(0x403a2e, "syscall.RawSyscall", "syscall_linux.go", 61),
+            named(
+                0x61313f,
+                crate::symbols::gohttp::DIAL_CONN,
+                "transport.go",
+                1608,
+            ),
+            named(
+                0x610000,
+                "net/http.(*Transport).dialConnFor",
+                "transport.go",
+                1449,
+            ),
+        ],
+    );
+    p.meta.origins = Some(Origins::Unavailable(
+        "uprobes are turned off (--no-uprobes)".into(),
+    ));
+    let r = process_report(&p, &stacks, &facts);
+    let note = r.suspects[0].call_site_note.as_deref().unwrap();
+    assert!(note.contains("goroutine of its own"), "{note}");
+    assert!(
+        note.ends_with("could not join it to that code: uprobes are turned off (--no-uprobes)"),
+        "{note}"
+    );
+    assert!(
+        r.diagnoses[0].evidence.iter().any(
+            |e| e.ends_with("could not be joined to it: uprobes are turned off (--no-uprobes)")
+        ),
+        "{:#?}",
+        r.diagnoses[0].evidence
+    );
+}
+
+#[test]
+fn node_origins_inherit_through_happy_eyeballs_and_unnamed_ones_are_one_group() {
+    use sockleak_common::{origin::join, socket::NO_STACK};
+
+    use crate::symbols::stacks::Frame;
+    let js = |sym: &str| Frame {
+        addr: 0x7f00_0000_1000,
+        symbol: Some(sym.into()),
+        module: None,
+        file: None,
+        line: None,
+        runtime: None,
+        note: None,
+    };
+    let native = |sym: &str| Frame {
+        addr: 0x18b_9f80,
+        symbol: Some(sym.into()),
+        module: Some("/usr/bin/node".into()),
+        file: None,
+        line: None,
+        runtime: None,
+        note: None,
+    };
+    let mut stacks = Stacks::default();
+    // The socket: Node's later tick.
+    stacks.insert_resolved(
+        7,
+        site(1, 0),
+        vec![
+            native("uv__socket"),
+            js("JS:^internalConnect node:net:1038:25"),
+            js("JS:^processTicksAndRejections node:internal/process/task_queues:67:35"),
+        ],
+    );
+    // Handles: the user's, a retry's (Node's own), an interpreted user frame (unnamed).
+    stacks.insert_resolved(
+        7,
+        site(10, 0x1),
+        vec![
+            native("uv_tcp_init"),
+            js("JS:^connect node:net:227:17"),
+            js("JS:^openLeakyConnection /srv/app/leak.js:9:29"),
+        ],
+    );
+    stacks.insert_resolved(
+        7,
+        site(10, 0),
+        vec![
+            native("uv_tcp_init"),
+            js("JS:^openLeakyConnection /srv/app/leak.js:9:29"),
+        ],
+    );
+    stacks.insert_resolved(
+        7,
+        site(11, 0x1),
+        vec![
+            native("uv_tcp_init"),
+            js("JS:^internalConnectMultiple node:net:1106:33"),
+            js("JS:^afterConnectMultiple node:net:1600:30"),
+        ],
+    );
+    for (id, top) in [(12, 0x2), (13, 0x3)] {
+        stacks.insert_resolved(
+            7,
+            site(id, top),
+            vec![
+                native("uv_tcp_init"),
+                js("JS:^Socket.connect node:net:1202:36"),
+                native("Builtins_InterpreterEntryTrampoline"),
+                js("JS:^processTimers node:internal/timers:504:25"),
+            ],
+        );
+    }
+    let mut p = Process::new(7, None, 0);
+    p.exited_ns = Some(100_000_000_000);
+    p.meta.origins = Some(Origins::Joined);
+    let mut fd = 3;
+    let mut add = |n: usize, stack: i32, caller: u64, alt: i32| {
+        for _ in 0..n {
+            let mut s = sock(10_000_000_000, 1, Origin::Socket, 80);
+            s.record.conn.join = join::NODE_HANDLE;
+            s.record.conn.stack_id = stack;
+            s.record.conn.caller = caller;
+            s.record.conn.alt_stack_id = alt;
+            s.record.conn.alt2_stack_id = NO_STACK;
+            p.sockets.insert(fd, s);
+            fd += 1;
+        }
+    };
+    add(40, 10, 0x1, NO_STACK);
+    add(8, 11, 0x1, 10);
+    add(7, 12, 0x2, NO_STACK);
+    add(5, 13, 0x3, NO_STACK);
+    let r = process_report(&p, &stacks, &Facts::default());
+    assert_eq!(r.suspects.len(), 2, "{:#?}", r.suspects);
+    // The retries inherit the connection they replaced: one leak of 48.
+    assert_eq!(r.suspects[0].count, 48);
+    assert_eq!(
+        r.suspects[0].call_site.as_deref(),
+        Some("openLeakyConnection (leak.js:9)")
+    );
+    assert_eq!(
+        r.suspects[0].origin_call.as_ref().unwrap().join,
+        "node-handle"
+    );
+    // Interpreted user frames: one group whatever their stacks, saying which flag names them.
+    assert_eq!(r.suspects[1].count, 12);
+    assert_eq!(r.suspects[1].call_site, None);
+    assert!(
+        r.suspects[1]
+            .call_site_note
+            .as_deref()
+            .unwrap()
+            .contains("--interpreted-frames-native-stack")
     );
 }

@@ -157,15 +157,26 @@ fn suspect(out: &mut String, s: &Suspect) {
             .collect();
         let _ = writeln!(out, "      received from {}", from.join(", "));
     }
+    if let Some(o) = &s.origin_call {
+        let _ = writeln!(out, "      requested at ({}):", o.join);
+        stack(out, &o.stack, "      ");
+    }
     if !s.other_stacks.is_empty() {
         let counts: Vec<String> = s.other_stacks.iter().map(|o| o.count.to_string()).collect();
         let _ = writeln!(
             out,
-            "      stack of {} of them (the call site has {} more stacks, of {} sockets; --format json lists them):",
+            "      {} of {} of them (the call site has {} more stacks, of {} sockets; --format json lists them):",
+            if s.origin_call.is_some() {
+                "socket made on the stack"
+            } else {
+                "stack"
+            },
             s.stack_count,
             s.other_stacks.len(),
             counts.join(", ")
         );
+    } else if s.origin_call.is_some() {
+        let _ = writeln!(out, "      socket made on:");
     }
     stack(out, &s.stack, "      ");
 }

@@ -4,13 +4,42 @@
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use hashbrown::HashMap;
-use sockleak_common::socket::{NO_STACK, Origin, SAMPLED_OUT};
+use sockleak_common::{
+    origin::{conn_state, join},
+    socket::{NO_STACK, Origin, SAMPLED_OUT},
+};
 
 use super::facts::{BuildCtx, Facts};
 use crate::{
     diagnose::SuspectFacts, host::sockdiag::SockInfo, model::names, symbols::stacks::Site,
     tracker::Process,
 };
+
+/// A socket's joined origin (see `sockleak_common::origin`), as a group key: its stack, and
+/// for a Node retry the stacks it may inherit. All NO_STACK and `join::NONE` without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OriginKey {
+    pub join: u8,
+    pub site: Site,
+    pub alt: i32,
+    pub alt2: i32,
+}
+
+impl OriginKey {
+    pub const NONE: OriginKey = OriginKey {
+        join: join::NONE,
+        site: Site {
+            stack_id: NO_STACK,
+            caller: 0,
+        },
+        alt: NO_STACK,
+        alt2: NO_STACK,
+    };
+}
+
+/// Key of a raw group: (address-space pid, the socket's stack, how the fd came to be, its
+/// origin).
+pub type GroupKey = (u32, Site, u8, OriginKey);
 
 /// The stale sockets of one (address-space pid, stack, origin).
 #[derive(Default)]
@@ -70,7 +99,7 @@ impl Group {
 /// What the walk found.
 #[derive(Default)]
 pub struct Walk {
-    pub groups: HashMap<(u32, Site, u8), Group>,
+    pub groups: HashMap<GroupKey, Group>,
     /// TCP states of all live sockets.
     pub tcp_states: BTreeMap<String, u64>,
     /// Addresses the process listens on (TCP), in fd order.
@@ -118,9 +147,23 @@ pub fn sockets(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> Walk {
             let sampled = facts.sampled.get(&(s.stack_pid, site.caller)).copied();
             site.stack_id = ctx.stacks.canonical(sampled.unwrap_or(NO_STACK));
         }
+        let c = &s.record.conn;
+        let origin = if c.join == join::NONE || c.stack_id == NO_STACK {
+            OriginKey::NONE
+        } else {
+            OriginKey {
+                join: c.join,
+                site: Site {
+                    stack_id: ctx.stacks.canonical(c.stack_id),
+                    caller: c.caller,
+                },
+                alt: ctx.stacks.canonical(c.alt_stack_id),
+                alt2: ctx.stacks.canonical(c.alt2_stack_id),
+            }
+        };
         let g = w
             .groups
-            .entry((s.stack_pid, site, s.record.origin))
+            .entry((s.stack_pid, site, s.record.origin, origin))
             .or_default();
         g.count += 1;
         g.oldest_ns = g.oldest_ns.max(age);
@@ -189,6 +232,11 @@ pub fn sockets(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> Walk {
             *g.facts.owners.entry(s.record.owner).or_insert(0) += 1;
         } else {
             g.facts.unowned += 1;
+        }
+        match c.state {
+            conn_state::GO_CHECKED_OUT => g.facts.checked_out += 1,
+            conn_state::GO_IDLE => g.facts.idle_in_pool += 1,
+            _ => {}
         }
         if let Some(i) = info.filter(|i| i.state == Some("ESTABLISHED") && i.rx_queue > 0) {
             g.facts.unread_sockets += 1;

@@ -345,6 +345,7 @@ mod tests {
                 fix: String::new(),
                 call_site: None,
                 confidence: crate::model::Confidence::Certain,
+                origin_call: None,
             }],
             warnings: vec![],
             tcp_states: BTreeMap::from([("ESTABLISHED".to_string(), live)]),
@@ -367,6 +368,7 @@ mod tests {
                 stack: vec![],
                 stack_count: live,
                 other_stacks: vec![],
+                origin_call: None,
             }],
             failures: vec![Failure {
                 syscall: "accept4".into(),

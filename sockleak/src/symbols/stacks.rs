@@ -12,10 +12,15 @@ use blazesym::{
 };
 use hashbrown::HashMap;
 use serde::Serialize;
+use sockleak_common::runtime::is_runtime_id;
 
 use crate::{
-    host::procfs, kernel::bpf::Tracer, symbols::gopclntab::GoTable, symbols::javamap::JavaPerfMaps,
+    host::procfs,
+    kernel::bpf::Tracer,
+    symbols::gopclntab::GoTable,
+    symbols::javamap::JavaPerfMaps,
     symbols::perfmap::PerfMaps,
+    symbols::runtime_frames::{self, JvmRanges, Named},
 };
 
 /// One symbolized frame. Unknown frames keep their address and, when known, their module.
@@ -27,6 +32,14 @@ pub struct Frame {
     pub module: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// Frames named from a runtime's own structures (`runtime_frames`): "python" (`addr` is
+    /// the code object) or "java" (an interpreted method; `addr` is its `Method*`). Absent for
+    /// native frames and JIT frames named by perf maps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+    /// Why a runtime frame has no name, or where a stack was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -65,6 +78,20 @@ pub struct Stacks {
     /// `--java-perfmap`: JVMs asked for a perf map when their frames go unnamed.
     java: JavaPerfMaps,
     perf: PerfMaps,
+    /// RUNTIME FRAMES: stacks with interpreted frames, by their id (see `runtime_frames`).
+    runtime: HashMap<i32, RuntimeStack>,
+    /// JVMs by pid: their stacks are cut at JIT code without frame pointers.
+    jvms: HashMap<u32, JvmRanges>,
+}
+
+/// A stack with runtime frames: its native stack and its named runtime frames.
+#[derive(Debug, Clone)]
+pub struct RuntimeStack {
+    pub native: Site,
+    /// `runtime::kind::*`, `runtime::stack_flag::*`.
+    pub kind: u8,
+    pub flags: u8,
+    pub frames: Vec<Named>,
 }
 
 /// Frame-pointer unwinding skips the caller of a frameless syscall wrapper (glibc's
@@ -95,6 +122,8 @@ impl Stacks {
             go_tables: HashMap::new(),
             raw: HashMap::new(),
             resolved: HashMap::new(),
+            runtime: HashMap::new(),
+            jvms: HashMap::new(),
         }
     }
 }
@@ -114,7 +143,7 @@ const STACK_BOTTOMS: &[&str] = &[
     "runtime.mstart.abi0",
 ];
 
-fn is_bottom(f: &Frame) -> bool {
+pub fn is_bottom(f: &Frame) -> bool {
     f.symbol
         .as_deref()
         .is_some_and(|s| STACK_BOTTOMS.contains(&s) || s.contains("clone"))
@@ -163,21 +192,43 @@ impl Stacks {
         }
     }
 
-    /// Forgets copies no socket or failure refers to any more (`used`: canonical or not).
+    /// Forgets copies and runtime stacks no socket or failure refers to any more (`used`:
+    /// canonical or not).
     pub fn prune_copies(&mut self, used: &hashbrown::HashSet<i32>) {
+        self.runtime.retain(|id, _| used.contains(id));
+        // The native stacks of the runtime stacks kept stay too.
+        let mut used = used.clone();
+        used.extend(self.runtime.values().map(|r| r.native.stack_id));
+        let used = &used;
         self.aliases.retain(|id, _| used.contains(id));
         let kept: hashbrown::HashSet<i32> = self.aliases.values().copied().collect();
         self.interned.retain(|_, c| kept.contains(c));
         self.raw
             .retain(|id, _| !sockleak_common::stack::is_copy_id(*id) || kept.contains(id));
         self.resolved.retain(|(_, s), _| {
-            !sockleak_common::stack::is_copy_id(s.stack_id) || kept.contains(&s.stack_id)
+            let id = s.stack_id;
+            (!sockleak_common::stack::is_copy_id(id) || kept.contains(&id))
+                && (!is_runtime_id(id) || self.runtime.contains_key(&id))
         });
     }
 
-    /// Unwound copies held (for pruning decisions).
+    /// Unwound copies and runtime stacks held (for pruning decisions).
     pub fn copies(&self) -> usize {
-        self.aliases.len()
+        self.aliases.len() + self.runtime.len()
+    }
+
+    /// RUNTIME FRAMES: a new stack with named runtime frames (see `runtime_frames`).
+    pub fn add_runtime(&mut self, id: i32, stack: RuntimeStack) {
+        self.runtime.insert(id, stack);
+    }
+
+    pub fn has_runtime(&self, id: i32) -> bool {
+        self.runtime.contains_key(&id)
+    }
+
+    /// A JVM's code regions: its stacks are cut where JIT code hides the frame pointer.
+    pub fn set_jvm(&mut self, pid: u32, r: JvmRanges) {
+        self.jvms.insert(pid, r);
     }
 
     pub fn is_resolved(&self, pid: u32, site: Site) -> bool {
@@ -187,10 +238,45 @@ impl Stacks {
     /// Symbolizes the given stacks of process `pid` that are not symbolized yet, in one batch.
     /// Call while the process is alive: its mappings are read from /proc.
     pub fn resolve(&mut self, tracer: &Tracer, pid: u32, sites: impl IntoIterator<Item = Site>) {
-        let todo: BTreeSet<Site> = sites
+        let mut todo: BTreeSet<Site> = sites
             .into_iter()
             .filter(|s| !self.is_resolved(pid, *s))
             .collect();
+        // RUNTIME FRAMES: a runtime stack is its native stack, resolved, with its frames.
+        let rt: Vec<Site> = todo
+            .iter()
+            .filter(|s| is_runtime_id(s.stack_id))
+            .copied()
+            .collect();
+        todo.retain(|s| !is_runtime_id(s.stack_id));
+        todo.extend(
+            rt.iter()
+                .filter_map(|s| self.runtime.get(&s.stack_id))
+                .map(|r| r.native)
+                .filter(|n| !self.is_resolved(pid, *n)),
+        );
+        self.resolve_native(tracer, pid, todo);
+        for site in rt {
+            if let Some(frames) = self.runtime_frames(pid, site) {
+                self.resolved.insert((pid, site), frames);
+            }
+        }
+    }
+
+    /// A runtime stack's frames: its native stack (resolved or bare) merged with its runtime
+    /// frames. None for an id not received.
+    fn runtime_frames(&self, pid: u32, site: Site) -> Option<Vec<Frame>> {
+        let r = self.runtime.get(&site.stack_id)?;
+        let native = self.frames(pid, r.native);
+        Some(runtime_frames::merge(
+            r.kind,
+            &native,
+            r.frames.clone(),
+            r.flags,
+        ))
+    }
+
+    fn resolve_native(&mut self, tracer: &Tracer, pid: u32, todo: BTreeSet<Site>) {
         if todo.is_empty() {
             return;
         }
@@ -238,6 +324,9 @@ impl Stacks {
         }
         for ((site, _), mut frames) in stacks.into_iter().zip(named) {
             cut_after_bottom(&mut frames);
+            if let Some(r) = self.jvms.get(&pid) {
+                runtime_frames::cut_at_jit(&mut frames, r);
+            }
             self.resolved.insert((pid, site), frames);
         }
     }
@@ -271,8 +360,15 @@ impl Stacks {
                         let addr = addrs[k];
                         k += 1;
                         let mut f = to_frame(*ip, sym, maps);
-                        if f.symbol.is_none() {
-                            f.symbol = go_name(&mut self.go_tables, pid, maps, addr);
+                        if f.symbol.is_none()
+                            && let Some((name, line)) =
+                                go_name(&mut self.go_tables, pid, maps, addr)
+                        {
+                            f.symbol = Some(name);
+                            if let Some((file, line)) = line {
+                                f.file = Some(file);
+                                f.line = Some(line);
+                            }
                         }
                         f
                     })
@@ -313,10 +409,11 @@ impl Stacks {
         self.resolved.insert((pid, site), frames);
     }
 
-    /// Forgets a process's runtime state (its perf map requests).
+    /// Forgets a process's runtime state (its perf map requests, its JVM regions).
     pub fn forget_runtime(&mut self, pid: u32) {
         self.java.forget(pid);
         self.perf.forget(pid);
+        self.jvms.remove(&pid);
     }
 
     /// Frames of a stack: symbolized if resolved, else bare addresses.
@@ -326,6 +423,9 @@ impl Stacks {
         }
         if let Some(f) = self.resolved.get(&(pid, site)) {
             return f.clone();
+        }
+        if is_runtime_id(site.stack_id) {
+            return self.runtime_frames(pid, site).unwrap_or_default();
         }
         self.raw
             .get(&site.stack_id)
@@ -340,20 +440,26 @@ impl Stacks {
 
     /// Bare addresses of a stack fetched from the kernel, for processes already gone.
     pub fn fetch_raw(&mut self, tracer: &Tracer, id: i32) {
-        if id >= 0 && !sockleak_common::stack::is_copy_id(id) && !self.raw.contains_key(&id) {
+        let id = self.runtime.get(&id).map_or(id, |r| r.native.stack_id);
+        if id >= 0
+            && !sockleak_common::stack::is_copy_id(id)
+            && !is_runtime_id(id)
+            && !self.raw.contains_key(&id)
+        {
             self.raw.insert(id, tracer.stack(id).unwrap_or_default());
         }
     }
 }
 
 /// Names a frame of a stripped Go binary from its `.gopclntab` (blazesym reads ELF symbols and
-/// DWARF, which `-ldflags=-s -w` removes).
+/// DWARF, which `-ldflags=-s -w` removes): its function, and its source file and line as Go's
+/// own tracebacks give them.
 fn go_name(
     tables: &mut HashMap<(u64, u64), Option<GoTable>>,
     pid: u32,
     maps: &[procfs::Mapping],
     addr: u64,
-) -> Option<String> {
+) -> Option<(String, Option<(String, u32)>)> {
     use std::os::unix::fs::MetadataExt;
     let m = maps
         .iter()
@@ -364,8 +470,13 @@ fn go_name(
     let table = tables
         .entry((md.dev(), md.ino()))
         .or_insert_with(|| GoTable::read(&file));
-    let (_, name) = table.as_ref()?.at_file_offset(addr - m.start + m.offset)?;
-    Some(name.to_string())
+    let table = table.as_ref()?;
+    let off = addr - m.start + m.offset;
+    let (_, name) = table.at_file_offset(off)?;
+    let line = table
+        .line_at_file_offset(off)
+        .map(|(f, l)| (f.to_string(), l));
+    Some((name.to_string(), line))
 }
 
 fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> Frame {
@@ -386,6 +497,8 @@ fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> 
                     .or(module),
                 file,
                 line,
+                runtime: None,
+                note: None,
             }
         }
         _ => Frame {
@@ -394,6 +507,8 @@ fn to_frame(ip: u64, sym: Option<&Symbolized<'_>>, maps: &[procfs::Mapping]) -> 
             module,
             file: None,
             line: None,
+            runtime: None,
+            note: None,
         },
     }
 }
@@ -409,6 +524,8 @@ mod tests {
             module: Some(module.into()),
             file: file.map(Into::into),
             line,
+            runtime: None,
+            note: None,
         }
     }
 
@@ -438,6 +555,8 @@ mod tests {
             module: None,
             file: None,
             line: None,
+            runtime: None,
+            note: None,
         });
         assert!(!truncated(&junk));
         cut_after_bottom(&mut junk);
@@ -472,6 +591,54 @@ mod tests {
             3
         );
         assert!(!s.has_copy(base + 3));
+    }
+
+    #[test]
+    fn runtime_stacks_merge_with_their_native_stack_and_are_pruned_with_it() {
+        use sockleak_common::runtime::{RT_ID_BASE, kind};
+        let mut s = Stacks::default();
+        let copy = sockleak_common::stack::COPY_ID_BASE + 1;
+        s.add_copy(7, copy, vec![0x10, 0x20]);
+        let py = |name: &str, entry: bool| Named {
+            frame: Frame {
+                addr: 0x99,
+                symbol: Some(name.into()),
+                module: None,
+                file: Some("/app.py".into()),
+                line: Some(4),
+                runtime: Some("python"),
+                note: None,
+            },
+            entry,
+            at: 0,
+        };
+        let rt = RT_ID_BASE + 3;
+        s.add_runtime(
+            rt,
+            RuntimeStack {
+                native: Site {
+                    stack_id: copy,
+                    caller: 0,
+                },
+                kind: kind::PYTHON,
+                flags: 0,
+                frames: vec![py("leak", false), py("main", true)],
+            },
+        );
+        let site = Site {
+            stack_id: rt,
+            caller: 0,
+        };
+        // Not resolved (the process is gone): bare native frames, then its Python frames.
+        let f = s.frames(7, site);
+        let names: Vec<_> = f.iter().map(|f| f.symbol.as_deref()).collect();
+        assert_eq!(names, [None, None, Some("leak"), Some("main")]);
+        // A reference to the runtime stack keeps its native copy.
+        s.prune_copies(&[rt].into_iter().collect());
+        assert!(s.has_runtime(rt) && s.has_copy(copy));
+        s.prune_copies(&hashbrown::HashSet::new());
+        assert!(!s.has_runtime(rt) && !s.has_copy(copy));
+        assert!(s.frames(7, site).is_empty());
     }
 
     #[test]

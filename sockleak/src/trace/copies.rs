@@ -48,7 +48,7 @@ impl Session {
         self.tracer.stack_copies = Some(ring);
     }
 
-    /// Drops unwound copies no socket or failure refers to any more.
+    /// Drops unwound copies and runtime stacks no socket or failure refers to any more.
     pub(super) fn prune_copies(&mut self) {
         if self.stacks.copies() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
             return;
@@ -61,10 +61,13 @@ impl Session {
             .flat_map(|p| {
                 p.sockets
                     .values()
-                    .map(|s| s.record.stack_id)
+                    .flat_map(|s| [s.record.stack_id, s.record.conn.stack_id])
                     .chain(p.failures.keys().map(|k| k.site.stack_id))
             })
-            .filter(|id| sockleak_common::stack::is_copy_id(*id))
+            .filter(|id| {
+                sockleak_common::stack::is_copy_id(*id)
+                    || sockleak_common::runtime::is_runtime_id(*id)
+            })
             .collect();
         self.stacks.prune_copies(&used);
         self.copies_at_prune = self.stacks.copies();

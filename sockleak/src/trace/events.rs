@@ -3,7 +3,7 @@
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
-use sockleak_common::{event::Event, stack::is_copy_id};
+use sockleak_common::{event::Event, runtime::is_runtime_id, stack::is_copy_id};
 
 use super::{Session, mono_ns};
 use crate::{
@@ -21,8 +21,10 @@ const FAILURE_STREAM_NS: u64 = 1_000_000_000;
 
 impl Session {
     pub(super) fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        // Copies first: an event's stack copy was submitted before the event.
+        // Copies first: an event's stack copy was submitted before the event; then runtime
+        // stacks (which may refer to copies).
         self.drain_copies();
+        self.drain_runtime_stacks();
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
@@ -32,6 +34,9 @@ impl Session {
                     let id = ev.record.stack_id;
                     if is_copy_id(id) && !self.stacks.has_copy(id) {
                         self.drain_copies();
+                    }
+                    if is_runtime_id(id) && !self.stacks.has_runtime(id) {
+                        self.drain_runtime_stacks();
                     }
                     ev.record.stack_id = self.stacks.canonical(id);
                     self.tracker.apply(&ev, kind, &mut actions);
@@ -117,7 +122,15 @@ impl Session {
                     let ids: Vec<i32> = p
                         .sockets
                         .values()
-                        .map(|s| s.record.stack_id)
+                        .flat_map(|s| {
+                            let c = &s.record.conn;
+                            [
+                                s.record.stack_id,
+                                c.stack_id,
+                                c.alt_stack_id,
+                                c.alt2_stack_id,
+                            ]
+                        })
                         .chain(p.failures.keys().map(|k| k.site.stack_id))
                         .collect();
                     for id in ids {

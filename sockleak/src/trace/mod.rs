@@ -13,6 +13,7 @@ mod kube;
 mod present;
 mod reconcile;
 mod refresh;
+mod rtstacks;
 mod runtime;
 mod seed;
 mod sync;
@@ -31,8 +32,8 @@ use tokio::{
 
 use crate::{
     config::Config, error::UserError, host::cgroup, host::procfs, host::tcp_ages::StateAges,
-    kernel::bpf::Tracer, kernel::offsets, kernel::preflight, serve, symbols::stacks::Stacks,
-    tracker::Tracker,
+    kernel::bpf::Tracer, kernel::features, kernel::offsets, kernel::preflight, serve,
+    symbols::stacks::Stacks, tracker::Tracker,
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
@@ -73,6 +74,8 @@ pub struct Session {
     events_seen: u64,
     /// Uprobes on traced Go HTTP clients.
     go: crate::symbols::gohttp::GoProbes,
+    /// Uprobes on traced node processes' libuv.
+    node: crate::symbols::nodeuv::NodeProbes,
     /// Seeded processes to make ACTIVE once the ring is drained (see `activate_later`).
     seeded: Vec<(u32, runtime::Setup)>,
     /// DWARF unwinding of stack copies.
@@ -83,6 +86,8 @@ pub struct Session {
     dwarf_switches: usize,
     /// Kubernetes names and filters.
     kube: kube::Kube,
+    /// RUNTIME FRAMES: what names each process's interpreted frames.
+    walks: runtime::FrameWalks,
 }
 
 struct Signals {
@@ -96,10 +101,14 @@ pub fn run(mut cfg: Config) -> Result<()> {
     preflight::check_btf(Path::new(preflight::BTF))?;
     let tracefs = preflight::ensure_tracefs()?;
     preflight::raise_memlock();
+    preflight::raise_nofile();
     if let Some(out) = &cfg.output {
         check_output_path(out)?;
     }
-    let degraded = load_offsets(&mut cfg);
+    // Before anything is loaded: a kernel that lacks what the programs need is one line.
+    let left_out = features::check(crate::kernel::bpf::object())?;
+    let mut degraded = load_offsets(&mut cfg);
+    degraded.extend(left_out.values().cloned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -115,24 +124,25 @@ pub fn run(mut cfg: Config) -> Result<()> {
         if cfg.load.cgroups.len() > sockleak_common::target::MAX_CGROUPS as usize {
             return Err(UserError::TooManyCgroups(sockleak_common::target::MAX_CGROUPS).into());
         }
-        let mut session = Session::start(cfg, &tracefs, degraded, kube)?;
+        let mut session = Session::start(cfg, &tracefs, degraded, left_out, kube)?;
         session.run(signals).await
     })
 }
 
 /// Kernel struct offsets from BTF; what cannot be found degrades with a warning.
 fn load_offsets(cfg: &mut Config) -> Vec<String> {
-    match btf_rs::Btf::from_file_with_backend(preflight::BTF, btf_rs::Backend::Mmap) {
+    match offsets::load_btf(Path::new(preflight::BTF)) {
         Ok(btf) => {
             let (o, missing) = offsets::read(&btf);
             cfg.load.offsets = o;
+            cfg.load.task_fsbase = offsets::task_fsbase(&btf).unwrap_or(0);
             missing
                 .into_iter()
                 .map(|m| format!("kernel BTF lacks {m}: sockets passed that way are found only by reconciliation"))
                 .collect()
         }
         Err(e) => vec![format!(
-            "cannot parse kernel BTF ({e}): received and io_uring sockets are found only by reconciliation"
+            "cannot parse kernel BTF ({e:#}): received and io_uring sockets are found only by reconciliation"
         )],
     }
 }
@@ -162,9 +172,11 @@ impl Session {
         cfg: Config,
         tracefs: &Path,
         degraded: Vec<String>,
+        left_out: std::collections::BTreeMap<String, String>,
         kube: kube::Kube,
     ) -> Result<Session> {
         let mut tracer = Tracer::load(&cfg.load, tracefs)?;
+        tracer.leave_out(left_out);
         for id in kube.denied() {
             if !tracer.deny_cgroup(id) {
                 warn!(
@@ -212,11 +224,13 @@ impl Session {
             closed: false,
             events_seen: 0,
             go: crate::symbols::gohttp::GoProbes::new(uprobes),
+            node: crate::symbols::nodeuv::NodeProbes::new(uprobes),
             seeded: Vec::new(),
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
             kube,
+            walks: runtime::FrameWalks::default(),
         };
         let mut alive = 0;
         for pid in initial {

@@ -44,11 +44,24 @@ pub fn json_line<T: serde::Serialize>(v: &T) -> String {
     s
 }
 
-/// (address-space pid, call site) of every stack a process's report may show.
+/// (address-space pid, call site) of every stack a process's report may show: sockets',
+/// their origins' (see `report::walk::OriginKey`) and failures'.
 fn stack_sites<'a>(p: &'a Process, stacks: &'a Stacks) -> impl Iterator<Item = (u32, Site)> + 'a {
+    let site = |stack_id: i32, caller: u64| Site {
+        stack_id: stacks.canonical(stack_id),
+        caller,
+    };
     p.sockets
         .values()
-        .map(|s| (s.stack_pid, stacks.site(&s.record)))
+        .flat_map(move |s| {
+            let c = &s.record.conn;
+            [
+                (s.stack_pid, stacks.site(&s.record)),
+                (s.stack_pid, site(c.stack_id, c.caller)),
+                (s.stack_pid, site(c.alt_stack_id, 0)),
+                (s.stack_pid, site(c.alt2_stack_id, 0)),
+            ]
+        })
         .chain(p.failures.keys().map(move |k| (p.tgid, k.site)))
         .filter(|(_, s)| s.stack_id >= 0)
 }
@@ -66,6 +79,7 @@ impl Session {
         self.refresh_changed(now);
         self.reconcile();
         self.poll_states(now);
+        self.watch_runtimes();
         self.resolve_stacks();
         self.prune_copies();
         self.tracer.flush_logs();

@@ -29,6 +29,23 @@ pub fn require_bpf() -> bool {
     false
 }
 
+/// How much slower than a developer's host the machine under test runs:
+/// `SOCKLEAK_TEST_TIME_SCALE` (`cargo xtask vmtest` sets it for kernels under emulation).
+/// It stretches the harness's waits (attach, replies, log lines), never what a test expects
+/// of sockleak on a normal machine.
+pub fn time_scale() -> f64 {
+    std::env::var("SOCKLEAK_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// A wait of the harness, stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d.mul_f64(time_scale())
+}
+
 pub fn sockleak_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sockleak"))
 }
@@ -47,32 +64,58 @@ pub fn build_c_with(name: &str, libs: &[&str]) -> PathBuf {
     build_c_opts(name, &["-g", "-O0", "-fno-omit-frame-pointer"], libs)
 }
 
+/// Where built workloads are kept, named by a hash of what went into them: a test run reuses
+/// what an earlier run (or another test binary, or the host before a VM run) built.
+fn workload_cache() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn content_key(parts: &[&[u8]]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Builds `out` with `build` (given a temporary path) unless it exists; the rename makes a
+/// concurrent build of the same key harmless.
+fn build_once(out: &Path, build: impl FnOnce(&Path)) {
+    if out.exists() {
+        return;
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    build(&tmp);
+    std::fs::rename(&tmp, out).unwrap();
+}
+
 /// Compiles a C workload with the given compiler flags (each set of flags its own binary).
 pub fn build_c_opts(name: &str, cflags: &[&str], libs: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
         .join(format!("{name}.c"));
-    let variant: String = cflags
-        .concat()
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .collect();
-    let out = std::env::temp_dir().join(format!(
-        "sockleak-test-{name}-{variant}-{}",
-        std::process::id()
-    ));
-    if !out.exists() {
+    let code = std::fs::read(&src).unwrap();
+    let key = content_key(&[
+        &code,
+        cflags.join(" ").as_bytes(),
+        libs.join(" ").as_bytes(),
+    ]);
+    let out = workload_cache().join(format!("{name}-{key}"));
+    build_once(&out, |tmp| {
         let st = Command::new("gcc")
             .args(cflags)
             .arg("-o")
-            .arg(&out)
+            .arg(tmp)
             .arg(&src)
             .args(libs)
             .status()
             .expect("gcc runs");
         assert!(st.success(), "compiling {}", src.display());
-    }
+    });
     out
 }
 
@@ -84,6 +127,24 @@ pub fn build_go(name: &str) -> PathBuf {
 /// Builds a Go workload with extra `go build` flags (e.g. `-ldflags=-s -w` for a stripped
 /// binary, as production images often are).
 pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
+    build_go_using(Path::new("go"), name, flags)
+}
+
+/// A Go toolchain of a given minor version, as Debian installs it (`cargo xtask test` installs
+/// go1.19, Debian's golang-go, and go1.23 from bookworm-backports).
+pub fn go_toolchain(minor: u32) -> PathBuf {
+    let go = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
+    assert!(
+        go.exists(),
+        "{} is missing: cargo xtask test installs golang-1.{minor}-go",
+        go.display()
+    );
+    go
+}
+
+/// Builds a Go workload with a given toolchain and `go build` flags; each (toolchain, flags)
+/// is a binary of its own.
+pub fn build_go_using(go: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/workloads")
@@ -91,24 +152,46 @@ pub fn build_go_with(name: &str, flags: &[&str]) -> PathBuf {
     // Under target/: the Go build cache survives between runs (net/http is slow to build).
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
     std::fs::create_dir_all(&dir).unwrap();
-    let variant = if flags.is_empty() { "" } else { "-flags" };
-    let out = dir.join(format!("{name}{variant}-{}", std::process::id()));
-    if !out.exists() {
-        let st = Command::new("go")
+    let code = std::fs::read(&src).unwrap();
+    let key = content_key(&[
+        &code,
+        go.as_os_str().as_encoded_bytes(),
+        flags.join(" ").as_bytes(),
+    ]);
+    let out = workload_cache().join(format!("{name}-go-{key}"));
+    build_once(&out, |tmp| {
+        let st = Command::new(go)
             .arg("build")
             .args(flags)
             .arg("-o")
-            .arg(&out)
+            .arg(tmp)
             .arg(&src)
             .env("GOCACHE", dir.join("cache"))
             .env("GOPATH", dir.join("gopath"))
             .env("GO111MODULE", "off")
             .env("GOFLAGS", "")
+            .env("GOTOOLCHAIN", "local")
             .status()
             .expect("go runs (golang-go; cargo xtask test installs it)");
         assert!(st.success(), "building {}", src.display());
-    }
+    });
     out
+}
+
+/// The line of a workload's source that holds `marker` (1-based): where a test expects a
+/// call site.
+pub fn source_line(file: &str, marker: &str) -> u32 {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/workloads")
+            .join(file),
+    )
+    .unwrap();
+    let i = src
+        .lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no `{marker}` in {file}"));
+    i as u32 + 1
 }
 
 /// A line-oriented child: commands on stdin, replies on stdout (read by a thread so waits can
@@ -155,7 +238,7 @@ impl Workload {
 
     /// Waits for a line starting with `prefix` and returns the rest.
     pub fn expect(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
@@ -258,7 +341,7 @@ impl Trace {
             rx
         };
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + scaled(Duration::from_secs(60));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match stderr_lines.recv_timeout(left) {
@@ -303,7 +386,7 @@ impl Trace {
 
     /// Waits for a stderr line containing `marker` and returns it.
     pub fn wait_log(&self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while Instant::now() < deadline {
             if let Some(l) = self
                 .stderr
@@ -338,7 +421,7 @@ impl Trace {
             self.stderr.lock().unwrap()
         );
         let mut out = String::new();
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+        while let Ok(line) = self.stdout.recv_timeout(scaled(Duration::from_secs(5))) {
             out.push_str(&line);
             out.push('\n');
         }
@@ -362,7 +445,7 @@ impl Trace {
             self.stderr.lock().unwrap()
         );
         let mut report = None;
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+        while let Ok(line) = self.stdout.recv_timeout(scaled(Duration::from_secs(5))) {
             let v: Value = serde_json::from_str(&line).expect("JSON line");
             if v["type"] == "report" {
                 report = Some(v);
@@ -375,7 +458,7 @@ impl Trace {
     pub fn next_line(&mut self) -> Value {
         let line = self
             .stdout
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(scaled(Duration::from_secs(30)))
             .expect("a JSON line");
         serde_json::from_str(&line).expect("JSON line")
     }
@@ -385,7 +468,7 @@ impl Trace {
         loop {
             let line = self
                 .stdout
-                .recv_timeout(Duration::from_secs(30))
+                .recv_timeout(scaled(Duration::from_secs(30)))
                 .expect("a snapshot line");
             let v: Value = serde_json::from_str(&line).expect("JSON line");
             if v["type"] == "snapshot" {
