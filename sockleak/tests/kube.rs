@@ -575,6 +575,19 @@ fn metrics(port: u16) -> String {
     }
 }
 
+/// Scrapes /metrics until `done` holds (or a deadline passes: the last scrape then shows
+/// what was wrong in the assertions that follow).
+fn metrics_until(port: u16, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(15));
+    loop {
+        let m = metrics(port);
+        if done(&m) || Instant::now() > deadline {
+            return m;
+        }
+        sleep_ms(200);
+    }
+}
+
 /// The value of the first sample of `name` whose labels contain every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
@@ -684,7 +697,7 @@ fn kubernetes_pods_through_the_cri() {
         "--min-age",
         "0",
     ]);
-    sleep_ms(1500);
+    sleep_ms(1500); // a few syncs
     let truth = proc_socket_fds(leaky).len() as u64;
     let report = tr.stop();
     assert_eq!(pids_in(&report), vec![u64::from(leaky)], "{report}");
@@ -769,9 +782,13 @@ fn kubernetes_pods_through_the_cri() {
     wait_sockets(late, 21);
     wait_sockets(other, 7);
     wait_sockets(slow, 21);
-    sleep_ms(2500); // a sync, a listing for the new ids, another sync
-    let m = metrics(port);
+    // A sync, a listing for the new ids, another sync.
     let late_labels = ["namespace=\"team-a\"", "pod=\"late\"", "container=\"app\""];
+    let m = metrics_until(port, |m| {
+        sample(m, "sockleak_live_sockets", &late_labels) == Some(21.0)
+            && sample(m, "sockleak_live_sockets", &["pod=\"slow\""]) == Some(21.0)
+            && !m.contains("team-b")
+    });
     assert_eq!(
         sample(&m, "sockleak_live_sockets", &late_labels),
         Some(21.0),
@@ -849,8 +866,12 @@ fn kubernetes_pods_through_the_cri() {
         "--metrics-labels",
         "namespace,container,comm",
     ]);
-    sleep_ms(1500);
-    let m = metrics(port);
+    let team_a = ["namespace=\"team-a\",container=\"app\",comm=\"leaky\""];
+    let team_b = ["namespace=\"team-b\",container=\"app\",comm=\"leaky\""];
+    let m = metrics_until(port, |m| {
+        sample(m, "sockleak_live_sockets", &team_a) == Some(83.0)
+            && sample(m, "sockleak_live_sockets", &team_b) == Some(18.0)
+    });
     // team-a's three app containers (leaky 41, late 21, slow 21) are one series.
     assert_eq!(
         sample(
