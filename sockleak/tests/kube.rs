@@ -337,7 +337,11 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // The runtime may have been stopped by a failed test: the pods are removed through it.
+        // The runtime may have been frozen or stopped by a failed test: the pods are removed
+        // through it.
+        if let Some(c) = &self.containerd {
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        }
         if self.containerd.is_none() {
             self.run_containerd_quietly();
         }
@@ -892,7 +896,29 @@ fn kubernetes_pods_through_the_cri() {
         "{m}"
     );
     assert!(!m.contains("pod=\""), "{m}");
-    let _ = tr.stop_output();
+
+    // A runtime that hangs (frozen: it accepts, never answers) holds only its own calls, up
+    // to their deadline: the session goes on answering scrapes meanwhile.
+    let containerd = node.containerd.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(containerd, libc::SIGSTOP) };
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(7) {
+        let t = Instant::now();
+        let m = metrics(port);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a scrape took {:?} while the runtime hangs",
+            t.elapsed()
+        );
+        assert_eq!(sample(&m, "sockleak_live_sockets", &team_a), Some(83.0));
+        sleep_ms(300);
+    }
+    let warned = tr.wait_log("the CRI runtime stopped answering");
+    assert!(warned.contains("no answer to"), "{warned}");
+    unsafe { libc::kill(containerd, libc::SIGCONT) };
+    tr.wait_log("answers again");
+    let (_, err) = tr.stop_output();
+    assert_eq!(err.matches("stopped answering").count(), 1, "{err}");
     eprintln!("kubernetes scenario done in {:?}", t0.elapsed());
 }
 

@@ -21,7 +21,7 @@ use std::{
 
 use log::{info, warn};
 use sockleak_common::target::{CgroupTarget, cgroup_flag};
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
 use super::Session;
 use crate::{
@@ -31,7 +31,7 @@ use crate::{
         cgroup::{self, Cgroup},
         cri::{
             client::{CriError, Runtime},
-            pods::{self, Filter, Index, Names},
+            pods::{self, Filter, Index, Listing, Names},
         },
         procfs,
     },
@@ -64,10 +64,55 @@ fn resolve(path: &str) -> Option<Cgroup> {
     cgroup::resolve_path(Path::new(path.trim_start_matches('/'))).ok()
 }
 
-pub struct Kube {
+/// What a listing of the runtime came to.
+pub enum Answer {
+    Listed(PathBuf, Listing),
+    Failed(CriError),
+    /// No runtime was found (said at start).
+    Absent,
+}
+
+/// The runtime's client, on a task of its own: a runtime that hangs holds its own calls (up
+/// to their deadline), never the session's event loop.
+struct Lister {
     /// `--cri-socket`.
     socket: Option<PathBuf>,
     runtime: Option<Runtime>,
+}
+
+impl Lister {
+    async fn answer(&mut self) -> Answer {
+        if self.runtime.is_none() {
+            match Runtime::find(self.socket.as_deref()).await {
+                Ok(rt) => self.runtime = Some(rt),
+                Err(_) => return Answer::Absent,
+            }
+        }
+        let Some(rt) = self.runtime.as_mut() else {
+            return Answer::Absent;
+        };
+        match rt.list().await {
+            Ok(l) => Answer::Listed(rt.path.clone(), l),
+            Err(e) => Answer::Failed(e),
+        }
+    }
+}
+
+/// The next answer of the lister task (never, when there is none).
+pub async fn next_answer(rx: &mut Option<mpsc::Receiver<Answer>>) -> Option<Answer> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub struct Kube {
+    /// Until `spawn` moves it onto its task.
+    lister: Option<Lister>,
+    /// Asks the lister task for a listing.
+    requests: Option<mpsc::Sender<()>>,
+    /// A listing was asked for and has not come back.
+    in_flight: bool,
     index: Index,
     filter: Option<Filter>,
     /// The FILTERED cgroup targets (the runtime's pods roots).
@@ -98,9 +143,14 @@ impl Kube {
     /// that cannot work (no runtime, nothing matches) or a `--cri-socket` that is no CRI
     /// runtime's.
     pub async fn start(opts: &KubeOptions) -> Result<Kube, UserError> {
-        let mut k = Kube {
+        let mut lister = Lister {
             socket: opts.socket.clone(),
             runtime: None,
+        };
+        let mut k = Kube {
+            lister: None,
+            requests: None,
+            in_flight: false,
             index: Index::default(),
             filter: opts.filter.clone(),
             roots: Vec::new(),
@@ -119,11 +169,12 @@ impl Kube {
             Ok(mut rt) => {
                 let l = rt.list().await;
                 info!("CRI runtime {}: {}", rt.path.display(), rt.describe);
-                k.runtime = Some(rt);
+                lister.runtime = Some(rt);
                 l
             }
             Err(e) => Err(e),
         };
+        k.lister = Some(lister);
         k.last_list = Some(Instant::now());
         let listing = match (listing, &k.filter) {
             (Ok(l), _) => l,
@@ -259,25 +310,47 @@ impl Kube {
         since >= self.resync || (self.want_list && since >= MIN_GAP)
     }
 
-    /// Lists the runtime again; says once when it stops answering and when it is back.
-    async fn relist(&mut self) -> bool {
-        self.want_list = false;
-        self.last_list = Some(Instant::now());
-        if self.runtime.is_none() {
-            match Runtime::find(self.socket.as_deref()).await {
-                Ok(rt) => self.runtime = Some(rt),
-                Err(_) => return false, // absence was said at start
+    /// Starts the lister task (inside the session's runtime); its answers come on the
+    /// returned receiver.
+    pub fn spawn(&mut self) -> Option<mpsc::Receiver<Answer>> {
+        let mut lister = self.lister.take()?;
+        let (req_tx, mut req_rx) = mpsc::channel::<()>(1);
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while req_rx.recv().await.is_some() {
+                if tx.send(lister.answer().await).await.is_err() {
+                    break;
+                }
             }
+        });
+        self.requests = Some(req_tx);
+        Some(rx)
+    }
+
+    /// Asks for a listing when one is due and none is under way.
+    fn ask(&mut self) {
+        if self.in_flight || !self.due() {
+            return;
         }
-        let Some(rt) = self.runtime.as_mut() else {
-            return false;
-        };
-        match rt.list().await {
-            Ok(l) => {
+        if let Some(r) = &self.requests
+            && r.try_send(()).is_ok()
+        {
+            self.in_flight = true;
+            self.want_list = false;
+            self.last_list = Some(Instant::now());
+        }
+    }
+
+    /// Takes a listing's answer; says once when the runtime stops answering and when it is
+    /// back. True when there is a new listing.
+    fn listed(&mut self, a: Answer) -> bool {
+        self.in_flight = false;
+        match a {
+            Answer::Listed(path, l) => {
                 if self.down {
                     info!(
                         "CRI runtime {} answers again: Kubernetes names are back",
-                        rt.path.display()
+                        path.display()
                     );
                     self.down = false;
                 }
@@ -285,7 +358,7 @@ impl Kube {
                 self.unknown.retain(|id| self.index.get(id).is_none());
                 true
             }
-            Err(e) => {
+            Answer::Failed(e) => {
                 if !self.down {
                     warn!(
                         "the CRI runtime stopped answering ({e}); tracing goes on, but containers started from now on get no Kubernetes names{}",
@@ -299,6 +372,7 @@ impl Kube {
                 }
                 false
             }
+            Answer::Absent => false,
         }
     }
 }
@@ -376,13 +450,15 @@ impl Session {
         self.seeded.retain(|(p, _)| *p != pid);
     }
 
-    /// Lists the runtime when due, then decides the processes that waited for it and denies
-    /// the cgroups of new containers no filter matches.
-    pub(super) async fn kube_tick(&mut self) {
-        if !self.kube.due() {
-            return;
-        }
-        if !self.kube.relist().await {
+    /// Asks the runtime for a listing when one is due.
+    pub(super) fn kube_tick(&mut self) {
+        self.kube.ask();
+    }
+
+    /// Takes a listing: decides the processes that waited for it and denies the cgroups of
+    /// new containers no filter matches.
+    pub(super) fn kube_listed(&mut self, a: Answer) {
+        if !self.kube.listed(a) {
             self.kube.undecided.clear(); // kept traced: the runtime cannot tell
             return;
         }

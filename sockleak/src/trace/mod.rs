@@ -303,6 +303,7 @@ impl Session {
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
         let mut requests = self.start_server().await?;
+        let mut kube_answers = self.kube.spawn();
         let mut kube_tick = tokio::time::interval(Duration::from_millis(500));
         kube_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -320,7 +321,8 @@ impl Session {
                     }
                 }
                 _ = drain.tick() => self.drain(events.get_mut()),
-                _ = kube_tick.tick() => self.kube_tick().await,
+                _ = kube_tick.tick() => self.kube_tick(),
+                Some(a) = kube::next_answer(&mut kube_answers) => self.kube_listed(a),
                 Some(req) = requests.recv() => {
                     self.drain(events.get_mut());
                     self.answer(req);
