@@ -548,12 +548,8 @@ fn fails(args: &[&str]) -> String {
         .unwrap();
     assert!(!o.status.success(), "{args:?} succeeded");
     let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.contains("] CRI runtime") && !l.starts_with("[INFO"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line: {err}");
-    lines[0].to_string()
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
 }
 
 fn free_port() -> u16 {
@@ -701,6 +697,14 @@ fn kubernetes_pods_through_the_cri() {
         "--min-age",
         "0",
     ]);
+    let attached = tr.wait_log("attached:");
+    assert!(
+        attached.contains("1 container(s) matching --namespace team-a --pod leaky")
+            && attached.contains(&format!(
+                "Kubernetes names from containerd 1.6.20~ds1 (CRI v1) at {sock}"
+            )),
+        "{attached}"
+    );
     sleep_ms(1500); // a few syncs
     let truth = proc_socket_fds(leaky).len() as u64;
     let report = tr.stop();

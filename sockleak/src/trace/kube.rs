@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use sockleak_common::target::{CgroupTarget, cgroup_flag};
 use tokio::{sync::mpsc, time::Instant};
 
@@ -136,6 +136,8 @@ pub struct Kube {
     pub initial: Vec<u32>,
     /// Matching containers at start, for the "attached" line.
     pub matched: usize,
+    /// The runtime that answered at start ("containerd 1.6.20~ds1 (CRI v1) at PATH").
+    pub runtime: Option<String>,
 }
 
 impl Kube {
@@ -163,12 +165,14 @@ impl Kube {
             admitted: HashSet::new(),
             initial: Vec::new(),
             matched: 0,
+            runtime: None,
             resync: opts.resync,
         };
         let listing = match Runtime::find(opts.socket.as_deref()).await {
             Ok(mut rt) => {
                 let l = rt.list().await;
-                info!("CRI runtime {}: {}", rt.path.display(), rt.describe);
+                // Said in the "attached" line: an error before it stays one line.
+                k.runtime = Some(format!("{} at {}", rt.describe, rt.path.display()));
                 lister.runtime = Some(rt);
                 l
             }
@@ -188,7 +192,7 @@ impl Kube {
                 return Err(UserError::CriSocket(e.to_string()));
             }
             (Err(CriError::NoneFound), None) => {
-                info!("no CRI runtime socket on this host: no Kubernetes names");
+                debug!("no CRI runtime socket on this host: no Kubernetes names");
                 k.down = true;
                 return Ok(k);
             }
@@ -200,7 +204,7 @@ impl Kube {
             // A probed socket that is no CRI runtime's (Docker's containerd has its CRI plugin
             // off): not a Kubernetes node, nothing to warn about.
             (Err(e), None) => {
-                info!("no Kubernetes names: {e}");
+                debug!("no Kubernetes names: {e}");
                 k.down = true;
                 return Ok(k);
             }

@@ -279,7 +279,12 @@ impl Session {
             }
             w
         };
-        info!("attached: tracing {what}; Ctrl-C for the report");
+        let names = s
+            .kube
+            .runtime
+            .as_ref()
+            .map_or(String::new(), |r| format!("; Kubernetes names from {r}"));
+        info!("attached: tracing {what}{names}; Ctrl-C for the report");
         Ok(s)
     }
 
