@@ -700,9 +700,8 @@ fn kubernetes_pods_through_the_cri() {
     let attached = tr.wait_log("attached:");
     assert!(
         attached.contains("1 container(s) matching --namespace team-a --pod leaky")
-            && attached.contains(&format!(
-                "Kubernetes names from containerd 1.6.20~ds1 (CRI v1) at {sock}"
-            )),
+            && attached.contains("Kubernetes names from containerd ")
+            && attached.contains(&format!(" (CRI v1) at {sock};")),
         "{attached}"
     );
     sleep_ms(1500); // a few syncs
