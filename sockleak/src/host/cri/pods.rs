@@ -181,15 +181,16 @@ impl std::fmt::Display for Requirement {
 /// Parses `k=v,k2!=v2,k3,!k4` (kubectl's equality-based selectors). The error says what is
 /// wrong with which part.
 pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
+    // Before splitting on commas: `env in (a,b)` holds one.
+    if s.contains(" in ") || s.contains(" notin ") || s.contains('(') {
+        return Err(
+            "set-based requirements (in, notin) are not supported; give k=v, k!=v, k or !k".into(),
+        );
+    }
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim) {
         if part.is_empty() {
             return Err("an empty requirement (give k=v,k2=v2)".into());
-        }
-        if part.contains(" in ") || part.contains(" notin ") || part.contains('(') {
-            return Err(format!(
-                "`{part}`: set-based requirements (in, notin) are not supported; give k=v, k!=v, k or !k"
-            ));
         }
         let req = if let Some((k, v)) = part.split_once("!=") {
             Requirement::NotEquals(key(k, part)?, value(v, part)?)
