@@ -49,57 +49,37 @@ pub struct JvmWalk {
 }
 
 impl JvmWalk {
-    const OFF: JvmWalk = JvmWalk {
-        interp_lo: 0,
-        interp_hi: 0,
-        cache_lo: 0,
-        cache_hi: 0,
-        call_stub: 0,
-        unloads: 0,
-        method_const: 0,
-        const_code_size: 0,
-        const_size: 0,
-        fp_method: 0,
-        fp_bcp: 0,
-        on: 0,
-        jit_fp: 0,
-        exec_gen: 0,
-        prev_cache: 0,
-        _pad: [0; 1],
-    };
-
-    /// The walk state for the current process: off unless it is a JVM whose layout userspace
-    /// found for its current image.
+    /// Sets the walk state for the current process, in place (it lives in a map, and a copy
+    /// on the stack would count against the 512 bytes): off unless it is a JVM whose layout
+    /// userspace found for its current image.
     #[inline(always)]
-    pub fn of(tgid: u32, how: StackHow) -> JvmWalk {
+    pub fn set(w: &mut JvmWalk, tgid: u32, how: StackHow) {
+        w.on = 0;
         if how.flags & flag::HOTSPOT == 0 {
-            return Self::OFF;
+            return;
         }
         let Some(p) = (unsafe { JVM_PROCS.get(tgid) }) else {
-            return Self::OFF;
+            return;
         };
         let p: &JvmProc = p;
         if p.exec_gen != how.exec_gen {
-            return Self::OFF;
+            return;
         }
-        JvmWalk {
-            interp_lo: p.interp_lo,
-            interp_hi: p.interp_hi,
-            cache_lo: p.cache_lo,
-            cache_hi: p.cache_hi,
-            call_stub: p.call_stub,
-            unloads: p.unloads,
-            method_const: p.method_const,
-            const_code_size: p.const_code_size,
-            const_size: p.const_size,
-            fp_method: p.fp_method,
-            fp_bcp: p.fp_bcp,
-            on: 1,
-            jit_fp: p.jit_fp,
-            exec_gen: p.exec_gen,
-            prev_cache: 0,
-            _pad: [0; 1],
-        }
+        w.interp_lo = p.interp_lo;
+        w.interp_hi = p.interp_hi;
+        w.cache_lo = p.cache_lo;
+        w.cache_hi = p.cache_hi;
+        w.call_stub = p.call_stub;
+        w.unloads = p.unloads;
+        w.method_const = p.method_const;
+        w.const_code_size = p.const_code_size;
+        w.const_size = p.const_size;
+        w.fp_method = p.fp_method;
+        w.fp_bcp = p.fp_bcp;
+        w.on = 1;
+        w.jit_fp = p.jit_fp;
+        w.exec_gen = p.exec_gen;
+        w.prev_cache = 0;
     }
 
     /// Before the walk: `caller` is the leaf's caller (native code, normally). The JVM's count

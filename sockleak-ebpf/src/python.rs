@@ -151,7 +151,13 @@ fn first_frame(cfg: &PyProc, tstate: u64) -> Option<u64> {
     }
 }
 
-/// State of a frame walk (a bpf_loop context).
+/// Per-CPU: the frame walk in progress. In a map, not on the stack: kernels before 6.13 add a
+/// global function's frame to its callers' against the 512-byte limit.
+#[aya_ebpf::macros::map]
+static PY_WALK: aya_ebpf::maps::PerCpuArray<PyWalk> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+/// State of a frame walk (`py_step`'s).
 #[repr(C)]
 struct PyWalk {
     frame: u64,
@@ -171,8 +177,11 @@ fn word(buf: &[u64; FRAME_WORDS], off: u32) -> u64 {
 }
 
 /// One frame: record it and move to the one that called it. Returns 1 to stop.
-unsafe extern "C" fn py_step(_i: u64, ctx: *mut c_void) -> i64 {
-    let w = unsafe { &mut *(ctx as *mut PyWalk) };
+unsafe extern "C" fn py_step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(w) = PY_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let w = unsafe { &mut *w };
     let f = w.frame;
     if f == 0 {
         return 1;
@@ -270,29 +279,28 @@ fn try_walk(start: WalkStart, tgid: u32, how: StackHow) -> Option<u64> {
         runtime::flag(stack_flag::FROM_LIST);
     }
     let caller = start.caller();
-    let mut w = PyWalk {
-        frame: first,
-        hash: mix(
-            mix(mix(FNV_OFFSET, start.ip), caller),
-            u64::from(kind::PYTHON),
-        ),
-        f_back: cfg.f_back,
-        f_code: cfg.f_code,
-        f_pos: cfg.f_pos,
-        f_mark: cfg.f_mark,
-        f_size: cfg.f_size,
-        layout: cfg.layout,
-        _pad: [0; 3],
-    };
+    let w = unsafe { &mut *PY_WALK.get_ptr_mut(0)? };
+    w.frame = first;
+    w.hash = mix(
+        mix(mix(FNV_OFFSET, start.ip), caller),
+        u64::from(kind::PYTHON),
+    );
+    w.f_back = cfg.f_back;
+    w.f_code = cfg.f_code;
+    w.f_pos = cfg.f_pos;
+    w.f_mark = cfg.f_mark;
+    w.f_size = cfg.f_size;
+    w.layout = cfg.layout;
     // Shim frames take steps without adding one: room for one per frame.
     unsafe {
         bpf_loop(
             2 * RT_MAX_FRAMES as u32,
             py_step as *mut c_void,
-            (&raw mut w).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
+    let w = unsafe { &*PY_WALK.get_ptr_mut(0)? };
     if runtime::count() == 0 {
         return None;
     }

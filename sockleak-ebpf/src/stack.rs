@@ -92,7 +92,6 @@ struct Walk {
 pub extern "C" fn sockleak_fp_walk(ip: u64, sp: u64, fp: u64, lr: u64, who: u64) -> u64 {
     let (tgid, how) = StackHow::unpack(who);
     let start = WalkStart { ip, sp, fp, lr };
-    let jvm = JvmWalk::of(tgid, how);
     let mut have = 0;
     let mut top = 0;
     if let Some(buf) = WINDOW.get_ptr_mut(0) {
@@ -109,23 +108,32 @@ pub extern "C" fn sockleak_fp_walk(ip: u64, sp: u64, fp: u64, lr: u64, who: u64)
     } else {
         start.caller()
     };
-    let mut w = Walk {
-        hash: mix(mix(FNV_OFFSET, ip), caller),
-        sp,
-        fp,
-        base: sp,
-        have,
-        jvm,
+    // The walk's state lives in a per-CPU map, not on this function's stack: kernels before
+    // 6.x add a global function's stack to its callers' when checking the 512-byte limit, and
+    // a program's frame plus this one's would pass it (6.1: "combined stack size ... Too large").
+    let Some(w) = WALK.get_ptr_mut(0) else {
+        return 0;
     };
+    let w = unsafe { &mut *w };
+    w.hash = mix(mix(FNV_OFFSET, ip), caller);
+    w.sp = sp;
+    w.fp = fp;
+    w.base = sp;
+    w.have = have;
+    JvmWalk::set(&mut w.jvm, tgid, how);
     w.jvm.start(&mut w.hash, caller);
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_FRAMES as u32,
             walk_step as *mut core::ffi::c_void,
-            (&raw mut w).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
+    let Some(w) = WALK.get_ptr_mut(0) else {
+        return 0;
+    };
+    let w = unsafe { &*w };
     if let Some(out) = WALKED.get_ptr_mut(0) {
         unsafe {
             (*out).caller = caller;
@@ -134,6 +142,11 @@ pub extern "C" fn sockleak_fp_walk(ip: u64, sp: u64, fp: u64, lr: u64, who: u64)
     }
     w.hash
 }
+
+/// Per-CPU: the frame-pointer walk in progress (`sockleak_fp_walk`, `walk_step`).
+#[aya_ebpf::macros::map]
+static WALK: aya_ebpf::maps::PerCpuArray<Walk> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
 /// What a walk found besides its hash (a global function returns one value).
 #[repr(C)]
@@ -159,8 +172,11 @@ pub fn walked() -> Walked {
 }
 
 /// One frame: hash its return address and move to the caller's frame. Returns 1 to stop.
-unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let w = unsafe { &mut *(ctx as *mut Walk) };
+unsafe extern "C" fn walk_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let w = unsafe { &mut *w };
     let Some(buf) = WINDOW.get_ptr_mut(0) else {
         return 1;
     };

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use sockleak::kernel::features::{
     MIN_KERNEL, Need,
     object::{self, CALLBACKS, GLOBAL_DATA, Kind, SUBPROGRAM_CALLS, Uses},
+    stack,
     table::R,
 };
 
@@ -184,7 +185,7 @@ fn object_path() -> Result<std::path::PathBuf> {
         .context("no kernel object: run `cargo xtask build-ebpf --release` first")
 }
 
-fn analyze(path: &Path) -> Result<(String, Vec<Row>)> {
+fn analyze(path: &Path) -> Result<(String, Vec<Row>, Uses)> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let uses = object::analyze(&data)?;
     let rel = path
@@ -192,21 +193,101 @@ fn analyze(path: &Path) -> Result<(String, Vec<Row>)> {
         .unwrap_or(path)
         .display()
         .to_string();
-    Ok((rel, rows(&uses)))
+    Ok((rel, rows(&uses), uses))
 }
 
-/// After a build: the check only (one line, or the failures).
+/// A chain as the kernel's message would add it up: `f (224) -> g (40)`.
+fn chain_text(p: &object::Program) -> String {
+    p.stack_chain
+        .iter()
+        .map(|(f, d)| format!("{} ({d})", short_name(f)))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// A Rust mangled name's last path element (`_RNvNtCs.._8sockleak4open13socket_traced` ->
+/// `socket_traced`); other names as they are.
+fn short_name(f: &str) -> String {
+    if !f.starts_with("_R") {
+        return f.to_string();
+    }
+    // v0 mangling ends in <decimal length><identifier> for the innermost name.
+    let b = f.as_bytes();
+    let mut end = b.len();
+    while end > 0 && !b[end - 1].is_ascii_alphanumeric() {
+        end -= 1;
+    }
+    for start in (0..end).rev() {
+        let (digits, ident) = f.split_at(start);
+        let n: String = digits
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        if !n.is_empty() {
+            let len: usize = n.chars().rev().collect::<String>().parse().unwrap_or(0);
+            if len == ident.len().min(end - start) && len > 0 {
+                return ident[..len].to_string();
+            }
+        }
+    }
+    f.to_string()
+}
+
+/// The stack check: Ok(the deepest chain, one line) or the programs over the limit.
+fn stack_verdict(u: &Uses) -> Result<String> {
+    let over: Vec<String> = u
+        .programs
+        .iter()
+        .filter(|p| p.stack_bytes > stack::LIMIT)
+        .map(|p| format!("{}: {} bytes: {}", p.name, p.stack_bytes, chain_text(p)))
+        .collect();
+    if !over.is_empty() {
+        bail!(
+            "call chains need more than {} bytes of stack as kernels before 6.13 count them (each function's frame rounded up to 32, global functions included; 6.1 and 6.12 refuse such a program): keep big state in per-CPU maps\n  {}",
+            stack::LIMIT,
+            over.join("\n  ")
+        );
+    }
+    let deepest = u
+        .programs
+        .iter()
+        .max_by_key(|p| p.stack_bytes)
+        .context("the object has no program")?;
+    Ok(format!(
+        "deepest call chain: {} bytes of {} ({}: {})",
+        deepest.stack_bytes,
+        stack::LIMIT,
+        deepest.name,
+        chain_text(deepest)
+    ))
+}
+
+/// After a build: the check only (one line each, or the failures).
 pub fn check_built(path: &Path) -> Result<()> {
-    let (_, rows) = analyze(path)?;
+    let (_, rows, uses) = analyze(path)?;
     eprintln!("xtask: {}", verdict(&rows)?);
+    eprintln!("xtask: {}", stack_verdict(&uses)?);
     Ok(())
 }
 
 /// `cargo xtask kernel-features [--write]`.
 pub fn kernel_features(write: bool) -> Result<()> {
     let path = object_path()?;
-    let (rel, rows) = analyze(&path)?;
-    let md = markdown(&rel, &rows);
+    let (rel, rows, uses) = analyze(&path)?;
+    let mut md = markdown(&rel, &rows);
+    let _ = write!(
+        md,
+        "\n## Stack\n\nThe deepest call chain of each program, as kernels before 6.13 add it up (each function's \
+         frame rounded up to 32 bytes, global functions and callbacks included; the limit is {} bytes). \
+         `cargo xtask build-ebpf` fails when one is over.\n\n| program | bytes | chain |\n| --- | ---: | --- |\n",
+        stack::LIMIT
+    );
+    let mut progs: Vec<&object::Program> = uses.programs.iter().collect();
+    progs.sort_by_key(|p| std::cmp::Reverse(p.stack_bytes));
+    for p in progs {
+        let _ = writeln!(md, "| {} | {} | {} |", p.name, p.stack_bytes, chain_text(p));
+    }
     print!("{md}");
     let doc = workspace_root().join("docs/kernel-features.md");
     if write {
@@ -218,6 +299,7 @@ pub fn kernel_features(write: bool) -> Result<()> {
         );
     }
     eprintln!("xtask: {}", verdict(&rows)?);
+    eprintln!("xtask: {}", stack_verdict(&uses)?);
     Ok(())
 }
 
@@ -232,6 +314,15 @@ mod tests {
             since,
             users: vec!["p".into()],
         }
+    }
+
+    #[test]
+    fn mangled_names_are_shortened() {
+        assert_eq!(
+            short_name("_RNvNtCs2HR5eN0kbXb_8sockleak4open13socket_traced"),
+            "socket_traced"
+        );
+        assert_eq!(short_name("sockleak_fp_walk"), "sockleak_fp_walk");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! older version numbers (RHEL), and a kernel may be built without some.
 
 pub mod object;
+pub mod stack;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -74,6 +74,10 @@ pub const GLOBAL_DATA: (&str, R) = ("global data (.rodata/.data/.bss maps)", R(5
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     pub name: String,
+    /// The deepest call chain's stack, as kernels before 6.13 count it (`super::stack`), with
+    /// the functions along it.
+    pub stack_bytes: u32,
+    pub stack_chain: Vec<(String, u32)>,
     pub kind: Kind,
     /// Helper ids called by the program or anything it calls.
     pub helpers: BTreeSet<u32>,
@@ -124,8 +128,37 @@ pub fn analyze(object: &[u8]) -> Result<Uses> {
             .functions
             .get(&prog.function_key())
             .with_context(|| format!("program {name} has no code"))?;
+        let starts: Vec<usize> = f
+            .func_info
+            .func_info
+            .iter()
+            .map(|i| i.insn_off as usize)
+            .collect();
+        let chain = super::stack::deepest(&f.instructions, &starts);
+        let name_at = |at: usize, depth: u32| {
+            if at == 0 {
+                return (name.clone(), depth);
+            }
+            // The linked copy of a function has its instructions: find it by them.
+            let rest = &f.instructions[at.min(f.instructions.len())..];
+            let fname = obj
+                .functions
+                .values()
+                .filter(|g| {
+                    g.instructions.len() <= rest.len()
+                        && g.instructions
+                            .iter()
+                            .zip(rest)
+                            .all(|(a, b)| a.code == b.code)
+                })
+                .max_by_key(|g| g.instructions.len())
+                .map_or_else(|| format!("insn {at}"), |g| g.name.clone());
+            (fname, depth)
+        };
         let mut p = Program {
             name: name.clone(),
+            stack_bytes: chain.bytes,
+            stack_chain: chain.frames.iter().map(|&(at, d)| name_at(at, d)).collect(),
             kind: Kind::of(&prog.section),
             helpers: BTreeSet::new(),
             subprogram_calls: false,

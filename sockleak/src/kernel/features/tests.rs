@@ -13,6 +13,8 @@ const RINGBUF: u32 = 27;
 fn prog(name: &str, kind: Kind, helpers: &[u32]) -> Program {
     Program {
         name: name.into(),
+        stack_bytes: 64,
+        stack_chain: Vec::new(),
         kind,
         helpers: helpers.iter().copied().collect(),
         subprogram_calls: false,
