@@ -190,8 +190,11 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     }
     let Some(t) = traced(task.tgid) else {
         // Its bit outlived its entry (userspace dropped the process: a container that matches
-        // no filter): clear it, or the pid keeps costing a lookup after reuse.
-        unmark(task.tgid);
+        // no filter): clear it, or the pid keeps costing a lookup after reuse. Untraced
+        // processes pay only the bit test.
+        if is_traced(task.tgid) {
+            unmark(task.tgid);
+        }
         return None;
     };
     let final_counts = t.entry();
