@@ -126,7 +126,8 @@ pub struct Kube {
     last_list: Option<Instant>,
     /// The runtime stopped answering (said once; said again when it is back).
     down: bool,
-    /// Processes below a root whose container the runtime has not listed yet.
+    /// Processes below a root whose container the runtime has not listed yet (kept across
+    /// an outage of the runtime, decided when it answers again).
     undecided: Vec<u32>,
     /// Processes looked at by `kube_admit` (those still traced).
     admitted: HashSet<u32>,
@@ -430,10 +431,10 @@ impl Session {
                 self.kube_drop(pid, &path);
                 true
             }
+            // Decided after the next listing; traced meanwhile (also while the runtime is
+            // down: it cannot tell, and a leak is not to be missed).
             None => {
-                if !self.kube.down {
-                    self.kube.undecided.push(pid);
-                }
+                self.kube.undecided.push(pid);
                 false
             }
         }
@@ -463,8 +464,7 @@ impl Session {
     /// new containers no filter matches.
     pub(super) fn kube_listed(&mut self, a: Answer) {
         if !self.kube.listed(a) {
-            self.kube.undecided.clear(); // kept traced: the runtime cannot tell
-            return;
+            return; // the undecided stay traced until the runtime answers
         }
         let Some(f) = self.kube.filter.clone() else {
             return;
