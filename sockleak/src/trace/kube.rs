@@ -9,9 +9,10 @@
 //! first socket; when the session meets such a process it looks its container up (listing
 //! again when the id is new) and drops it, denying its cgroup, when it does not match.
 //!
-//! The runtime is listed every `--cri-resync` (10 s) and as soon as an unknown container id shows up. A
-//! runtime that is absent or stops answering never stops the trace: names stay empty (for
-//! containers it has not listed yet) and it is said once.
+//! The runtime is listed every `--cri-resync` (10 s) and as soon as an unknown container id
+//! shows up, on a task of its own (a hung runtime never holds the event loop). A runtime that
+//! is absent or stops answering never stops the trace: names stay empty (for containers it
+//! has not listed yet) and it is said once.
 
 use std::{
     collections::{HashMap, HashSet},
