@@ -17,6 +17,7 @@ pub mod socket;
 pub mod stack;
 pub mod target;
 pub mod tracepoint;
+pub mod unwind;
 
 /// Fails the build if a shared type grows implicit padding: its size must equal the sum of its
 /// declared fields.

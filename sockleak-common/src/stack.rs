@@ -31,12 +31,31 @@ pub struct StackCopy {
     pub fp: u64,
     /// Link register (x30 on arm64; 0 on x86_64).
     pub lr: u64,
+    /// When a kernel table walk stopped short and this copy stands in for it
+    /// (`target::stack_mode::TABLES`): why (`unwind::walk_status`), after how many frames,
+    /// and at which pc. 0: an ordinary copy.
+    pub walk_status: u32,
+    pub walk_frames: u32,
+    pub walk_stop: u64,
     pub data: [u8; STACK_COPY_MAX],
 }
 crate::assert_layout!(
     StackCopy,
-    size = 48 + STACK_COPY_MAX,
-    fields = [u32, u32, i32, u32, u64, u64, u64, u64, [u8; STACK_COPY_MAX]]
+    size = 64 + STACK_COPY_MAX,
+    fields = [
+        u32,
+        u32,
+        i32,
+        u32,
+        u64,
+        u64,
+        u64,
+        u64,
+        u32,
+        u32,
+        u64,
+        [u8; STACK_COPY_MAX]
+    ]
 );
 
 #[cfg(feature = "user")]

@@ -17,6 +17,10 @@ pub mod stack_mode {
     /// The process's code has no frame pointers: send a copy of the top of the user stack
     /// for userspace to unwind with DWARF CFI (see `crate::stack`).
     pub const STACK_COPY: u8 = 1;
+    /// The process's code has no frame pointers: walk its stack in the kernel with the
+    /// binaries' compiled CFI (see `crate::unwind`); what that cannot walk is copied as in
+    /// STACK_COPY.
+    pub const TABLES: u8 = 2;
 }
 
 /// Value of the TARGETS map (key: tgid). Created by userspace (before a process is active) or by
@@ -189,6 +193,12 @@ pub mod map {
     /// One u32: bumped by userspace after each CONTROL write, so a process's next event
     /// looks for its change at once (cheaper than a CONTROL lookup on every event).
     pub const CONTROL_GEN: &str = "CONTROL_GEN";
+    /// Compiled unwind rows of every file with a table (see `crate::unwind`).
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    /// tgid -> its executable mappings and where their rows are.
+    pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// Per-CPU counters of table walks (`crate::unwind::counter`).
+    pub const UNWIND_COUNTS: &str = "UNWIND_COUNTS";
     /// Runtime layouts per process (see `crate::runtime`).
     pub const PY_PROCS: &str = "PY_PROCS";
     pub const JVM_PROCS: &str = "JVM_PROCS";

@@ -104,6 +104,8 @@ fn exec_traced(ctx: TracePointContext) {
 fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Only reached through the gate, which found the process traced.
     let task = current();
+    // UNWIND TABLES: the old image's mappings are gone; userspace lists the new ones.
+    crate::unwind::forget(task.tgid);
     // RUNTIME FRAMES: layouts found for the old image no longer apply.
     if let Some(t) = traced(task.tgid) {
         t.exec_happened();
@@ -215,6 +217,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     }
     crate::runtime::forget(task.tgid, final_counts.flags);
     let _ = TARGETS.remove(task.tgid);
+    crate::unwind::forget(task.tgid);
     unmark(task.tgid);
     let h = Header::of(EventKind::Exit, -1, final_counts.opened as i64);
     send_full(

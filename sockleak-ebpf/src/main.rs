@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
+// Inline asm hides search bounds from the verifier (see unwind.rs).
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod args;
@@ -29,6 +31,7 @@ mod python;
 mod received;
 mod runtime;
 mod stack;
+mod unwind;
 mod uring;
 
 #[cfg(not(test))]

@@ -123,7 +123,8 @@ pub fn stack_id<C: EbpfContext + StackIdContext>(
     if let Some(id) = unsafe { STACK_CACHE.get(key) } {
         return *id;
     }
-    let native = if how.mode == stack_mode::STACK_COPY {
+    // Tables or copies: the native part is copied, once per runtime stack.
+    let native = if how.mode == stack_mode::STACK_COPY || how.mode == stack_mode::TABLES {
         copy_stack(regs, task)
     } else {
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {

@@ -3,9 +3,11 @@
 //! lookup); only a new one pays for the kernel's full capture into STACKS, and userspace hears
 //! of it (NewStack) to symbolize it while the process is alive.
 //!
-//! A process whose code has no frame pointers (`stack_mode::STACK_COPY`) gets a copy of the top
-//! of its user stack instead, which userspace unwinds with DWARF CFI: a chain of garbage frame
-//! pointers would name (and merge) call sites wrongly.
+//! A process whose code has no frame pointers gets its stack walked in the kernel with the
+//! binaries' compiled CFI (`stack_mode::TABLES`, see `unwind`), or a copy of the top of its
+//! user stack (`stack_mode::STACK_COPY`, and what the tables cannot walk), which userspace
+//! unwinds with DWARF CFI: a chain of garbage frame pointers would name (and merge) call sites
+//! wrongly.
 //!
 //! Interpreted code (see `runtime`): a CPython process's Python frames are walked instead of
 //! its native stack (`python`), and the frame-pointer walk of a JVM also records the `Method*`
@@ -232,10 +234,14 @@ pub fn copy_stack(regs: &Regs, task: Task) -> i32 {
     let seq = ((cpu & 0xff) << 22) | (tick(2) & 0x3f_ffff);
     let id = COPY_ID_BASE | seq as i32;
     let Some(mut entry) = STACK_COPIES.reserve::<StackCopy>(0) else {
+        // UNWIND TABLES: a copy that cannot be made leaves no stop behind for the next one.
+        crate::unwind::take_stop_into(core::ptr::null_mut());
         count_loss(LossCause::StackLost);
         return NO_STACK;
     };
     let c = entry.as_mut_ptr();
+    // UNWIND TABLES: where a kernel walk stopped short, when this copy stands in for it.
+    crate::unwind::take_stop_into(c);
     let sp = regs.sp();
     unsafe {
         (*c).tgid = task.tgid;
@@ -342,7 +348,14 @@ pub fn site<C: EbpfContext + StackIdContext>(
             );
         }
     }
-    if how.mode == stack_mode::STACK_COPY {
+    // UNWIND TABLES: walked in the kernel with the binaries' CFI (unwind.rs); what the tables
+    // cannot walk is copied below, the copy saying where the walk stopped.
+    if how.mode == stack_mode::TABLES
+        && let Some(site) = crate::unwind::capture(regs, task)
+    {
+        return site;
+    }
+    if how.mode == stack_mode::STACK_COPY || how.mode == stack_mode::TABLES {
         let caller = match regs.caller_in_register() {
             Some(c) => c,
             None => regs.caller(),

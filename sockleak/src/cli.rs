@@ -34,12 +34,13 @@ pub enum Command {
 /// How user stacks are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StackMode {
-    /// Frame pointers; DWARF unwinding of stack copies for processes found to lack them
-    /// (CPython, or any whose first stack does not reach its thread's start).
+    /// Frame pointers; DWARF unwinding for processes found to lack them (CPython, or any
+    /// whose first stack does not reach its thread's start): in the kernel with the binaries'
+    /// compiled CFI, or from stack copies where that cannot walk.
     Auto,
     /// Frame pointers only (the cheapest; stacks of code without them are cut short).
     Fp,
-    /// DWARF unwinding of a stack copy for every socket of every process (the costliest).
+    /// DWARF unwinding for every process (kernel tables, else stack copies).
     Dwarf,
 }
 
@@ -154,10 +155,18 @@ pub struct TargetArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
-    /// How user stacks are taken: frame pointers, or copies of the stack unwound with the
-    /// binaries' DWARF unwind tables (docs/benchmarks.md gives the cost of each).
+    /// How user stacks are taken: frame pointers, or the binaries' DWARF unwind information
+    /// (docs/benchmarks.md gives the cost of each).
     #[arg(long, value_enum, default_value_t = StackMode::Auto)]
     pub stack_mode: StackMode,
+
+    /// Kernel memory for unwind tables, in MiB (preallocated; 0: none). Code without frame
+    /// pointers is unwound in the kernel with its CFI compiled into these tables, built only
+    /// for files seen on a socket's stack and shared by every process mapping the same file;
+    /// when full, the least used are evicted. Without tables, such stacks are copied (16 KiB
+    /// per socket) and unwound in userspace.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub unwind_table_mib: u32,
 
     /// For JVMs: run `jcmd PID Compiler.perfmap` (as the JVM's user) when a new stack needs
     /// names, so JIT-compiled Java methods are named. This asks the JVM to write

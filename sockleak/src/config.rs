@@ -112,8 +112,13 @@ fn kube_filter(a: &TargetArgs) -> Result<Option<Filter>, UserError> {
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
+/// `--unwind-table-mib` at most: 128M rows, well within a row index.
+const MAX_UNWIND_TABLE_MIB: u32 = 1024;
 
-use sockleak_common::target::{CgroupTarget, MAX_CGROUPS};
+use sockleak_common::{
+    target::{CgroupTarget, MAX_CGROUPS},
+    unwind::UnwindRow,
+};
 
 impl Config {
     /// Only explicit pids: tracing ends when they (and their children) have all exited.
@@ -193,6 +198,15 @@ impl Config {
         if a.stack_sample == 0 {
             return Err(UserError::BadStackSample(0));
         }
+        if a.unwind_table_mib > MAX_UNWIND_TABLE_MIB {
+            return Err(UserError::BadUnwindTableMib(a.unwind_table_mib));
+        }
+        // Tables are only walked for DWARF stacks.
+        let unwind_mib = if a.no_stacks || a.stack_mode == crate::cli::StackMode::Fp {
+            0
+        } else {
+            a.unwind_table_mib
+        };
         if a.max_sockets == 0 || a.max_sockets > MAX_SOCKETS_LIMIT {
             return Err(UserError::BadMaxSockets(a.max_sockets));
         }
@@ -241,6 +255,7 @@ impl Config {
                 stack_sample: a.stack_sample,
                 stack_copy_bytes: sockleak_common::stack::STACK_COPY_MAX as u32,
                 stack_copy_ring_bytes: 4 << 20,
+                unwind_table_rows: unwind_mib * ((1 << 20) / size_of::<UnwindRow>() as u32),
                 cgroups: cgroups
                     .iter()
                     .map(|c| CgroupTarget {

@@ -86,6 +86,8 @@ pub enum UserError {
     TooManyCgroups(u32),
     #[error("--stack-sample {0}: must be at least 1 (1 walks every stack)")]
     BadStackSample(u32),
+    #[error("--unwind-table-mib {0}: must be between 0 (no kernel unwind tables) and 1024")]
+    BadUnwindTableMib(u32),
     #[error("--top 0: must be at least 1")]
     BadTop,
     #[error("--listen {addr}: {reason}")]

@@ -350,6 +350,9 @@ pub struct Tracker {
     pub dropped_exited: Vec<u32>,
     /// The current LIVE pass (never 0 once one began).
     pass: u32,
+    /// Sockets the kernel counted as opened, over every process ever traced (exited and
+    /// dropped ones included), as of the latest counters and exits.
+    pub opened_total: u64,
 }
 
 impl Tracker {
@@ -431,6 +434,7 @@ impl Tracker {
     /// The kernel's counters for a live process.
     pub fn set_counters(&mut self, tgid: u32, t: Target) {
         if let Some(p) = self.procs.get_mut(&tgid) {
+            self.opened_total += t.opened.saturating_sub(p.counts.kernel.opened);
             p.counts.kernel = t;
         }
     }
@@ -592,6 +596,7 @@ impl Tracker {
                         .map_or(tgid, |s| s.stack_pid);
                     p.sockets.insert(fd, Socket::new(rec, stack_pid));
                 }
+                self.opened_total += (ev.arg as u64).saturating_sub(p.counts.kernel.opened);
                 p.counts.kernel.opened = ev.arg as u64;
                 p.counts.kernel.direct_opened = (ev.arg3 >> 32) as u32;
                 p.counts.kernel.direct_closed = ev.arg3 as u32;

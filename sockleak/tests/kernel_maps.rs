@@ -55,6 +55,7 @@ fn own_sockets_are_kept_and_counted_by_the_kernel() {
             stack_sample: 1,
             stack_copy_bytes: sockleak_common::stack::STACK_COPY_MAX as u32,
             stack_copy_ring_bytes: 1 << 20,
+            unwind_table_rows: 1 << 16,
             cgroups: Vec::new(),
             offsets,
             task_fsbase: sockleak::kernel::offsets::task_fsbase(&btf).unwrap_or(0),

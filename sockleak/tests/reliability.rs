@@ -306,6 +306,7 @@ fn missing_tracepoints_degrade_or_fail_cleanly() {
         stack_sample: 1,
         stack_copy_bytes: 4096,
         stack_copy_ring_bytes: 1 << 16,
+        unwind_table_rows: 0,
         cgroups: Vec::new(),
         offsets: Default::default(),
         task_fsbase: 0,

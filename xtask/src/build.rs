@@ -29,12 +29,13 @@ pub fn build_ebpf(release: bool) -> Result<()> {
         c.arg("--release");
     }
     // BTF (func_info for bpf_loop callbacks) comes from debug info, which every crate of the
-    // object needs, the build-std ones included (memcpy and friends). No UB checks: in a debug
-    // build they add null/alignment checks to raw-pointer accesses (map values, memcpy), whose
-    // panic paths end a BPF subprogram with a call the verifier refuses.
+    // object needs, the build-std ones included (memcpy and friends). Global BPF functions
+    // (verified once, on their own) must stay exported through the link. No UB checks: in a
+    // debug build they add null/alignment checks to raw-pointer accesses (map values, memcpy),
+    // whose panic paths end a BPF subprogram with a call the verifier refuses.
     c.env(
         "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-        "-C debuginfo=2 -C link-arg=--btf -Z ub-checks=no",
+        "-C debuginfo=2 -C link-arg=--btf -C link-arg=--export=sockleak_unwind_capture -Z ub-checks=no",
     );
     run(&mut c)?;
     // Guard the stated minimum kernel: the object may use nothing newer.

@@ -45,7 +45,8 @@ enum Cmd {
         /// Runs per configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Run one section alone and replace it in docs/benchmarks.md (`go-http`, `interpreted`).
+        /// Run one section alone and replace it in docs/benchmarks.md (`go-http`, `interpreted`,
+        /// `no-fp`).
         #[arg(long)]
         only: Option<String>,
     },

@@ -5,6 +5,12 @@
  *   churn getppid N              N x getppid() (an unrelated syscall)
  *   churn leak N                 leak N sockets
  *   churn serve                  accept and close connections forever (prints "port P")
+ *   churn deep D N RATE LEAK     N x socket()+close() D calls below main (0..8, each level with
+ *                                a frame of its own size), at RATE per second, leaking 1 in LEAK
+ *   churn tick N                 leak N sockets, then socket()+close() three calls deep for each
+ *                                further line on stdin, until it closes
+ *
+ * Built twice: with frame pointers (churn) and without (churn_nofp).
  *
  * Waits for a line on stdin before starting (so a tracer can attach), prints
  * "ns_per_op X ops N" when done, then holds its fds until stdin closes.
@@ -26,6 +32,46 @@ static long long now_ns(void) {
 }
 
 __attribute__((noinline)) static int make_socket(void) { return socket(AF_INET, SOCK_STREAM, 0); }
+
+static volatile long sink;
+static long leak_every;
+
+__attribute__((noinline)) static int open_close(long n) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && !(leak_every > 0 && n % leak_every == 0)) close(fd);
+  sink += fd + n;
+  return fd;
+}
+
+/* Each level has a frame of its own size, so the unwind rows differ level to level. */
+#define LEVEL(name, next, words)                                  \
+  __attribute__((noinline)) static int name(long n) {             \
+    volatile long buf[words];                                     \
+    buf[n % (words)] = n;                                         \
+    int r = next(n + 1);                                          \
+    sink += buf[(n + 1) % (words)];                               \
+    return r + 1;                                                 \
+  }
+LEVEL(f1, open_close, 3)
+LEVEL(f2, f1, 5)
+LEVEL(f3, f2, 9)
+LEVEL(f4, f3, 17)
+LEVEL(f5, f4, 33)
+LEVEL(f6, f5, 65)
+LEVEL(f7, f6, 7)
+LEVEL(f8, f7, 11)
+static int (*const levels[])(long) = {open_close, f1, f2, f3, f4, f5, f6, f7, f8};
+
+/* Sleeps until op `i` (of a run started at t0) is due at `rate` per second. */
+static void pace(long long t0, long i, long rate) {
+  if (rate <= 0) return;
+  long long due = t0 + (i + 1) * 1000000000LL / rate;
+  long long d = due - now_ns();
+  if (d > 0) {
+    struct timespec ts = {d / 1000000000LL, d % 1000000000LL};
+    nanosleep(&ts, NULL);
+  }
+}
 
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
@@ -76,6 +122,23 @@ int main(int argc, char **argv) {
       if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) { perror("connect"); return 1; }
       close(fd);
     }
+  } else if (!strcmp(mode, "deep")) {
+    int depth = atoi(argv[2]);
+    if (depth < 0 || depth > 8) depth = 8;
+    n = argc > 3 ? atol(argv[3]) : 0;
+    long rate = argc > 4 ? atol(argv[4]) : 0;
+    leak_every = argc > 5 ? atol(argv[5]) : 0;
+    t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+      levels[depth](i);
+      if (i % 8 == 7) pace(t0, i, rate);
+    }
+  } else if (!strcmp(mode, "tick")) {
+    for (long i = 0; i < n; i++)
+      if (make_socket() < 0) { perror("socket"); return 1; }
+    printf("ns_per_op 0 ops %ld\n", n);
+    for (long i = 0; fgets(line, sizeof line, stdin); i++) levels[3](i);
+    return 0;
   } else if (!strcmp(mode, "getppid")) {
     for (long i = 0; i < n; i++) getppid();
   } else if (!strcmp(mode, "leak")) {

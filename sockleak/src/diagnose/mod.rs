@@ -175,6 +175,7 @@ pub(crate) mod fixture {
             listening: vec![],
             suspects: vec![],
             failures: vec![],
+            stack_fallbacks: vec![],
         }
     }
 

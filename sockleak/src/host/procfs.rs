@@ -89,7 +89,29 @@ pub struct FdLimit {
     pub hard: u64,
 }
 
+/// A process's RLIMIT_NOFILE: prlimit(2) (one call; /proc/PID/limits formats all sixteen
+/// limits), else /proc/PID/limits where prlimit is refused (no CAP_SYS_RESOURCE over it).
 pub fn fd_limit(pid: u32) -> Option<FdLimit> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads only (new limit null); `old` is a valid, writable rlimit.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    if r == 0 {
+        // RLIM_INFINITY is u64::MAX, which is how FdLimit says "unlimited".
+        return Some(FdLimit {
+            soft: old.rlim_cur,
+            hard: old.rlim_max,
+        });
+    }
     let s = fs::read_to_string(proc_path(pid, "limits")).ok()?;
     parse_fd_limit(&s)
 }
@@ -238,9 +260,15 @@ pub fn kind_of_protocol(proto: &str) -> &'static str {
     }
 }
 
-/// Number of open fds of any kind.
+/// Number of open fds of any kind. Since Linux 6.2 the size `stat` gives for /proc/PID/fd is
+/// that count: one call instead of listing the directory (which builds a dentry per fd; under
+/// `--all` with every process active, most of sockleak's CPU). Older kernels say 0: listed.
 pub fn open_fd_count(pid: u32) -> Option<u64> {
-    Some(fs::read_dir(proc_path(pid, "fd")).ok()?.count() as u64)
+    let dir = proc_path(pid, "fd");
+    match fs::metadata(&dir).ok()?.len() {
+        0 => Some(fs::read_dir(&dir).ok()?.count() as u64),
+        n => Some(n),
+    }
 }
 
 /// Pids of all processes (thread-group leaders) on the host.
@@ -338,6 +366,34 @@ pub fn module_of(maps: &[Mapping], addr: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_limit_is_what_proc_limits_says() {
+        let me = std::process::id();
+        let text = fs::read_to_string(proc_path(me, "limits")).unwrap();
+        assert_eq!(fd_limit(me), parse_fd_limit(&text));
+        assert!(fd_limit(me).is_some());
+    }
+
+    #[test]
+    fn open_fd_count_is_the_fd_directory_listing() {
+        // A child whose fds nothing opens or closes: stdin, stdout, stderr and whatever the
+        // test runner let it inherit (cargo's jobserver pipes).
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let listed = fs::read_dir(proc_path(pid, "fd")).unwrap().count() as u64;
+        let n = open_fd_count(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed >= 3, "{listed}");
+        assert_eq!(n, Some(listed));
+    }
 
     #[test]
     fn own_socket_fds_match_fstat() {

@@ -189,6 +189,9 @@ pub struct LoadOptions {
     pub stack_copy_bytes: u32,
     /// Size of the stack-copy ring buffer (a power-of-two multiple of the page size).
     pub stack_copy_ring_bytes: u32,
+    /// Rows of the kernel's unwind tables (8 bytes each, `--unwind-table-mib`); 0: no
+    /// kernel-side DWARF unwinding (stacks without frame pointers are copied).
+    pub unwind_table_rows: u32,
     /// Traced cgroup subtrees (at most MAX_CGROUPS).
     pub cgroups: Vec<CgroupTarget>,
     /// Kernel struct offsets from BTF (see `kernel::offsets`).
@@ -237,6 +240,10 @@ pub struct Tracer {
     jvm_procs: HashMap<MapData, u32, JvmProc>,
     /// [0]: bumped after each CONTROL write so the kernel applies it at once.
     control_gen: Array<MapData, u32>,
+    /// (tgid, stack hash) -> stack id (see `forget_stack`).
+    stack_cache: HashMap<MapData, StackKey, i32>,
+    /// The kernel unwinder's maps; None when its tables are off (`--unwind-table-mib 0`).
+    pub unwind: Option<crate::kernel::unwind_maps::UnwindMaps>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     tracefs: std::path::PathBuf,
     /// The attachments, owned here so they can be detached together (see Drop).
@@ -295,6 +302,7 @@ impl Tracer {
             .map_max_entries(map::STACKS, opts.stack_entries)
             .map_max_entries(map::EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(map::STACK_COPIES, opts.stack_copy_ring_bytes)
+            .map_max_entries(map::UNWIND_ROWS, opts.unwind_table_rows.max(1))
             .map_max_entries(map::TRACED_BITS, filter_entries(pid_max()))
             .map_max_entries(map::PENDING_BITS, filter_entries(pid_max()))
             .map_max_entries(map::OUTSIDE_BITS, filter_entries(pid_max()))
@@ -337,7 +345,20 @@ impl Tracer {
         let py_procs = HashMap::try_from(take(&mut bpf, map::PY_PROCS)?)?;
         let jvm_procs = HashMap::try_from(take(&mut bpf, map::JVM_PROCS)?)?;
         let control_gen = Array::try_from(take(&mut bpf, map::CONTROL_GEN)?)?;
+        let stack_cache = HashMap::try_from(take(&mut bpf, map::STACK_CACHE)?)?;
+        let unwind = if opts.unwind_table_rows > 0 {
+            Some(crate::kernel::unwind_maps::UnwindMaps::new(
+                take(&mut bpf, map::UNWIND_ROWS)?,
+                opts.unwind_table_rows,
+                take(&mut bpf, map::UNWIND_PROCS)?,
+                take(&mut bpf, map::UNWIND_COUNTS)?,
+            )?)
+        } else {
+            None
+        };
         Ok(Tracer {
+            stack_cache,
+            unwind,
             bpf,
             targets,
             control,
@@ -664,10 +685,33 @@ impl Tracer {
         out
     }
 
+    /// Makes the kernel forget a (process, stack hash) -> id entry: its next socket at that
+    /// stack announces it again.
+    pub fn forget_stack(&mut self, tgid: u32, hash: u64) {
+        let _ = self.stack_cache.remove(&StackKey {
+            hash,
+            tgid,
+            _pad: 0,
+        });
+    }
+
+    /// The BPF run time (ns) and runs of every loaded program so far: counted by the kernel only
+    /// while run-time statistics are on (see `kernel::bpf_stats`).
+    pub fn run_time(&self) -> (u64, u64) {
+        let mut out = (0, 0);
+        for (_, p) in self.bpf.programs() {
+            if let Ok(i) = p.info() {
+                out.0 += i.run_time().as_nanos() as u64;
+                out.1 += i.run_count();
+            }
+        }
+        out
+    }
+
     /// Raw instruction pointers of a captured user stack.
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        if sockleak_common::stack::is_copy_id(id) {
-            return None; // unwound in userspace, not in the stack map
+        if sockleak_common::stack::is_copy_id(id) || sockleak_common::unwind::is_walk_id(id) {
+            return None; // unwound in userspace, or walked with the tables: not in the stack map
         }
         let id = u32::try_from(id).ok()?;
         let st = self.stacks.get(&id, 0).ok()?;

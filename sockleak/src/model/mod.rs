@@ -256,6 +256,54 @@ pub struct ProcessReport {
     pub listening: Vec<String>,
     pub suspects: Vec<Suspect>,
     pub failures: Vec<Failure>,
+    /// Stacks the kernel could not walk with its unwind tables (code without frame pointers),
+    /// copied and unwound in userspace instead: by reason and where the walk stopped.
+    pub stack_fallbacks: Vec<StackFallback>,
+}
+
+/// Stacks that fell back from the kernel's table walk to a copy, for one reason at one place.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StackFallback {
+    /// `no CFI`, `CFI beyond the kernel tables`, `signal frame`, `no executable file mapping`
+    /// (JIT code, the vDSO), `no table loaded` (being built), `stack unreadable`, `CFI does
+    /// not describe the code`.
+    pub reason: String,
+    /// Where the walk stopped: "function+0xoff in /path" or the address and its module.
+    pub at: String,
+    pub count: u64,
+}
+
+/// sockleak's own cost, as `/metrics` gives it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OwnCost {
+    /// BPF run time of sockleak's programs per socket made by a traced process, measured
+    /// while the kernel's run-time statistics were on (`bpf_measured_s`); null when no socket
+    /// was made then.
+    pub bpf_ns_per_socket: Option<f64>,
+    pub bpf_measured_s: f64,
+    /// Sockets made while it was measured.
+    pub bpf_sockets: u64,
+    /// sockleak's CPU time over the trace, as a share of one core.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    /// Kernel unwind tables; null when off (`--unwind-table-mib 0`).
+    pub unwind_tables: Option<TablesCost>,
+}
+
+/// The kernel unwind tables' share of the own cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TablesCost {
+    /// Bytes of rows in use, and the array's size (kernel memory, preallocated).
+    pub bytes: u64,
+    pub cap_bytes: u64,
+    pub files: u64,
+    pub processes: u64,
+    pub evictions: u64,
+    /// CPU time spent building tables.
+    pub build_cpu_s: f64,
+    /// Stacks walked in the kernel with them, and walks that fell back to a stack copy.
+    pub walked: u64,
+    pub fallbacks: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,6 +323,8 @@ pub struct Report {
     /// towards the traced processes' destinations and listening ports.
     pub time_wait: Vec<TimeWait>,
     pub processes: Vec<ProcessReport>,
+    /// sockleak's own cost (BPF time per socket, CPU, memory, unwind tables).
+    pub own_cost: OwnCost,
 }
 
 /// One line per interval in `--format json`.

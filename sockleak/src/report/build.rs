@@ -6,12 +6,12 @@
 use crate::{
     diagnose::{self, Evidence},
     host::cgroup,
-    model::{ProcessReport, Report, SnapshotProcess},
+    model::{OwnCost, ProcessReport, Report, SnapshotProcess},
     tracker::Process,
 };
 
 pub use super::facts::{BuildCtx, Facts};
-use super::{failures, limits, suspects, time_wait, walk};
+use super::{failures, limits, suspects, time_wait, unwinding, walk};
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
@@ -41,7 +41,13 @@ pub fn process(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> (ProcessReport
     let (suspects, suspect_facts) =
         suspects::suspects(walked.groups, p.meta.origins.as_ref(), facts, ctx);
     let failures = failures::failures(p, facts, ctx);
-    let warnings = limits::warnings(p, &failures);
+    let mut warnings = limits::warnings(p, &failures);
+    let stack_fallbacks = facts
+        .stack_fallbacks
+        .get(&p.tgid)
+        .cloned()
+        .unwrap_or_default();
+    warnings.extend(unwinding::warning(&stack_fallbacks));
     let mut listening: Vec<String> = walked.listeners.iter().map(|a| a.to_string()).collect();
     listening.sort();
     listening.dedup();
@@ -77,6 +83,7 @@ pub fn process(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> (ProcessReport
         listening,
         suspects,
         failures,
+        stack_fallbacks,
     };
     let ev = diagnose::evidence(
         p,
@@ -107,6 +114,7 @@ pub struct Totals {
     pub lost_events: u64,
     /// `--all`: TIME_WAIT rows of the whole host, not only the traced processes'.
     pub all: bool,
+    pub own_cost: OwnCost,
 }
 
 /// The whole report from the processes' reports: most suspicious first, with the TIME_WAIT
@@ -126,6 +134,7 @@ pub fn report(mut processes: Vec<ProcessReport>, facts: &Facts, totals: Totals) 
         unseen_closed,
         time_wait: time_wait::time_wait(&facts.views, &scope, 10),
         processes,
+        own_cost: totals.own_cost,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Facts {
     pub host_files: Option<(u64, u64)>,
     /// Kubernetes names by container id (from the CRI runtime).
     pub k8s: HashMap<String, crate::model::K8s>,
+    /// Per process: stacks the kernel's table walk handed over to copies, by reason and place.
+    pub stack_fallbacks: HashMap<u32, Vec<crate::model::StackFallback>>,
 }
 
 /// What /proc says of one live process's sockets.

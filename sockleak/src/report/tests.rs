@@ -594,6 +594,7 @@ fn joined_sockets_are_grouped_by_the_origin_call_site() {
             unseen_closed: 0,
             time_wait: vec![],
             processes: vec![r.clone()],
+            own_cost: Default::default(),
         },
         5.0,
     );

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::model::{
-    Confidence, Diagnosis, Failure, ProcessReport, Report, Snapshot, Suspect, TimeWait,
+    Confidence, Diagnosis, Failure, OwnCost, ProcessReport, Report, Snapshot, Suspect, TimeWait,
     names::duration_str,
 };
 use crate::symbols::stacks::Frame;
@@ -368,6 +368,48 @@ fn time_wait(out: &mut String, tw: &[TimeWait]) {
     }
 }
 
+/// sockleak's own cost on one line (the figures `/metrics` serves).
+pub fn own_cost_line(c: &OwnCost) -> String {
+    let bpf = match c.bpf_ns_per_socket {
+        // Host-wide: every process's calls run the programs' gates, so the figure is the whole
+        // BPF cost divided by the traced sockets, not one socket's path.
+        Some(ns) if ns >= 1000.0 => format!("BPF {:.2} µs per traced socket (host-wide)", ns / 1e3),
+        Some(ns) => format!("BPF {ns:.0} ns per traced socket (host-wide)"),
+        None if c.bpf_measured_s > 0.0 => "BPF per traced socket: none made while measured".into(),
+        None => "BPF per traced socket: not measured yet".into(),
+    };
+    let mut line = format!(
+        "own cost: {bpf}, CPU {:.1}% of a core, RSS {:.1} MiB",
+        c.cpu_percent,
+        c.rss_bytes as f64 / 1048576.0
+    );
+    match &c.unwind_tables {
+        Some(t) => {
+            let _ = write!(
+                line,
+                ", unwind tables {:.1} of {:.0} MiB ({} file(s), {} process(es)",
+                t.bytes as f64 / 1048576.0,
+                t.cap_bytes as f64 / 1048576.0,
+                t.files,
+                t.processes
+            );
+            if t.walked + t.fallbacks > 0 {
+                let _ = write!(
+                    line,
+                    "; {} stack(s) walked in the kernel, {} copied",
+                    t.walked, t.fallbacks
+                );
+            }
+            if t.evictions > 0 {
+                let _ = write!(line, "; {} evicted", t.evictions);
+            }
+            line.push(')');
+        }
+        None => line.push_str(", unwind tables off"),
+    }
+    line
+}
+
 pub fn report(r: &Report, min_age_s: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -377,6 +419,7 @@ pub fn report(r: &Report, min_age_s: f64) -> String {
         r.processes.len(),
         r.lost_events
     );
+    let _ = writeln!(out, "{}", own_cost_line(&r.own_cost));
     if r.counts_are_lower_bounds {
         let causes: Vec<String> = r
             .lost

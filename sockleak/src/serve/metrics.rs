@@ -113,11 +113,13 @@ struct Cause {
 }
 
 /// sockleak's own cost.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SelfStats {
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
     pub events: u64,
+    /// The report's own-cost figures (BPF time per socket, unwind tables).
+    pub cost: crate::model::OwnCost,
 }
 
 /// Suspect call sites labelled per process (largest first); the rest are summed.
@@ -205,7 +207,6 @@ pub fn render(report: &Report, top: usize, sel: &[Label], own: SelfStats) -> Str
         rss.clone(),
     );
     reg.register("self_events", "Kernel events processed", events.clone());
-
     let alive: Vec<&ProcessReport> = report.processes.iter().filter(|p| !p.exited).collect();
     // Limits and predictions of processes that share their labels (pid left out) do not sum:
     // the highest limit and usage, the shortest time to the limit, the summed growth.
@@ -300,10 +301,55 @@ pub fn render(report: &Report, top: usize, sel: &[Label], own: SelfStats) -> Str
     cpu.inc_by(own.cpu_seconds);
     rss.set(i64::try_from(own.rss_bytes).unwrap_or(i64::MAX));
     events.inc_by(own.events);
+    own_cost(&mut reg, &own.cost);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
     out
+}
+
+/// The own-cost figures of the report's own-cost line (absent when not measured or off).
+fn own_cost(reg: &mut Registry, c: &crate::model::OwnCost) {
+    if let Some(ns) = c.bpf_ns_per_socket {
+        let g = FGauge::default();
+        g.set(ns);
+        reg.register(
+            "self_bpf_ns_per_socket",
+            "BPF run time of sockleak's programs per socket made by a traced process (measured in windows while the kernel's run-time statistics are on)",
+            g,
+        );
+    }
+    let Some(t) = &c.unwind_tables else {
+        return;
+    };
+    let bytes: Gauge = Gauge::default();
+    bytes.set(i64::try_from(t.bytes).unwrap_or(i64::MAX));
+    reg.register(
+        "self_unwind_table_bytes",
+        "Kernel memory holding unwind rows for code without frame pointers",
+        bytes,
+    );
+    let cap: Gauge = Gauge::default();
+    cap.set(i64::try_from(t.cap_bytes).unwrap_or(i64::MAX));
+    reg.register(
+        "self_unwind_table_capacity_bytes",
+        "Size of the kernel's unwind row array (--unwind-table-mib, preallocated)",
+        cap,
+    );
+    let walked = Counter::<u64>::default();
+    walked.inc_by(t.walked);
+    reg.register(
+        "self_kernel_walked_stacks",
+        "Stacks walked in the kernel with unwind tables",
+        walked,
+    );
+    let fallbacks = Counter::<u64>::default();
+    fallbacks.inc_by(t.fallbacks);
+    reg.register(
+        "self_stack_copy_fallbacks",
+        "Kernel table walks that stopped short and copied the stack instead",
+        fallbacks,
+    );
 }
 
 #[cfg(test)]
@@ -389,6 +435,7 @@ mod tests {
                 call_site_note: None,
                 stack: vec![],
             }],
+            stack_fallbacks: vec![],
         }
     }
 
@@ -404,6 +451,7 @@ mod tests {
             unseen_closed: 0,
             time_wait: vec![],
             processes: vec![proc_(10, 5), proc_(11, 3), proc_(12, 2)],
+            own_cost: Default::default(),
         };
         let mut gone = proc_(13, 9);
         gone.exited = true;

@@ -1,4 +1,5 @@
-//! From addresses to names: stack symbolization (blazesym), DWARF unwinding of stack copies,
+//! From addresses to names: stack symbolization (blazesym), DWARF unwinding of stack copies
+//! and the kernel's unwind tables (`unwind_tables`),
 //! the runtimes' own symbol sources (JIT perf maps, Go's `.gopclntab`, the Go uprobe's binary
 //! inspection, CPython's and HotSpot's interpreted frames read from their own structures) and
 //! the runtime-aware call-site picker. Uses `kernel` (stack maps, uprobes) and
@@ -19,3 +20,4 @@ pub mod runtime_frames;
 pub mod runtimes;
 pub mod stacks;
 pub mod unwind;
+pub mod unwind_tables;

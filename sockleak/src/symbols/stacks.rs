@@ -65,9 +65,12 @@ impl Site {
 
 pub struct Stacks {
     symbolizer: Symbolizer,
-    /// Unwound stack copies: a copy id -> the first copy id with the same frames in its
-    /// process (whose frames `raw` holds), so a call site is one stack however many copies.
+    /// Stacks whose frames userspace holds (unwound copies, and stacks the kernel walked with
+    /// its unwind tables): an id -> the first id with the same frames in its process (whose
+    /// frames `raw` holds), so a call site is one stack however many ids name it.
     aliases: HashMap<i32, i32>,
+    /// Walked stacks: id -> (process, the kernel's STACK_CACHE hash), to forget them.
+    walked: HashMap<i32, (u32, u64)>,
     /// (process, frames) -> that first copy id.
     interned: HashMap<(u32, Vec<u64>), i32>,
     /// Function tables of stripped Go binaries, by (device, inode); None: not one.
@@ -118,6 +121,7 @@ impl Stacks {
             perf: PerfMaps::default(),
             symbolizer: Symbolizer::new(),
             aliases: HashMap::new(),
+            walked: HashMap::new(),
             interned: HashMap::new(),
             go_tables: HashMap::new(),
             raw: HashMap::new(),
@@ -174,6 +178,47 @@ impl Stacks {
         self.raw.entry(canonical).or_insert(ips);
     }
 
+    /// Records a stack the kernel walked with its unwind tables (its `WalkedStack`); `hash`
+    /// is the kernel's key for it in STACK_CACHE.
+    pub fn add_walked(&mut self, pid: u32, id: i32, hash: u64, ips: Vec<u64>) {
+        self.add_copy(pid, id, ips);
+        self.walked.insert(id, (pid, hash));
+    }
+
+    /// Forgets walked stacks of processes no longer alive that nothing refers to any more
+    /// (`used`: ids still referred to); returns their (process, hash) for the kernel to
+    /// forget too. A live process's walked stacks stay: the kernel may hand out their ids
+    /// again.
+    pub fn prune_walked(
+        &mut self,
+        used: &hashbrown::HashSet<i32>,
+        alive: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, u64)> {
+        let gone: Vec<i32> = self
+            .walked
+            .iter()
+            .filter(|(id, (pid, _))| !used.contains(*id) && !alive(*pid))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for id in gone {
+            if let Some(w) = self.walked.remove(&id) {
+                out.push(w);
+            }
+            self.aliases.remove(&id);
+        }
+        let kept: hashbrown::HashSet<i32> = self.aliases.values().copied().collect();
+        self.interned.retain(|_, c| kept.contains(c));
+        self.raw
+            .retain(|id, _| !sockleak_common::unwind::is_walk_id(*id) || kept.contains(id));
+        out
+    }
+
+    /// Walked stacks held.
+    pub fn walked(&self) -> usize {
+        self.walked.len()
+    }
+
     /// Whether a copy id has been unwound (false for stack-map ids).
     pub fn has_copy(&self, id: i32) -> bool {
         self.aliases.contains_key(&id)
@@ -193,14 +238,15 @@ impl Stacks {
     }
 
     /// Forgets copies and runtime stacks no socket or failure refers to any more (`used`:
-    /// canonical or not).
+    /// canonical or not). Walked stacks are left to `prune_walked`.
     pub fn prune_copies(&mut self, used: &hashbrown::HashSet<i32>) {
         self.runtime.retain(|id, _| used.contains(id));
         // The native stacks of the runtime stacks kept stay too.
         let mut used = used.clone();
         used.extend(self.runtime.values().map(|r| r.native.stack_id));
         let used = &used;
-        self.aliases.retain(|id, _| used.contains(id));
+        self.aliases
+            .retain(|id, _| used.contains(id) || sockleak_common::unwind::is_walk_id(*id));
         let kept: hashbrown::HashSet<i32> = self.aliases.values().copied().collect();
         self.interned.retain(|_, c| kept.contains(c));
         self.raw
@@ -214,7 +260,7 @@ impl Stacks {
 
     /// Unwound copies and runtime stacks held (for pruning decisions).
     pub fn copies(&self) -> usize {
-        self.aliases.len() + self.runtime.len()
+        self.aliases.len() - self.walked.len().min(self.aliases.len()) + self.runtime.len()
     }
 
     /// RUNTIME FRAMES: a new stack with named runtime frames (see `runtime_frames`).
@@ -403,6 +449,35 @@ impl Stacks {
             .collect()
     }
 
+    /// One address of a live process, named: "function+0xoff in /path", else the address and
+    /// its module.
+    pub fn name_addr(&mut self, pid: u32, addr: u64) -> String {
+        let maps = procfs::maps(pid);
+        let mut proc = Process::new(Pid::from(pid));
+        proc.perf_map = false;
+        let src = Source::Process(proc);
+        let sym = self
+            .symbolizer
+            .symbolize_single(&src, Input::AbsAddr(addr))
+            .ok();
+        let module = procfs::module_of(&maps, addr).map(str::to_string);
+        match sym {
+            Some(Symbolized::Sym(s)) => {
+                let m = s
+                    .module
+                    .as_ref()
+                    .map(|m| m.to_string_lossy().into_owned())
+                    .or(module)
+                    .unwrap_or_else(|| "?".into());
+                format!("{}+{:#x} in {m}", s.name, s.offset)
+            }
+            _ => match module {
+                Some(m) => format!("{addr:#x} in {m}"),
+                None => format!("{addr:#x} (JIT or anonymous code)"),
+            },
+        }
+    }
+
     /// Frames as if symbolized, for tests of what is built on them.
     #[cfg(test)]
     pub fn insert_resolved(&mut self, pid: u32, site: Site, frames: Vec<Frame>) {
@@ -441,8 +516,10 @@ impl Stacks {
     /// Bare addresses of a stack fetched from the kernel, for processes already gone.
     pub fn fetch_raw(&mut self, tracer: &Tracer, id: i32) {
         let id = self.runtime.get(&id).map_or(id, |r| r.native.stack_id);
+        // Copies and walked stacks are held here already, never in the kernel's stack map.
         if id >= 0
             && !sockleak_common::stack::is_copy_id(id)
+            && !sockleak_common::unwind::is_walk_id(id)
             && !is_runtime_id(id)
             && !self.raw.contains_key(&id)
         {

@@ -24,6 +24,9 @@ impl Session {
             // SAFETY: a whole, aligned StackCopy (plain data, any bit pattern valid) written by
             // the kernel program; it lives as long as `item`.
             let c = unsafe { &*item.as_ptr().cast::<StackCopy>() };
+            if c.walk_status != 0 {
+                self.unwind_stop(c.tgid, c.walk_status, c.walk_stop);
+            }
             let ips = self.unwinders.unwind(c);
             let fresh = !self.stacks.has_copy(c.id);
             self.stacks.add_copy(c.tgid, c.id, ips);
@@ -48,9 +51,10 @@ impl Session {
         self.tracer.stack_copies = Some(ring);
     }
 
-    /// Drops unwound copies and runtime stacks no socket or failure refers to any more.
+    /// Drops unwound copies and runtime stacks no socket or failure refers to any more, and
+    /// walked stacks of processes gone that nothing refers to (the kernel forgets them too).
     pub(super) fn prune_copies(&mut self) {
-        if self.stacks.copies() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
+        if self.stacks.copies() + self.stacks.walked() < PRUNE_ABOVE.max(self.copies_at_prune * 2) {
             return;
         }
         let used: hashbrown::HashSet<i32> = self
@@ -67,9 +71,17 @@ impl Session {
             .filter(|id| {
                 sockleak_common::stack::is_copy_id(*id)
                     || sockleak_common::runtime::is_runtime_id(*id)
+                    || sockleak_common::unwind::is_walk_id(*id)
             })
             .collect();
         self.stacks.prune_copies(&used);
-        self.copies_at_prune = self.stacks.copies();
+        let procs = &self.tracker.procs;
+        for (pid, hash) in self
+            .stacks
+            .prune_walked(&used, |pid| procs.contains_key(&pid))
+        {
+            self.tracer.forget_stack(pid, hash);
+        }
+        self.copies_at_prune = self.stacks.copies() + self.stacks.walked();
     }
 }

@@ -3,7 +3,12 @@
 
 use aya::maps::{MapData, RingBuf};
 use log::warn;
-use sockleak_common::{event::Event, runtime::is_runtime_id, stack::is_copy_id};
+use sockleak_common::{
+    event::{Event, EventKind},
+    runtime::is_runtime_id,
+    stack::is_copy_id,
+    unwind::WalkedStack,
+};
 
 use super::{Session, mono_ns};
 use crate::{
@@ -27,7 +32,15 @@ impl Session {
         self.drain_runtime_stacks();
         let mut actions = Vec::new();
         while let Some(item) = ring.next() {
-            match Event::decode(&item) {
+            // A stack the kernel walked with its unwind tables comes with its frames.
+            let decoded = match WalkedStack::decode(&item) {
+                Some(w) => {
+                    let ev = self.walked_stack(&w);
+                    Ok((ev, EventKind::NewStack))
+                }
+                None => Event::decode(&item),
+            };
+            match decoded {
                 Ok((mut ev, kind)) => {
                     self.events_seen += 1;
                     // Failures are grouped by call site: copies of one stack are one site.
@@ -54,6 +67,7 @@ impl Session {
             }
             for pid in std::mem::take(&mut self.tracker.dropped_exited) {
                 self.stacks.forget_pid(pid);
+                self.forget_stops(pid);
             }
         }
         self.activate_seeded();

@@ -30,6 +30,7 @@ impl Session {
         let mut facts = Facts {
             netns: of_pid,
             default_netns: own,
+            stack_fallbacks: self.stack_fallbacks(),
             ..Facts::default()
         };
         for (ns, pid) in with_pid {

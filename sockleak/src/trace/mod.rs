@@ -10,6 +10,7 @@ mod copies;
 mod events;
 mod facts;
 mod kube;
+mod own_cost;
 mod present;
 mod reconcile;
 mod refresh;
@@ -17,6 +18,7 @@ mod rtstacks;
 mod runtime;
 mod seed;
 mod sync;
+mod tables;
 
 use std::{path::Path, time::Duration};
 
@@ -86,6 +88,14 @@ pub struct Session {
     dwarf_switches: usize,
     /// Kubernetes names and filters.
     kube: kube::Kube,
+    /// Kernel unwind tables; None when off (`--unwind-table-mib 0`).
+    tables: Option<crate::symbols::unwind_tables::UnwindTables>,
+    /// Where kernel table walks stopped short, per process.
+    unwind_stops: HashMap<u32, tables::Stops>,
+    /// Lasting stopping places logged so far.
+    lasting_stops: usize,
+    /// sockleak's own cost (BPF time per socket).
+    own: own_cost::OwnCostMeter,
     /// RUNTIME FRAMES: what names each process's interpreted frames.
     walks: runtime::FrameWalks,
 }
@@ -209,6 +219,17 @@ impl Session {
         let start_ns = mono_ns();
         let uprobes = cfg.uprobes;
         let java_perfmap = cfg.java_perfmap;
+        let tables = tracer
+            .unwind
+            .take()
+            .map(crate::symbols::unwind_tables::UnwindTables::new);
+        let own = own_cost::OwnCostMeter::new(
+            start_ns,
+            own_cost::Reading {
+                bpf_ns: tracer.run_time().0,
+                sockets: 0,
+            },
+        );
         let mut s = Session {
             cfg,
             tracer,
@@ -230,6 +251,10 @@ impl Session {
             copies_at_prune: 0,
             dwarf_switches: 0,
             kube,
+            tables,
+            unwind_stops: HashMap::new(),
+            lasting_stops: 0,
+            own,
             walks: runtime::FrameWalks::default(),
         };
         let mut alive = 0;
@@ -325,7 +350,11 @@ impl Session {
                         self.closed = true;
                     }
                 }
-                _ = drain.tick() => self.drain(events.get_mut()),
+                _ = drain.tick() => {
+                    self.drain(events.get_mut());
+                    self.tables_work();
+                    self.own_cost_poll();
+                }
                 _ = kube_tick.tick() => self.kube_tick(),
                 Some(a) = kube::next_answer(&mut kube_answers) => self.kube_listed(a),
                 Some(req) = requests.recv() => {

@@ -270,6 +270,7 @@ impl Session {
                 .collect(),
             lost_events: self.lost_events(),
             all: self.cfg.all,
+            own_cost: self.own_cost(),
         };
         build::report(processes, &facts, totals)
     }
@@ -314,6 +315,7 @@ impl Session {
                     cpu_seconds: procfs::cpu_seconds(me).unwrap_or(0.0),
                     rss_bytes: procfs::rss_bytes(me).unwrap_or(0),
                     events: self.events_seen,
+                    cost: report.own_cost.clone(),
                 };
                 let (top, sel) = self
                     .cfg

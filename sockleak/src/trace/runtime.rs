@@ -1,10 +1,11 @@
 //! What each process's runtime needs, decided when it becomes traced or execs and undone when
 //! it exits: the uprobes of Go HTTP clients (kernel flags GO_HTTP, GO_DELIVER) and of Node's
 //! libuv (NODE_UV), which join sockets to the code that asked for them; how its stacks are
-//! taken (frame pointers, or stack copies unwound with DWARF for code built without them); and
-//! whether its interpreted frames are walked (CPython's frame chain: PYTHON; HotSpot's
-//! interpreter frames: HOTSPOT, with the layout found in the process handed to the kernel).
-//! The kernel learns the mode and flags through CONTROL.
+//! taken (frame pointers; for code built without them, a walk in the kernel with its compiled
+//! DWARF CFI, or stack copies unwound in userspace when the tables are off); and whether its
+//! interpreted frames are walked (CPython's frame chain: PYTHON; HotSpot's interpreter frames:
+//! HOTSPOT, with the layout found in the process handed to the kernel). The kernel learns the
+//! mode and flags through CONTROL.
 
 use hashbrown::HashMap;
 use log::{debug, info, warn};
@@ -71,7 +72,10 @@ impl Session {
         } else {
             self.node.forget(pid);
         }
-        let mode = initial_stack_mode(self.cfg.stack_mode, runtime);
+        let mut mode = initial_stack_mode(self.cfg.stack_mode, runtime);
+        if mode == stack_mode::STACK_COPY {
+            mode = self.dwarf_mode(pid, &[]);
+        }
         if let Some(p) = self.tracker.procs.get_mut(&pid) {
             p.meta.go_http = go.map(|c| c.probe);
             p.meta.origins = origins;
@@ -216,14 +220,18 @@ impl Session {
 
     /// A running process's binary changed or was found late: re-check and tell the kernel.
     pub(super) fn recheck_runtime(&mut self, pid: u32) {
+        // A new image: its mappings and frame pointers are decided again.
+        if let Some(t) = self.tables.as_mut() {
+            t.forget(pid);
+        }
         let s = self.runtime_setup(pid);
         self.tracer
             .control_all(pid, None, Some(s.stack_mode), Some(s.flags));
     }
 
     /// With `--stack-mode auto`: a process whose first frame-pointer stack stops short of its
-    /// thread's start lacks frame pointers somewhere; its next stacks are copied and unwound
-    /// with DWARF instead.
+    /// thread's start lacks frame pointers somewhere; its next stacks are unwound with DWARF
+    /// instead (in the kernel with its tables, else from copies).
     pub(super) fn check_unwinding(&mut self, pid: u32, site: Site) {
         if self.cfg.stack_mode != StackMode::Auto {
             return;
@@ -231,9 +239,9 @@ impl Session {
         let Some(p) = self.tracker.procs.get(&pid) else {
             return;
         };
-        // A JVM's JIT code has no unwind tables: copies would not get past it, while its
-        // interpreter and native code keep frame pointers.
-        if p.meta.stack_mode == stack_mode::STACK_COPY || p.meta.runtime == Some(Runtime::Jvm) {
+        // A JVM's JIT code has no unwind tables: neither tables nor copies would get past it,
+        // while its interpreter and native code keep frame pointers.
+        if p.meta.stack_mode != stack_mode::FRAME_POINTERS || p.meta.runtime == Some(Runtime::Jvm) {
             return;
         }
         let frames = self.stacks.frames(pid, site);
@@ -244,10 +252,29 @@ impl Session {
             .last()
             .map(|f| f.symbol.clone().unwrap_or_else(|| format!("{:#x}", f.addr)))
             .unwrap_or_default();
+        // A process seen first through this stack has no name yet in the tracker.
+        let comm = if p.meta.comm.is_empty() {
+            crate::host::procfs::comm(pid).unwrap_or_default()
+        } else {
+            p.meta.comm.clone()
+        };
+        // Switched before it is said: a socket made after the line is unwound with DWARF.
+        // The ip and the leaf caller are right; what a frame-pointer walk finds past them in
+        // code without frame pointers is not (and may name big libraries never on the stack).
+        let hints: Vec<u64> = frames.iter().take(2).map(|f| f.addr).collect();
+        let mode = self.dwarf_mode(pid, &hints);
+        if let Some(p) = self.tracker.procs.get_mut(&pid) {
+            p.meta.stack_mode = mode;
+        }
+        self.tracer.control_all(pid, None, Some(mode), None);
+        let how = if mode == stack_mode::TABLES {
+            "in the kernel, with its binaries' unwind tables"
+        } else {
+            "from stack copies"
+        };
         // With --all a host has dozens of such processes: name the first few, then go quiet.
         let line = format!(
-            "pid {pid} ({}): its stack stops at {last}, frame pointers are missing there: unwinding copies of its stacks with DWARF from now on",
-            p.meta.comm
+            "pid {pid} ({comm}): its stack stops at {last}, frame pointers are missing there: unwinding its stacks with DWARF from now on ({how})"
         );
         self.dwarf_switches += 1;
         match self.dwarf_switches {
@@ -257,11 +284,6 @@ impl Session {
             }
             _ => debug!("{line}"),
         }
-        if let Some(p) = self.tracker.procs.get_mut(&pid) {
-            p.meta.stack_mode = stack_mode::STACK_COPY;
-        }
-        self.tracer
-            .control_all(pid, None, Some(stack_mode::STACK_COPY), None);
     }
 
     pub(super) fn forget_runtime(&mut self, pid: u32) {
@@ -271,6 +293,9 @@ impl Session {
         self.go.forget(&mut self.tracer, pid);
         self.node.forget(pid);
         self.unwinders.forget(pid);
+        if let Some(t) = self.tables.as_mut() {
+            t.forget(pid);
+        }
         self.stacks.forget_runtime(pid);
     }
 }
