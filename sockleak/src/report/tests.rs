@@ -463,6 +463,7 @@ fn kubernetes_names_come_from_the_facts_and_head_the_text() {
             lost: Vec::new(),
             lost_events: 0,
             all: false,
+            own_cost: Default::default(),
         },
     );
     let text = super::text::report(&report, 5.0);

@@ -507,6 +507,7 @@ mod tests {
             unseen_opened: 0,
             unseen_closed: 0,
             time_wait: vec![],
+            own_cost: Default::default(),
             processes: vec![a, b, c],
         };
         let sel = parse_labels("namespace,container").unwrap();
