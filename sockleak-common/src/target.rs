@@ -181,6 +181,7 @@ pub mod map {
     pub const STACK_CACHE: &str = "STACK_CACHE";
     pub const LOSSES: &str = "LOSSES";
     pub const CGROUPS: &str = "CGROUPS";
+    pub const DENIED_CGROUPS: &str = "DENIED_CGROUPS";
     pub const DESTS: &str = "DESTS";
     pub const URING_SITES: &str = "URING_SITES";
     pub const GO_DIALS: &str = "GO_DIALS";
@@ -216,8 +217,21 @@ pub struct CgroupTarget {
     pub id: u64,
     /// Depth below the cgroup2 root (the root is level 0).
     pub level: u32,
-    pub _pad: u32,
+    /// `cgroup_flag::*` bits.
+    pub flags: u32,
 }
+
+/// `CgroupTarget::flags`.
+pub mod cgroup_flag {
+    /// The root of a container runtime's pods (`--namespace`, `--pod`, ...): a task below it
+    /// is traced unless its own cgroup is in DENIED_CGROUPS, where userspace puts the cgroups
+    /// of containers that match no filter. A container started later is traced from its first
+    /// socket until userspace has looked it up.
+    pub const FILTERED: u32 = 1;
+}
+
+/// Capacity of DENIED_CGROUPS (cgroups of containers that match no Kubernetes filter).
+pub const MAX_DENIED_CGROUPS: u32 = 16384;
 crate::assert_layout!(CgroupTarget, size = 16, fields = [u64, u32, u32]);
 
 #[cfg(feature = "user")]

@@ -4,18 +4,20 @@
 //! fork-pending (PENDING_BITS), where userspace needs to hear of them.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+    },
     maps::Array,
 };
 use sockleak_common::target::{
-    FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UNCHANGED, stack_mode, state,
+    FILTER_BITS, FILTER_WORDS, MAX_CGROUPS, Target, UNCHANGED, cgroup_flag, stack_mode, state,
 };
 
 use crate::{
     atomic::{add_u32, add_u64, and_u64, or_u64},
     maps::{
-        CGROUPS, CONTROL, CONTROL_GEN, OUTSIDE_BITS, PENDING_BITS, TARGETS, TRACED_BITS, n_cgroups,
-        tick, trace_all,
+        CGROUPS, CONTROL, CONTROL_GEN, DENIED_CGROUPS, OUTSIDE_BITS, PENDING_BITS, TARGETS,
+        TRACED_BITS, n_cgroups, tick, trace_all,
     },
 };
 
@@ -318,18 +320,24 @@ pub fn create(tgid: u32) -> Option<Traced> {
 const BPF_NOEXIST: u64 = 1;
 
 /// Whether the current task lives in a traced cgroup subtree. Comparing the ancestor at the
-/// target's level covers cgroups created below it after sockleak started.
+/// target's level covers cgroups created below it after sockleak started. Below a FILTERED
+/// target (a pods root) the task's own cgroup must not be denied: a container userspace has
+/// not looked up yet is traced from its first socket, one that matches no filter is not.
 #[inline(always)]
 fn in_target_cgroup() -> bool {
     let n = n_cgroups();
+    let mut filtered = false;
     for i in 0..MAX_CGROUPS {
         if i >= n {
             break;
         }
         let Some(t) = CGROUPS.get(i) else { break };
         if unsafe { bpf_get_current_ancestor_cgroup_id(t.level as i32) } == t.id {
-            return true;
+            if t.flags & cgroup_flag::FILTERED == 0 {
+                return true;
+            }
+            filtered = true;
         }
     }
-    false
+    filtered && unsafe { DENIED_CGROUPS.get(&bpf_get_current_cgroup_id()) }.is_none()
 }

@@ -190,7 +190,15 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     if !group_dead {
         return None;
     }
-    let t = traced(task.tgid)?;
+    let Some(t) = traced(task.tgid) else {
+        // Its bit outlived its entry (userspace dropped the process: a container that matches
+        // no filter): clear it, or the pid keeps costing a lookup after reuse. Untraced
+        // processes pay only the bit test.
+        if is_traced(task.tgid) {
+            unmark(task.tgid);
+        }
+        return None;
+    };
     let final_counts = t.entry();
     // arg2 of Exit says whether the kernel handed over every socket; if not (no fd-table
     // offsets), userspace collects what is left in LIVE.

@@ -10,7 +10,10 @@ use sockleak_common::{
     origin::{GoConn, GoDial, GoLayout, NodeClosed, NodeHandle, ObjectKey, OriginSite},
     runtime::{JvmProc, PyProc, RtStack},
     socket::{DestKey, DestStats, GoroutineKey, SockKey, SocketRecord, StackKey},
-    target::{CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, Target},
+    target::{
+        CgroupTarget, Clock, ClockSample, Control, FILTER_WORDS, MAX_CGROUPS, MAX_DENIED_CGROUPS,
+        Target,
+    },
 };
 
 /// Reads a global userspace set before load. `read_volatile` keeps the compiler from folding
@@ -109,6 +112,13 @@ pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);
 /// Traced cgroup subtrees, filled by userspace before attach.
 #[map]
 pub static CGROUPS: Array<CgroupTarget> = Array::with_max_entries(MAX_CGROUPS, 0);
+
+/// cgroup id -> 0: cgroups below a FILTERED target whose tasks are not traced (containers that
+/// match no Kubernetes filter). Written by userspace while tracing; read only when a process
+/// not yet traced makes a socket.
+#[map]
+pub static DENIED_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(MAX_DENIED_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// Live socket fds of traced processes. Preallocated: an allocation per insert cost more on
 /// the hot path than the memory saved (userspace sizes it with --max-sockets).

@@ -73,6 +73,37 @@ pub struct TargetArgs {
     #[arg(long = "container", value_name = "ID")]
     pub containers: Vec<String>,
 
+    /// Trace the containers of the pods in this Kubernetes namespace (names come from the
+    /// node's CRI runtime; see --cri-socket). Pods started later are traced from their first
+    /// socket.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Trace the containers of this pod (give its --namespace too).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Trace only containers with this name (as in the pod spec; with --namespace/--pod/
+    /// --selector, or alone for every pod's container of that name).
+    #[arg(long = "container-name", value_name = "NAME")]
+    pub container_name: Option<String>,
+
+    /// Trace the containers of pods whose labels match (kubectl's equality selectors:
+    /// `app=web,tier!=db,canary,!legacy`).
+    #[arg(long, short = 'l', value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// The CRI runtime's socket, for Kubernetes names and the filters above (default: the
+    /// first of /run/containerd/containerd.sock, /run/k3s/containerd/containerd.sock,
+    /// /var/run/crio/crio.sock that exists). Without a runtime, names stay empty.
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+
+    /// Seconds between listings of the CRI runtime's pods (it is also listed as soon as an
+    /// unknown container id shows up).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, hide = true)]
+    pub cri_resync: f64,
+
     /// Trace every process on the host.
     #[arg(long)]
     pub all: bool,
@@ -197,6 +228,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
 
+    /// Which labels identify a process in /metrics, comma-separated, from pid, comm, cgroup,
+    /// container_id, namespace, pod, container (the Kubernetes container name). Series that
+    /// then share their labels are summed (limits: the highest; time to the limit: the
+    /// shortest). Leaving out pid and pod keeps the series count steady while pods churn.
+    #[arg(
+        long,
+        value_name = "LABELS",
+        default_value = "pid,comm,cgroup,container_id,namespace,pod,container"
+    )]
+    pub metrics_labels: String,
+
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -225,6 +267,25 @@ mod tests {
             panic!("the DaemonSet runs serve")
         };
         assert!(s.no_report_endpoint, "the DaemonSet serves /metrics only");
+        assert!(s.target.all, "the DaemonSet traces every pod");
+        let labels = crate::serve::metrics::parse_labels(&s.metrics_labels).unwrap();
+        use crate::serve::metrics::Label;
+        assert!(labels.contains(&Label::Namespace) && labels.contains(&Label::Container));
+        assert!(
+            !labels.contains(&Label::Pod) && !labels.contains(&Label::Pid),
+            "pods churn: no pod or pid label by default"
+        );
+        // The CRI runtime's socket directory, read-only.
+        let spec = &ds["spec"]["template"]["spec"];
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/run/containerd")
+            .expect("the CRI socket is mounted");
+        assert_eq!(mount["readOnly"], true);
+        let sockets = crate::host::cri::client::DEFAULT_SOCKETS;
+        assert!(sockets[0].starts_with("/run/containerd/"), "{sockets:?}");
 
         let unit = include_str!("../../deploy/sockleak.service");
         for line in unit.lines() {

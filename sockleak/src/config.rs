@@ -6,6 +6,7 @@ use crate::{
     cli::{Format, ServeArgs, TargetArgs, TraceArgs},
     error::UserError,
     host::cgroup::{self, Cgroup},
+    host::cri::pods::{self, Filter},
     host::procfs,
     kernel::bpf::LoadOptions,
 };
@@ -31,6 +32,83 @@ pub struct Config {
     pub stack_mode: crate::cli::StackMode,
     /// Ask JVMs for their perf map (`--java-perfmap`).
     pub java_perfmap: bool,
+    /// Kubernetes names and filters (`--cri-socket`, `--namespace`, ...).
+    pub kube: KubeOptions,
+}
+
+/// Where Kubernetes names come from and which containers the filters select.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// `--cri-socket`; else the usual paths are probed.
+    pub socket: Option<PathBuf>,
+    /// `--namespace`, `--pod`, `--container-name`, `--selector`; None when none was given.
+    pub filter: Option<Filter>,
+    /// `--cri-resync`: how often the runtime is listed.
+    pub resync: Duration,
+}
+
+/// Checks a name the way Kubernetes validates it (lowercase, digits and '-', '.' in pod
+/// names), so a typo like `--namespace Payments` is told at once, not as "no such namespace".
+fn check_k8s_name(flag: &'static str, v: &str) -> Result<String, UserError> {
+    let dots = flag == "pod";
+    let max = if dots { 253 } else { 63 };
+    let ok_char =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.');
+    let bytes = v.as_bytes();
+    let reason = if v.is_empty() {
+        Some("is empty".to_string())
+    } else if v.len() > max {
+        Some(format!("is longer than {max} characters"))
+    } else if !bytes.iter().all(|b| ok_char(*b)) {
+        Some(format!(
+            "Kubernetes names are lowercase letters, digits and '-'{}",
+            if dots { " and '.'" } else { "" }
+        ))
+    } else if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+        Some("must start and end with a letter or digit".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(UserError::BadK8sName {
+            flag,
+            value: v.to_string(),
+            reason,
+        }),
+        None => Ok(v.to_string()),
+    }
+}
+
+fn kube_filter(a: &TargetArgs) -> Result<Option<Filter>, UserError> {
+    if let (Some(p), None) = (&a.pod, &a.namespace) {
+        return Err(UserError::PodWithoutNamespace(p.clone()));
+    }
+    let selector = match &a.selector {
+        Some(s) => pods::parse_selector(s).map_err(|reason| UserError::BadSelector {
+            input: s.clone(),
+            reason,
+        })?,
+        None => Vec::new(),
+    };
+    let f = Filter {
+        namespace: a
+            .namespace
+            .as_deref()
+            .map(|n| check_k8s_name("namespace", n))
+            .transpose()?,
+        pod: a
+            .pod
+            .as_deref()
+            .map(|n| check_k8s_name("pod", n))
+            .transpose()?,
+        container: a
+            .container_name
+            .as_deref()
+            .map(|n| check_k8s_name("container-name", n))
+            .transpose()?,
+        selector,
+    };
+    Ok((!f.is_empty()).then_some(f))
 }
 
 const MAX_SOCKETS_LIMIT: u32 = 1 << 24;
@@ -45,7 +123,7 @@ use sockleak_common::{
 impl Config {
     /// Only explicit pids: tracing ends when they (and their children) have all exited.
     pub fn pids_only(&self) -> bool {
-        !self.all && self.cgroups.is_empty()
+        !self.all && self.cgroups.is_empty() && self.kube.filter.is_none()
     }
 
     pub fn for_trace(a: &TraceArgs) -> Result<Config, UserError> {
@@ -71,9 +149,17 @@ impl Config {
             }
             None => None,
         };
+        let metrics_labels =
+            crate::serve::metrics::parse_labels(&a.metrics_labels).map_err(|reason| {
+                UserError::BadMetricsLabels {
+                    input: a.metrics_labels.clone(),
+                    reason,
+                }
+            })?;
         c.serve = Some(crate::serve::ServeOptions {
             listen: a.listen,
             top: a.top,
+            metrics_labels,
             web,
             report_endpoint: !a.no_report_endpoint,
         });
@@ -81,7 +167,11 @@ impl Config {
     }
 
     fn new(a: &TargetArgs, duration: Option<f64>) -> Result<Config, UserError> {
-        let selective = !a.pids.is_empty() || !a.cgroups.is_empty() || !a.containers.is_empty();
+        let filter = kube_filter(a)?;
+        let selective = !a.pids.is_empty()
+            || !a.cgroups.is_empty()
+            || !a.containers.is_empty()
+            || filter.is_some();
         if a.all && selective {
             return Err(UserError::PidWithAll);
         }
@@ -171,7 +261,7 @@ impl Config {
                     .map(|c| CgroupTarget {
                         id: c.id,
                         level: c.level,
-                        _pad: 0,
+                        flags: 0,
                     })
                     .collect(),
                 offsets: Default::default(),
@@ -189,6 +279,68 @@ impl Config {
             uprobes: !a.no_uprobes,
             stack_mode: a.stack_mode,
             java_perfmap: a.java_perfmap,
+            kube: KubeOptions {
+                socket: a.cri_socket.clone(),
+                filter,
+                resync: Duration::from_secs_f64(a.cri_resync.clamp(0.5, 3600.0)),
+            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn target(args: &[&str]) -> TargetArgs {
+        let cli = Cli::try_parse_from(["sockleak", "trace"].iter().chain(args)).unwrap();
+        let Command::Trace(t) = cli.command else {
+            unreachable!()
+        };
+        t.target
+    }
+
+    #[test]
+    fn kubernetes_filters_are_checked_before_anything_runs() {
+        let f = kube_filter(&target(&[
+            "--namespace",
+            "team-a",
+            "--pod",
+            "leaky-7d9f",
+            "--container-name",
+            "app",
+            "--selector",
+            "tier=web",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            f.describe(),
+            "--namespace team-a --pod leaky-7d9f --container-name app --selector tier=web"
+        );
+        assert!(kube_filter(&target(&["--all"])).unwrap().is_none());
+        let err = |args: &[&str]| kube_filter(&target(args)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--pod", "leaky"]),
+            "--pod leaky: give its --namespace too (pod names are unique only within a namespace)"
+        );
+        assert_eq!(
+            err(&["--namespace", "Payments"]),
+            "--namespace \"Payments\": Kubernetes names are lowercase letters, digits and '-'"
+        );
+        assert_eq!(
+            err(&["--namespace", "a", "--pod=-x"]),
+            "--pod \"-x\": must start and end with a letter or digit"
+        );
+        assert!(err(&["--selector", "a in (b)"]).starts_with("--selector a in (b): set-based"));
+        // Pod names may have dots; namespaces may not.
+        assert!(kube_filter(&target(&["--namespace", "a", "--pod", "web.1"])).is_ok());
+        assert!(kube_filter(&target(&["--namespace", "a.b"])).is_err());
+        // A filter is a target: with --all it conflicts.
+        let e = Config::new(&target(&["--all", "--namespace", "a"]), None).unwrap_err();
+        assert!(matches!(e, UserError::PidWithAll), "{e}");
     }
 }

@@ -15,11 +15,34 @@ pub enum UserError {
     )]
     KernelThread { pid: u32, comm: String },
     #[error(
-        "nothing to trace: give --pid PID, --cgroup PATH, --container ID (each repeatable) or --all"
+        "nothing to trace: give --pid PID, --cgroup PATH, --container ID (each repeatable), --namespace NS [--pod NAME], --container-name NAME, --selector k=v, or --all"
     )]
     NoTarget,
-    #[error("--all conflicts with --pid/--cgroup/--container: --all already traces every process")]
+    #[error(
+        "--all conflicts with --pid/--cgroup/--container/--namespace/--pod/--container-name/--selector: --all already traces every process"
+    )]
     PidWithAll,
+    #[error("--pod {0}: give its --namespace too (pod names are unique only within a namespace)")]
+    PodWithoutNamespace(String),
+    #[error("--{flag} {value:?}: {reason}")]
+    BadK8sName {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--selector {input}: {reason}")]
+    BadSelector { input: String, reason: String },
+    #[error("--metrics-labels {input}: {reason}")]
+    BadMetricsLabels { input: String, reason: String },
+    /// The CRI runtime could not be used for a filter: one line from host::cri.
+    #[error("{filter}: needs the node's CRI runtime, and {reason}")]
+    Cri { filter: String, reason: String },
+    /// `--cri-socket` names something that is not a CRI runtime's socket.
+    #[error("--cri-socket {0}")]
+    CriSocket(String),
+    /// A Kubernetes filter matches nothing on this node (the line names the input and what is near).
+    #[error("{0}")]
+    K8sNoMatch(String),
     #[error("--duration {0}: must be a positive number of seconds")]
     BadDuration(f64),
     #[error("--interval {0}: must be a positive number of seconds")]

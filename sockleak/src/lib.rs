@@ -57,6 +57,10 @@ pub fn exercise_parsers(s: &str) {
     let _ = cgroup::parse_cgroup2_mount(s);
     let _ = cgroup::parse_proc_cgroup(s);
     let _ = cgroup::container_id(s);
+    let _ = cgroup::container_cgroup(s);
+    let _ = host::cri::pods::pods_root(s);
+    let _ = host::cri::pods::parse_selector(s);
+    let _ = serve::metrics::parse_labels(s);
     let _ = netns::parse_port_range(s);
     let _ = netns::parse_file_nr(s);
     let _ = preflight::parse_cap_eff(s);

@@ -178,6 +178,26 @@ fn bad_input_is_one_line_and_leaves_nothing_attached() {
             &["trace", "--pid", "1", "--output", "/nope/x.json"],
             "--output /nope/x.json",
         ),
+        (
+            &["trace", "--pod", "web-1"],
+            "--pod web-1: give its --namespace too",
+        ),
+        (
+            &["trace", "--namespace", "Payments"],
+            "--namespace \"Payments\": Kubernetes names are lowercase",
+        ),
+        (
+            &["trace", "--selector", "env in (a,b)"],
+            "--selector env in (a,b): set-based requirements (in, notin) are not supported",
+        ),
+        (
+            &["trace", "--all", "--namespace", "payments"],
+            "--all conflicts",
+        ),
+        (
+            &["serve", "--all", "--metrics-labels", "namespace,node"],
+            "--metrics-labels namespace,node: `node` is not a label",
+        ),
     ];
     for (args, want) in cases {
         expect_error(&mut sockleak(args), want);

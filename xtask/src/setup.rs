@@ -36,6 +36,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("promtool", "prometheus"),
+    // A CRI runtime the Kubernetes tests act as the kubelet against (tests/kube.rs): its CRI
+    // plugin is built in.
+    ("containerd", "containerd"),
 ];
 
 /// Test tools from Debian bookworm-backports: (probe, package).

@@ -151,6 +151,7 @@ pub(crate) mod fixture {
             comm: "app".into(),
             cgroup: None,
             container: None,
+            k8s: None,
             exited: false,
             fd_limit: Some(FdLimitJson {
                 soft: 65536,

@@ -61,6 +61,15 @@ pub fn container_id(path: &str) -> Option<String> {
     })
 }
 
+/// The container id in a cgroup path and the container's own cgroup: the path up to the
+/// component that holds the id (a process may sit in a cgroup below it).
+pub fn container_cgroup(path: &str) -> Option<(String, String)> {
+    let id = container_id(path)?;
+    let comps: Vec<&str> = path.split('/').collect();
+    let upto = comps.iter().rposition(|c| c.contains(&id))?;
+    Some((id, comps[..=upto].join("/")))
+}
+
 /// Validates a `--cgroup` argument: an absolute path inside the cgroup2 mount, or a path
 /// relative to its root.
 pub fn resolve_path(arg: &Path) -> Result<Cgroup, UserError> {
@@ -113,17 +122,11 @@ pub fn resolve_container(prefix: &str) -> Result<Cgroup, UserError> {
     let mut found: Vec<(String, String)> = Vec::new(); // (id, cgroup path)
     for pid in procfs::all_pids() {
         let Some(path) = cgroup_of(pid) else { continue };
-        let Some(id) = container_id(&path) else {
+        let Some((id, dir)) = container_cgroup(&path) else {
             continue;
         };
         if id.starts_with(&prefix) && !found.iter().any(|(i, _)| *i == id) {
-            // The container's own cgroup: the path up to the component holding the id.
-            let comps: Vec<&str> = path.split('/').collect();
-            let upto = comps
-                .iter()
-                .rposition(|c| c.contains(&id))
-                .unwrap_or(comps.len() - 1);
-            found.push((id, comps[..=upto].join("/")));
+            found.push((id, dir));
         }
     }
     match found.len() {
@@ -236,6 +239,10 @@ mod tests {
             assert_eq!(container_id(&path).as_deref(), Some(id), "{path}");
         }
         assert_eq!(container_id("/user.slice/session-2.scope"), None);
+        assert_eq!(
+            container_cgroup(&format!("/machine.slice/libpod-{id}.scope/container")),
+            Some((id.to_string(), format!("/machine.slice/libpod-{id}.scope")))
+        );
         assert_eq!(container_id(""), None);
     }
 }

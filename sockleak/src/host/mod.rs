@@ -4,6 +4,7 @@
 //! "process went away" into `None`. Uses nothing of sockleak above `error`.
 
 pub mod cgroup;
+pub mod cri;
 pub mod launcher;
 pub mod limits;
 pub mod netns;

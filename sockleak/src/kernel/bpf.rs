@@ -228,6 +228,8 @@ pub struct Tracer {
     pub losses: PerCpuArray<MapData, u64>,
     /// Held so its fd stays open: programs are loaded (and bound to maps) at attach.
     _cgroups: Array<MapData, CgroupTarget>,
+    /// Cgroups below a FILTERED target whose tasks are not traced (see `deny_cgroup`).
+    denied: HashMap<MapData, u64, u8>,
     pub events: Option<RingBuf<MapData>>,
     /// Stack copies of processes without frame pointers (see `unwind`).
     pub stack_copies: Option<RingBuf<MapData>>,
@@ -336,6 +338,7 @@ impl Tracer {
                 .set(i as u32, c, 0)
                 .context("filling the kernel's cgroup target array")?;
         }
+        let denied = HashMap::try_from(take(&mut bpf, map::DENIED_CGROUPS)?)?;
         let events = RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?;
         let stack_copies = RingBuf::try_from(take(&mut bpf, map::STACK_COPIES)?)?;
         let rt_stacks = RingBuf::try_from(take(&mut bpf, map::RT_STACKS)?)?;
@@ -371,6 +374,7 @@ impl Tracer {
             stacks,
             losses,
             _cgroups: cgroups,
+            denied,
             events: Some(events),
             stack_copies: Some(stack_copies),
             rt_stacks: Some(rt_stacks),
@@ -530,6 +534,32 @@ impl Tracer {
             {
                 let _ = self.outside_bits.set(entry, [0u64; FILTER_WORDS], 0);
             }
+        }
+    }
+
+    /// Stops the kernel from starting to trace tasks of cgroup `id` (below a FILTERED target:
+    /// a container that matches no Kubernetes filter). False when the map is full.
+    pub fn deny_cgroup(&mut self, id: u64) -> bool {
+        self.denied.insert(id, 0, 0).is_ok()
+    }
+
+    /// Takes a cgroup off the deny list (it was removed: its id is not used again).
+    pub fn allow_cgroup(&mut self, id: u64) {
+        let _ = self.denied.remove(&id);
+    }
+
+    /// Forgets a process entirely: its entry and its live sockets (it turned out to be in a
+    /// container no filter matches). Its filter bit goes with its exit.
+    pub fn drop_process(&mut self, tgid: u32) {
+        self.remove_target(tgid);
+        let mut fds = Vec::new();
+        self.live_each(|k, _| {
+            if k.tgid == tgid {
+                fds.push(k.fd);
+            }
+        });
+        for fd in fds {
+            self.forget(tgid, fd, u64::MAX);
         }
     }
 

@@ -206,6 +206,16 @@ pub struct TimeWait {
     pub flagged: bool,
 }
 
+/// A container's place in Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct K8s {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    /// The container's name in the pod spec.
+    pub container: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessReport {
     pub pid: u32,
@@ -214,6 +224,9 @@ pub struct ProcessReport {
     /// cgroup v2 path, and the container id found in it.
     pub cgroup: Option<String>,
     pub container: Option<String>,
+    /// The Kubernetes names of that container, from the node's CRI runtime (null outside a
+    /// pod, or when no runtime answered).
+    pub k8s: Option<K8s>,
     pub exited: bool,
     pub fd_limit: Option<FdLimitJson>,
     pub open_fds: Option<u64>,

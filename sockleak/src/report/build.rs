@@ -51,12 +51,14 @@ pub fn process(p: &Process, facts: &Facts, ctx: &BuildCtx<'_>) -> (ProcessReport
     let mut listening: Vec<String> = walked.listeners.iter().map(|a| a.to_string()).collect();
     listening.sort();
     listening.dedup();
+    let container = p.meta.cgroup.as_deref().and_then(cgroup::container_id);
     let report = ProcessReport {
         pid: p.tgid,
         ns_pid: p.meta.ns_pid,
         comm: p.meta.comm.clone(),
         cgroup: p.meta.cgroup.clone(),
-        container: p.meta.cgroup.as_deref().and_then(cgroup::container_id),
+        container: container.clone(),
+        k8s: container.and_then(|id| facts.k8s.get(&id).cloned()),
         exited: !alive,
         fd_limit: limits::fd_limit_json(p),
         open_fds: p.meta.open_fds,

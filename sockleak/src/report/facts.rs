@@ -32,6 +32,8 @@ pub struct Facts {
     pub comms: HashMap<u32, String>,
     /// The host's file handles (allocated, max), read when a process failed with ENFILE.
     pub host_files: Option<(u64, u64)>,
+    /// Kubernetes names by container id (from the CRI runtime).
+    pub k8s: HashMap<String, crate::model::K8s>,
     /// Per process: stacks the kernel's table walk handed over to copies, by reason and place.
     pub stack_fallbacks: HashMap<u32, Vec<crate::model::StackFallback>>,
 }

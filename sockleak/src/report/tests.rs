@@ -433,6 +433,53 @@ fn sampled_out_stacks_take_the_recorded_sample_and_senders_their_names() {
     assert_eq!(recv.senders[0].comm.as_deref(), Some("sender"));
 }
 
+#[test]
+fn kubernetes_names_come_from_the_facts_and_head_the_text() {
+    const ID: &str = "277a48ab1a483e12fb79957c49b707eb942285ac4e778b3e51ca178bd7e9ff4e";
+    let (mut p, stacks, mut facts) = go_client();
+    p.meta.cgroup = Some(format!("/kubepods/besteffort/pod1/{ID}"));
+    let r = process_report(&p, &stacks, &facts);
+    assert_eq!(r.container.as_deref(), Some(ID));
+    assert!(r.k8s.is_none(), "no runtime answered: no names");
+    let k8s = crate::model::K8s {
+        namespace: "payments".into(),
+        pod: "checkout-7d9f".into(),
+        pod_uid: "0f1e".into(),
+        container: "api".into(),
+    };
+    facts.k8s.insert(ID.to_string(), k8s.clone());
+    let r = process_report(&p, &stacks, &facts);
+    assert_eq!(r.k8s.as_ref(), Some(&k8s));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["k8s"],
+        serde_json::json!({"namespace": "payments", "pod": "checkout-7d9f", "pod_uid": "0f1e", "container": "api"})
+    );
+    let report = build::report(
+        vec![r],
+        &facts,
+        build::Totals {
+            duration_s: 1.0,
+            lost: Vec::new(),
+            lost_events: 0,
+            all: false,
+            own_cost: Default::default(),
+        },
+    );
+    let text = super::text::report(&report, 5.0);
+    assert!(
+        text.contains("\n== pod payments/checkout-7d9f container api (277a48ab1a48) ==\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\nPID {} (httpclient) pod payments/checkout-7d9f container api\n",
+            p.tgid
+        )),
+        "{text}"
+    );
+}
+
 /// The Go client of `go_client`, its sockets joined to the requests that asked for them: 30
 /// by the latest request of `main.request` (two callers, so two origin stacks), 10 made before
 /// the probes were attached.

@@ -238,12 +238,16 @@ fn failure(out: &mut String, f: &Failure) {
 fn process(out: &mut String, p: &ProcessReport, min_age_s: f64) {
     let _ = writeln!(
         out,
-        "\nPID {} ({}){}{}{}",
+        "\nPID {} ({}){}{}{}{}",
         p.pid,
         p.comm,
         p.ns_pid
             .filter(|n| *n != p.pid)
             .map_or(String::new(), |n| format!(" ns_pid {n}")),
+        p.k8s.as_ref().map_or(String::new(), |k| format!(
+            " pod {}/{} container {}",
+            k.namespace, k.pod, k.container
+        )),
         p.cgroup
             .as_deref()
             .filter(|_| p.container.is_none())
@@ -447,12 +451,21 @@ pub fn report(r: &Report, min_age_s: f64) -> String {
         }
         for g in groups {
             let first = r.processes.iter().find(|p| p.container.as_deref() == g);
-            let _ = match (g, first.and_then(|p| p.cgroup.as_deref())) {
-                (Some(id), Some(cg)) => {
+            let k8s = first.and_then(|p| p.k8s.as_ref());
+            let _ = match (g, k8s, first.and_then(|p| p.cgroup.as_deref())) {
+                (Some(id), Some(k), _) => writeln!(
+                    out,
+                    "\n== pod {}/{} container {} ({}) ==",
+                    k.namespace,
+                    k.pod,
+                    k.container,
+                    &id[..12.min(id.len())]
+                ),
+                (Some(id), None, Some(cg)) => {
                     writeln!(out, "\n== container {} ({cg}) ==", &id[..12.min(id.len())])
                 }
-                (Some(id), None) => writeln!(out, "\n== container {id} =="),
-                (None, _) => writeln!(out, "\n== not in a container =="),
+                (Some(id), None, None) => writeln!(out, "\n== container {id} =="),
+                (None, _, _) => writeln!(out, "\n== not in a container =="),
             };
             for p in r.processes.iter().filter(|p| p.container.as_deref() == g) {
                 process(&mut out, p, min_age_s);

@@ -7,54 +7,104 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use std::sync::atomic::AtomicU64;
+use std::{collections::HashMap, sync::atomic::AtomicU64};
 
 use crate::model::{ProcessReport, Report};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Proc {
-    pid: String,
-    comm: String,
-    cgroup: String,
-    container: String,
+/// A label that can identify a process in /metrics (`--metrics-labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Label {
+    Pid,
+    Comm,
+    Cgroup,
+    /// The container id from the cgroup path.
+    ContainerId,
+    /// Kubernetes namespace, pod and container name (from the CRI runtime).
+    Namespace,
+    Pod,
+    Container,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProcState {
-    pid: String,
-    comm: String,
-    cgroup: String,
-    container: String,
-    state: String,
+impl Label {
+    pub const ALL: [Label; 7] = [
+        Label::Pid,
+        Label::Comm,
+        Label::Cgroup,
+        Label::ContainerId,
+        Label::Namespace,
+        Label::Pod,
+        Label::Container,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Label::Pid => "pid",
+            Label::Comm => "comm",
+            Label::Cgroup => "cgroup",
+            Label::ContainerId => "container_id",
+            Label::Namespace => "namespace",
+            Label::Pod => "pod",
+            Label::Container => "container",
+        }
+    }
+
+    fn of(self, p: &ProcessReport) -> String {
+        let k8s = p.k8s.as_ref();
+        match self {
+            Label::Pid => p.pid.to_string(),
+            Label::Comm => p.comm.clone(),
+            Label::Cgroup => p.cgroup.clone().unwrap_or_default(),
+            Label::ContainerId => p.container.clone().unwrap_or_default(),
+            Label::Namespace => k8s.map(|k| k.namespace.clone()).unwrap_or_default(),
+            Label::Pod => k8s.map(|k| k.pod.clone()).unwrap_or_default(),
+            Label::Container => k8s.map(|k| k.container.clone()).unwrap_or_default(),
+        }
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProcSite {
-    pid: String,
-    comm: String,
-    cgroup: String,
-    container: String,
-    call_site: String,
+/// Parses `--metrics-labels` (`pid,comm,namespace`): known names, each once, in the order
+/// given, at least one.
+pub fn parse_labels(s: &str) -> Result<Vec<Label>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let Some(l) = Label::ALL.iter().find(|l| l.name() == part) else {
+            let all: Vec<&str> = Label::ALL.iter().map(|l| l.name()).collect();
+            return Err(format!(
+                "`{part}` is not a label; choose from {}",
+                all.join(", ")
+            ));
+        };
+        if !out.contains(l) {
+            out.push(*l);
+        }
+    }
+    Ok(out)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProcFailure {
-    pid: String,
-    comm: String,
-    cgroup: String,
-    container: String,
-    syscall: String,
-    errno: String,
+/// A process's labels, in the order chosen, then the metric's own.
+type Labels = Vec<(&'static str, String)>;
+
+fn labels(p: &ProcessReport, sel: &[Label]) -> Labels {
+    sel.iter().map(|l| (l.name(), l.of(p))).collect()
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProcPattern {
-    pid: String,
-    comm: String,
-    cgroup: String,
-    container: String,
-    pattern: String,
-    confidence: String,
+/// The processes beyond `top`, summed.
+fn other(sel: &[Label]) -> Labels {
+    sel.iter()
+        .map(|l| {
+            let v = match l {
+                Label::Pid | Label::Comm => "other",
+                _ => "",
+            };
+            (l.name(), v.to_string())
+        })
+        .collect()
+}
+
+fn with(l: &Labels, extra: &[(&'static str, String)]) -> Labels {
+    let mut v = l.clone();
+    v.extend(extra.iter().cloned());
+    v
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,39 +125,21 @@ pub struct SelfStats {
 /// Suspect call sites labelled per process (largest first); the rest are summed.
 const SITES_PER_PROCESS: usize = 5;
 
-fn labels(p: &ProcessReport) -> Proc {
-    Proc {
-        pid: p.pid.to_string(),
-        comm: p.comm.clone(),
-        cgroup: p.cgroup.clone().unwrap_or_default(),
-        container: p.container.clone().unwrap_or_default(),
-    }
-}
-
-fn other() -> Proc {
-    Proc {
-        pid: "other".into(),
-        comm: "other".into(),
-        cgroup: String::new(),
-        container: String::new(),
-    }
-}
-
 type FGauge = Gauge<f64, AtomicU64>;
 
-pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
+pub fn render(report: &Report, top: usize, sel: &[Label], own: SelfStats) -> String {
     let mut reg = Registry::with_prefix("sockleak");
-    let live = Family::<Proc, Gauge>::default();
-    let open = Family::<Proc, Gauge>::default();
-    let soft = Family::<Proc, Gauge>::default();
-    let ratio = Family::<Proc, FGauge>::default();
-    let to_limit = Family::<Proc, FGauge>::default();
-    let growth = Family::<Proc, FGauge>::default();
-    let states = Family::<ProcState, Gauge>::default();
-    let suspects = Family::<Proc, Gauge>::default();
-    let leaked = Family::<ProcSite, Gauge>::default();
-    let failures = Family::<ProcFailure, Counter>::default();
-    let diagnoses = Family::<ProcPattern, Gauge>::default();
+    let live = Family::<Labels, Gauge>::default();
+    let open = Family::<Labels, Gauge>::default();
+    let soft = Family::<Labels, Gauge>::default();
+    let ratio = Family::<Labels, FGauge>::default();
+    let to_limit = Family::<Labels, FGauge>::default();
+    let growth = Family::<Labels, FGauge>::default();
+    let states = Family::<Labels, Gauge>::default();
+    let suspects = Family::<Labels, Gauge>::default();
+    let leaked = Family::<Labels, Gauge>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let diagnoses = Family::<Labels, Gauge>::default();
     let lost = Family::<Cause, Counter>::default();
     reg.register(
         "live_sockets",
@@ -176,11 +208,17 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
     );
     reg.register("self_events", "Kernel events processed", events.clone());
     let alive: Vec<&ProcessReport> = report.processes.iter().filter(|p| !p.exited).collect();
+    // Limits and predictions of processes that share their labels (pid left out) do not sum:
+    // the highest limit and usage, the shortest time to the limit, the summed growth.
+    let mut soft_max: HashMap<Labels, u64> = HashMap::new();
+    let mut ratio_max: HashMap<Labels, f64> = HashMap::new();
+    let mut to_limit_min: HashMap<Labels, f64> = HashMap::new();
+    let mut growth_sum: HashMap<Labels, f64> = HashMap::new();
     for (i, p) in alive.iter().enumerate() {
         let (l, own_labels) = if i < top {
-            (labels(p), true)
+            (labels(p, sel), true)
         } else {
-            (other(), false)
+            (other(sel), false)
         };
         live.get_or_create(&l).inc_by(p.live_sockets as i64);
         open.get_or_create(&l)
@@ -188,13 +226,7 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
         suspects.get_or_create(&l).inc_by(p.suspects.len() as i64);
         for (state, n) in &p.tcp_states {
             states
-                .get_or_create(&ProcState {
-                    pid: l.pid.clone(),
-                    comm: l.comm.clone(),
-                    cgroup: l.cgroup.clone(),
-                    container: l.container.clone(),
-                    state: state.clone(),
-                })
+                .get_or_create(&with(&l, &[("state", state.clone())]))
                 .inc_by(*n as i64);
         }
         for (k, s) in p.suspects.iter().enumerate() {
@@ -204,25 +236,15 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
                 "other".into()
             };
             leaked
-                .get_or_create(&ProcSite {
-                    pid: l.pid.clone(),
-                    comm: l.comm.clone(),
-                    cgroup: l.cgroup.clone(),
-                    container: l.container.clone(),
-                    call_site: site,
-                })
+                .get_or_create(&with(&l, &[("call_site", site)]))
                 .inc_by(s.count as i64);
         }
         for f in &p.failures {
             failures
-                .get_or_create(&ProcFailure {
-                    pid: l.pid.clone(),
-                    comm: l.comm.clone(),
-                    cgroup: l.cgroup.clone(),
-                    container: l.container.clone(),
-                    syscall: f.syscall.clone(),
-                    errno: f.errno.clone(),
-                })
+                .get_or_create(&with(
+                    &l,
+                    &[("syscall", f.syscall.clone()), ("errno", f.errno.clone())],
+                ))
                 .inc_by(f.count);
         }
         for d in &p.diagnoses {
@@ -231,30 +253,44 @@ pub fn render(report: &Report, top: usize, own: SelfStats) -> String {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             diagnoses
-                .get_or_create(&ProcPattern {
-                    pid: l.pid.clone(),
-                    comm: l.comm.clone(),
-                    cgroup: l.cgroup.clone(),
-                    container: l.container.clone(),
-                    pattern: d.pattern.to_string(),
-                    confidence,
-                })
+                .get_or_create(&with(
+                    &l,
+                    &[
+                        ("pattern", d.pattern.to_string()),
+                        ("confidence", confidence),
+                    ],
+                ))
                 .inc();
         }
         if !own_labels {
             continue; // limits and predictions do not sum
         }
         if let Some(lim) = &p.fd_limit {
-            soft.get_or_create(&l)
-                .set(i64::try_from(lim.soft).unwrap_or(i64::MAX));
+            let e = soft_max.entry(l.clone()).or_insert(0);
+            *e = (*e).max(lim.soft);
         }
         if let Some(r) = p.fd_usage_ratio {
-            ratio.get_or_create(&l).set(r);
+            let e = ratio_max.entry(l.clone()).or_insert(r);
+            *e = e.max(r);
         }
         if let Some(s) = p.seconds_to_fd_limit {
-            to_limit.get_or_create(&l).set(s);
+            let e = to_limit_min.entry(l.clone()).or_insert(s);
+            *e = e.min(s);
         }
-        growth.get_or_create(&l).set(p.growth_per_s);
+        *growth_sum.entry(l).or_insert(0.0) += p.growth_per_s;
+    }
+    for (l, v) in soft_max {
+        soft.get_or_create(&l)
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    for (l, v) in ratio_max {
+        ratio.get_or_create(&l).set(v);
+    }
+    for (l, v) in to_limit_min {
+        to_limit.get_or_create(&l).set(v);
+    }
+    for (l, v) in growth_sum {
+        growth.get_or_create(&l).set(v);
     }
     for (cause, n) in &report.lost {
         lost.get_or_create(&Cause {
@@ -331,6 +367,7 @@ mod tests {
             comm: format!("p{pid}"),
             cgroup: None,
             container: None,
+            k8s: None,
             exited: false,
             fd_limit: Some(FdLimitJson {
                 soft: 1024,
@@ -420,7 +457,8 @@ mod tests {
         let mut gone = proc_(13, 9);
         gone.exited = true;
         r.processes.push(gone);
-        let text = render(&r, 1, SelfStats::default());
+        let sel = parse_labels("pid,comm,cgroup,container").unwrap();
+        let text = render(&r, 1, &sel, SelfStats::default());
         assert!(
             text.contains(
                 "sockleak_live_sockets{pid=\"10\",comm=\"p10\",cgroup=\"\",container=\"\"} 5"
@@ -440,5 +478,87 @@ mod tests {
         assert!(text.contains("sockleak_diagnosis{pid=\"10\",comm=\"p10\",cgroup=\"\",container=\"\",pattern=\"close-wait-not-closed\",confidence=\"certain\"} 1"), "{text}");
         assert!(text.contains("sockleak_diagnosis{pid=\"other\",comm=\"other\",cgroup=\"\",container=\"\",pattern=\"close-wait-not-closed\",confidence=\"certain\"} 2"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    fn in_pod(pid: u32, live: u64, ns: &str, pod: &str, container: &str) -> ProcessReport {
+        let mut p = proc_(pid, live);
+        p.container = Some(format!("{pid:064x}"));
+        p.k8s = Some(crate::model::K8s {
+            namespace: ns.into(),
+            pod: pod.into(),
+            pod_uid: format!("uid-{pod}"),
+            container: container.into(),
+        });
+        p
+    }
+
+    #[test]
+    fn chosen_labels_only_and_series_that_share_them_are_merged() {
+        let mut a = in_pod(10, 5, "team-a", "web-1", "app");
+        a.fd_usage_ratio = Some(0.9);
+        a.seconds_to_fd_limit = Some(50.0);
+        let b = in_pod(11, 3, "team-a", "web-2", "app");
+        let c = in_pod(12, 2, "team-b", "db-0", "app");
+        let r = Report {
+            kind: "report",
+            duration_s: 1.0,
+            lost_events: 0,
+            lost: BTreeMap::new(),
+            counts_are_lower_bounds: false,
+            unseen_opened: 0,
+            unseen_closed: 0,
+            time_wait: vec![],
+            own_cost: Default::default(),
+            processes: vec![a, b, c],
+        };
+        let sel = parse_labels("namespace,container").unwrap();
+        let text = render(&r, 20, &sel, SelfStats::default());
+        // Two pods of team-a/app: one series, counts summed, the worst limit figures.
+        assert!(
+            text.contains("sockleak_live_sockets{namespace=\"team-a\",container=\"app\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sockleak_live_sockets{namespace=\"team-b\",container=\"app\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sockleak_fd_usage_ratio{namespace=\"team-a\",container=\"app\"} 0.9"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sockleak_seconds_to_fd_limit{namespace=\"team-a\",container=\"app\"} 50.0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sockleak_socket_growth_per_second{namespace=\"team-a\",container=\"app\"} 2.0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sockleak_failures_total{namespace=\"team-a\",container=\"app\",syscall=\"accept4\",errno=\"EMFILE\"} 14"), "{text}");
+        assert!(!text.contains("pod="), "pod left out: {text}");
+        assert!(!text.contains("pid="), "pid left out: {text}");
+        // The default set names everything.
+        let all = parse_labels("pid,comm,cgroup,container_id,namespace,pod,container").unwrap();
+        let text = render(&r, 20, &all, SelfStats::default());
+        let id = format!("{:064x}", 11);
+        assert!(text.contains(&format!("sockleak_live_sockets{{pid=\"11\",comm=\"p11\",cgroup=\"\",container_id=\"{id}\",namespace=\"team-a\",pod=\"web-2\",container=\"app\"}} 3")), "{text}");
+    }
+
+    #[test]
+    fn metrics_labels_parse() {
+        assert_eq!(
+            parse_labels("namespace, container,namespace").unwrap(),
+            vec![Label::Namespace, Label::Container]
+        );
+        let e = parse_labels("namespace,node").unwrap_err();
+        assert_eq!(
+            e,
+            "`node` is not a label; choose from pid, comm, cgroup, container_id, namespace, pod, container"
+        );
+        assert!(parse_labels("").is_err());
     }
 }

@@ -16,6 +16,8 @@ pub use http::{Request, router, spawn};
 pub struct ServeOptions {
     pub listen: std::net::SocketAddr,
     pub top: usize,
+    /// `--metrics-labels`: the labels that identify a process in /metrics.
+    pub metrics_labels: Vec<metrics::Label>,
     /// `--web-config`: TLS and authentication.
     pub web: Option<webconfig::WebConfig>,
     /// `/report` is served (`--no-report-endpoint` turns it off).

@@ -72,6 +72,7 @@ impl Session {
                 }
             }
         }
+        facts.k8s = self.kube_names(procs.iter().copied());
         if procs
             .iter()
             .any(|p| p.failures.keys().any(|k| k.errno == ENFILE))

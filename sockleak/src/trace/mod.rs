@@ -9,6 +9,7 @@
 mod copies;
 mod events;
 mod facts;
+mod kube;
 mod own_cost;
 mod present;
 mod reconcile;
@@ -85,6 +86,8 @@ pub struct Session {
     copies_at_prune: usize,
     /// Processes switched to DWARF unwinding so far (the first few are logged at info).
     dwarf_switches: usize,
+    /// Kubernetes names and filters.
+    kube: kube::Kube,
     /// Kernel unwind tables; None when off (`--unwind-table-mib 0`).
     tables: Option<crate::symbols::unwind_tables::UnwindTables>,
     /// Where kernel table walks stopped short, per process.
@@ -126,7 +129,12 @@ pub fn run(mut cfg: Config) -> Result<()> {
             int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
             term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
         };
-        let mut session = Session::start(cfg, &tracefs, degraded, left_out)?;
+        let kube = kube::Kube::start(&cfg.kube).await?;
+        cfg.load.cgroups.extend(kube.targets());
+        if cfg.load.cgroups.len() > sockleak_common::target::MAX_CGROUPS as usize {
+            return Err(UserError::TooManyCgroups(sockleak_common::target::MAX_CGROUPS).into());
+        }
+        let mut session = Session::start(cfg, &tracefs, degraded, left_out, kube)?;
         session.run(signals).await
     })
 }
@@ -175,9 +183,18 @@ impl Session {
         tracefs: &Path,
         degraded: Vec<String>,
         left_out: std::collections::BTreeMap<String, String>,
+        kube: kube::Kube,
     ) -> Result<Session> {
         let mut tracer = Tracer::load(&cfg.load, tracefs)?;
         tracer.leave_out(left_out);
+        for id in kube.denied() {
+            if !tracer.deny_cgroup(id) {
+                warn!(
+                    "the kernel's deny list is full: some containers no filter matches are traced"
+                );
+                break;
+            }
+        }
         // Targets start fork-pending: until their /proc fds are seeded, the kernel reports
         // every close, so a socket closed mid-seed is not kept as live.
         let mut initial: Vec<u32> = if cfg.all {
@@ -188,6 +205,7 @@ impl Session {
         for c in &cfg.cgroups {
             initial.extend(cgroup::pids_in(&c.dir));
         }
+        initial.extend(kube.initial.iter().copied());
         initial.retain(|p| *p != std::process::id());
         initial.sort_unstable();
         initial.dedup();
@@ -232,6 +250,7 @@ impl Session {
             unwinders: crate::symbols::unwind::Unwinders::default(),
             copies_at_prune: 0,
             dwarf_switches: 0,
+            kube,
             tables,
             unwind_stops: HashMap::new(),
             lasting_stops: 0,
@@ -274,9 +293,23 @@ impl Session {
             for c in &s.cfg.cgroups {
                 w += &format!(", cgroup {}", c.path);
             }
+            if let Some(f) = &s.cfg.kube.filter {
+                let roots: Vec<&str> = s.kube.roots.iter().map(|c| c.path.as_str()).collect();
+                w += &format!(
+                    ", {} container(s) matching {} (and those started later, under cgroup {})",
+                    s.kube.matched,
+                    f.describe(),
+                    roots.join(", ")
+                );
+            }
             w
         };
-        info!("attached: tracing {what}; Ctrl-C for the report");
+        let names = s
+            .kube
+            .runtime
+            .as_ref()
+            .map_or(String::new(), |r| format!("; Kubernetes names from {r}"));
+        info!("attached: tracing {what}{names}; Ctrl-C for the report");
         Ok(s)
     }
 
@@ -300,6 +333,9 @@ impl Session {
         let stop = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + far));
         tokio::pin!(stop);
         let mut requests = self.start_server().await?;
+        let mut kube_answers = self.kube.spawn();
+        let mut kube_tick = tokio::time::interval(Duration::from_millis(500));
+        kube_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = events.readable_mut() => {
@@ -319,6 +355,8 @@ impl Session {
                     self.tables_work();
                     self.own_cost_poll();
                 }
+                _ = kube_tick.tick() => self.kube_tick(),
+                Some(a) = kube::next_answer(&mut kube_answers) => self.kube_listed(a),
                 Some(req) = requests.recv() => {
                     self.drain(events.get_mut());
                     self.answer(req);
@@ -355,7 +393,8 @@ impl Session {
 
     /// Requested targets always; others once they have had a socket or a failure.
     fn reportable(&self, p: &crate::tracker::Process) -> bool {
-        (self.cfg.pids.contains(&p.tgid) || (!self.cfg.cgroups.is_empty() && p.parent.is_none()))
+        (self.cfg.pids.contains(&p.tgid)
+            || ((!self.cfg.cgroups.is_empty() || self.kube.filtering()) && p.parent.is_none()))
             || p.opened() + p.counts.preexisting + p.counts.unseen_opened > 0
             || p.live() > 0
             || !p.failures.is_empty()

@@ -317,8 +317,12 @@ impl Session {
                     events: self.events_seen,
                     cost: report.own_cost.clone(),
                 };
-                let top = self.cfg.serve.as_ref().map_or(20, |s| s.top);
-                let _ = tx.send(metrics::render(&report, top, own));
+                let (top, sel) = self
+                    .cfg
+                    .serve
+                    .as_ref()
+                    .map_or((20, &[][..]), |s| (s.top, &s.metrics_labels[..]));
+                let _ = tx.send(metrics::render(&report, top, sel, own));
             }
             serve::Request::Report(tx) => {
                 let report = self.build_report();

@@ -44,6 +44,10 @@ impl Session {
             }
             self.tracker.set_counters(tgid, t);
         }
+        // New processes (started by the kernel, or forked by one: a runtime's `runc init`
+        // makes sockets before it becomes the container's process) in a container no
+        // Kubernetes filter matches are dropped before their sockets are read.
+        self.kube_admit_new();
         // Entries stream into the mirror as the dump reads them; only those of processes with
         // unfinished kernel work (rare) are held back for `finish_todo`.
         let todo: HashSet<u32> = self
