@@ -1,7 +1,8 @@
 // Changes its address space under a tracer. `dlopen A B N`: after a line on stdin, forks a
 // child that runs `exec 300` (prints "chain PID"), then loads library A or B in turn (each unloaded before the next
 // is loaded, so they reuse addresses), makes a socket from it and closes it, N times; prints
-// "done" and waits for stdin to close. `exec N`: makes a socket and replaces itself with a new
+// "done", then makes a socket from its own code and closes it for each further line ("ok"),
+// until stdin closes. `exec N`: makes a socket and replaces itself with a new
 // image of this program, N times; the last one (argv "exec 0") keeps its socket and waits to
 // be killed. Built without frame pointers.
 #include <dlfcn.h>
@@ -56,6 +57,12 @@ int main(int argc, char **argv) {
     } else {
         return 2;
     }
-    while (fgets(line, sizeof line, stdin)) {}
+    // Steady state: the address space no longer changes, so these stacks are the ones a
+    // tracer's tables can walk.
+    while (fgets(line, sizeof line, stdin)) {
+        int fd = one_socket();
+        if (fd >= 0) close(fd);
+        printf("ok\n");
+    }
     return 0;
 }
