@@ -495,7 +495,14 @@ fn java_17_jit_compiled_with_perf_map() {
     let port = accepting_listener();
     let mut w = Workload::spawn(
         Command::new(&java)
-            .args(["-XX:+PreserveFramePointer", "-cp"])
+            // The attach listener's socket is there from the start: sockleak's own jcmd
+            // (--java-perfmap) would otherwise make the JVM open it mid-round, after the
+            // ground truth was read.
+            .args([
+                "-XX:+PreserveFramePointer",
+                "-XX:+StartAttachListener",
+                "-cp",
+            ])
             .arg(&classes)
             .args(["Leak", &port.to_string(), "60"]),
     );
